@@ -1,0 +1,162 @@
+"""The ingestion pipeline: raw events from a source, through the aggregator, into the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from wikipulse.stats import Aggregator, Counters, Outcome, RecentIds
+from wikipulse.stores import StatsStore
+
+__all__ = ["ConsumerState", "Pipeline", "RawEvent"]
+
+log = logging.getLogger(__name__)
+
+#: One event as a source delivers it: its JSON bytes and the stream position after it.
+RawEvent = tuple[bytes, str | None]
+
+
+@dataclass(slots=True)
+class ConsumerState:
+    """What the stream consumer is doing, shared by the source, the pipeline and `/status`."""
+
+    connected: bool = False
+    reconnects: int = 0
+    last_event_at: float | None = None  # wall-clock time of the last event received
+    last_event_dt: str | None = None  # the event's own meta.dt, for lag
+    last_error: str | None = None
+    forbidden: bool = False  # the server refused our User-Agent (HTTP 403)
+    store_ok: bool = True
+    counters: Counters = field(default_factory=Counters)
+
+    def as_dict(self) -> dict[str, object]:
+        """The consumer part of the `/status` body."""
+        c = self.counters
+        return {
+            "connected": self.connected,
+            "events_consumed": c.counted,
+            "duplicates": c.duplicates,
+            "invalid": c.invalid,
+            "canaries_dropped": c.canaries,
+            "reconnects": self.reconnects,
+            "last_event_at": _iso(self.last_event_at),
+            "last_error": self.last_error,
+            "user_agent_refused": self.forbidden,
+            "store_ok": self.store_ok,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class _RateLimitedLog:
+    """Log at most one message per interval and say how many were held back."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._held = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return
+        if self._held:
+            msg += " (%d similar messages suppressed)"
+            args = (*args, self._held)
+        log.warning(msg, *args)
+        self._held = 0
+        self._next = now + self._interval
+
+
+class Pipeline:
+    """Fold events into batches and commit each batch when it is big or old enough."""
+
+    def __init__(
+        self,
+        store: StatsStore,
+        *,
+        max_events: int = 1000,
+        max_ms: int = 500,
+        dedup_window: int = 100_000,
+        state: ConsumerState | None = None,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.state = state or ConsumerState()
+        self._max_events = max_events
+        self._max_age = max_ms / 1000
+        self._dedup_window = dedup_window
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._lock = asyncio.Lock()
+        self._invalid_log = _RateLimitedLog()
+        self._batch_started: float | None = None
+        self.aggregator = Aggregator(RecentIds(dedup_window))
+        self.aggregator.counters = self.state.counters
+
+    async def resume(self) -> str | None:
+        """Load the store's resume point into the dedup window; return the position."""
+        point = await self.store.resume_point()
+        self.aggregator.recent = RecentIds(self._dedup_window, point.recent_ids)
+        return point.position
+
+    async def run(self, events: AsyncIterator[RawEvent]) -> None:
+        """Consume events until the source ends, committing as it goes and at the end."""
+        flusher = asyncio.create_task(self._flush_when_old())
+        try:
+            async for data, position in events:
+                await self.add(data, position)
+        finally:
+            flusher.cancel()
+            await self.flush()
+
+    async def add(self, data: bytes, position: str | None) -> Outcome:
+        """Process one event and commit the batch if it is full."""
+        agg = self.aggregator
+        outcome = agg.add_raw(data, position)
+        if outcome is Outcome.INVALID:
+            self._invalid_log.warning("invalid event skipped: %s", agg.last_error)
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        if agg.batch.total >= self._max_events:
+            await self.flush()
+        return outcome
+
+    async def flush(self) -> None:
+        """Commit what has been folded so far, retrying with back-off while the store is down."""
+        async with self._lock:
+            batch = self.aggregator.take()
+            self._batch_started = None
+            if not batch.touched:
+                return
+            delay = self._retry_initial
+            while True:
+                try:
+                    await self.store.commit(batch)
+                except Exception as exc:  # any store failure: keep the batch, wait, retry
+                    self.state.store_ok = False
+                    log.warning("store commit failed (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # jitter
+                    delay = min(delay * 2, self._retry_max)
+                    continue
+                if not self.state.store_ok:
+                    log.info("store is back; batch of %d events committed", batch.total)
+                self.state.store_ok = True
+                return
+
+    async def _flush_when_old(self) -> None:
+        while True:
+            await asyncio.sleep(self._max_age / 2)
+            started = self._batch_started
+            if started is not None and time.monotonic() - started >= self._max_age:
+                await self.flush()

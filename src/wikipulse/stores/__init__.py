@@ -1,0 +1,52 @@
+"""The StatsStore port and the factory that picks an adapter from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+    from wikipulse.stats import Batch, Stats
+
+__all__ = ["ResumePoint", "StatsStore", "StoreUnavailable", "make_store"]
+
+
+class StoreUnavailable(RuntimeError):
+    """Raised by a store that cannot reach its backend right now; the caller retries."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where a restarted consumer picks up: the stream position and the recent event ids."""
+
+    position: str | None = None
+    recent_ids: list[str] = field(default_factory=list)
+
+
+class StatsStore(Protocol):
+    """Where aggregated statistics and the stream position live."""
+
+    async def open(self) -> None:
+        """Connect to the backend (creating the schema where the store does that itself)."""
+
+    async def commit(self, batch: Batch) -> None:
+        """Apply a batch of deltas together with the position it reaches."""
+
+    async def snapshot(self) -> Stats:
+        """Read a consistent snapshot of the statistics."""
+
+    async def resume_point(self) -> ResumePoint:
+        """Read the position to resume from and the event ids to deduplicate against."""
+
+    async def close(self) -> None:
+        """Release connections and files."""
+
+
+def make_store(settings: Settings) -> StatsStore:
+    """Build the store the settings name (not yet opened)."""
+    from wikipulse.stores.memory import MemoryStore
+
+    if settings.store == "memory":
+        return MemoryStore()
+    raise ValueError(f"unknown store {settings.store!r}")  # settings validation prevents this
