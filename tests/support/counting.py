@@ -1,0 +1,61 @@
+"""An independent count of the statistics of a file of events, written with the stdlib only.
+
+It shares no code with the package so that a bug there cannot hide in both places.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def expected_stats(lines: Iterable[bytes | str]) -> dict[str, Any]:
+    """The `/stats` body for these NDJSON lines: valid, non-canary, each meta.id once."""
+    seen: set[str] = set()
+    users: set[str] = set()
+    servers: dict[str, int] = {}
+    total = bots = 0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict) or not _valid(event):
+            continue
+        meta = event["meta"]
+        if meta.get("domain") == "canary" or meta["id"] in seen:
+            continue
+        seen.add(meta["id"])
+        total += 1
+        bots += event["bot"]
+        if event.get("user"):
+            users.add(event["user"])
+        servers[event["server_name"]] = servers.get(event["server_name"], 0) + 1
+    return {
+        "total": total,
+        "distinct_users": len(users),
+        "bots": bots,
+        "non_bots": total - bots,
+        "by_server_name": servers,
+    }
+
+
+def expected_stats_of_file(path: Path) -> dict[str, Any]:
+    """`expected_stats` over a file's lines."""
+    with path.open("rb") as f:
+        return expected_stats(f)
+
+
+def _valid(event: dict[str, Any]) -> bool:
+    meta = event.get("meta")
+    return (
+        isinstance(meta, dict)
+        and isinstance(meta.get("id"), str)
+        and isinstance(meta.get("domain", ""), str | None)
+        and isinstance(event.get("server_name"), str)
+        and isinstance(event.get("bot"), bool)
+        and isinstance(event.get("user", ""), str | None)
+        and isinstance(event.get("type", ""), str | None)
+    )
