@@ -54,6 +54,7 @@ def _valid(event: dict[str, Any]) -> bool:
         isinstance(meta, dict)
         and isinstance(meta.get("id"), str)
         and isinstance(meta.get("domain", ""), str | None)
+        and isinstance(meta.get("dt", ""), str | None)
         and isinstance(event.get("server_name"), str)
         and isinstance(event.get("bot"), bool)
         and isinstance(event.get("user", ""), str | None)
