@@ -132,6 +132,26 @@ class Pipeline:
             await self.flush()
         return outcome
 
+    async def fold_lines(self, lines: list[bytes]) -> None:
+        """Process NDJSON lines (no stream position) and commit the batch if it is full."""
+        agg = self.aggregator
+        invalid = agg.counters.invalid
+        agg.fold(lines)
+        self.note_invalid(agg.counters.invalid - invalid, agg.last_error)
+        await self.commit_if_full()
+
+    def note_invalid(self, count: int, last_error: str) -> None:
+        """Log (rate-limited) that invalid events were skipped."""
+        if count:
+            self._invalid_log.warning("%d invalid events skipped, the last: %s", count, last_error)
+
+    async def commit_if_full(self) -> None:
+        """Commit the batch if it holds enough events; start its age clock otherwise."""
+        if self._batch_started is None:
+            self._batch_started = time.monotonic()
+        if self.aggregator.batch.total >= self._max_events:
+            await self.flush()
+
     async def flush(self) -> None:
         """Commit what has been folded so far, retrying with back-off while the store is down."""
         async with self._lock:

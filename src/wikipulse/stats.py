@@ -97,6 +97,18 @@ class RecentIds:
             self._set.discard(self._order.popleft())
         return True
 
+    def isdisjoint(self, event_ids: Iterable[str]) -> bool:
+        """Whether none of these ids is in the window."""
+        return self._set.isdisjoint(event_ids)
+
+    def extend_new(self, event_ids: list[str]) -> None:
+        """Remember ids known to be distinct and absent from the window, oldest first."""
+        self._set.update(event_ids)
+        self._order.extend(event_ids)
+        order, discard = self._order, self._set.discard
+        for _ in range(len(order) - self._capacity):
+            discard(order.popleft())
+
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._set
 

@@ -1,0 +1,286 @@
+"""The `wikipulse` command: serve, replay, hash-password, migrate, healthcheck."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from wikipulse import __version__
+from wikipulse.config import ConfigError, Settings, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("wikipulse")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+_STORES = ("memory", "sqlite", "postgres", "cassandra")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wikipulse",
+        description="Live statistics of Wikimedia's RecentChange stream behind an authenticated "
+        "HTTP API. Settings come from WIKIPULSE_* environment variables, a .env file and a "
+        "TOML config file (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"wikipulse {__version__}")
+    parser.set_defaults(command=None)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML config file (default: $WIKIPULSE_CONFIG); .env and the environment override it",
+    )
+    common.add_argument(
+        "--env-file", metavar="PATH", default=".env", help="dotenv file to read (default: .env)"
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the HTTP API and the stream consumer",
+        description="Consume the RecentChange stream and serve /status, /login, /stats and "
+        "/docs on WIKIPULSE_HOST:WIKIPULSE_PORT (default 0.0.0.0:7000).",
+    )
+    serve.set_defaults(command="serve", handler=_serve)
+
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="aggregate a recorded stream file and print the statistics",
+        description="Read a recorded stream (NDJSON, one event a line, or a raw SSE capture; "
+        "detected from its first bytes), print the final statistics as JSON (the /stats body) "
+        "on stdout and progress on stderr.",
+    )
+    replay.add_argument("path", type=Path, metavar="PATH", help="the recording to replay")
+    replay.add_argument(
+        "--store",
+        choices=_STORES,
+        default="memory",
+        help="store to write through (default: memory; the others use their WIKIPULSE_* "
+        "settings and add to what they already hold)",
+    )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="processes decoding a large NDJSON file (default: one per core; 1: no workers)",
+    )
+    replay.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    replay.set_defaults(command="replay", handler=_replay)
+
+    hash_pw = sub.add_parser(
+        "hash-password",
+        help="read a password on stdin and print its argon2 hash",
+        description="Read a password from stdin (prompted twice on a terminal) and print an "
+        "argon2id hash for WIKIPULSE_USERS=name:hash.",
+    )
+    hash_pw.set_defaults(command="hash-password", handler=_hash_password)
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create the schema of the configured store",
+        description="Create the tables (and, for Cassandra, the keyspace) of the store named by "
+        "WIKIPULSE_STORE. Safe to run again.",
+    )
+    migrate.set_defaults(command="migrate", handler=_migrate)
+
+    health = sub.add_parser(
+        "healthcheck",
+        parents=[common],
+        help="exit 0 if the local service answers /status",
+        description="GET /status of the running service (for container health checks); exit 0 "
+        "if it answers 200 with status ok, 1 otherwise.",
+    )
+    health.add_argument(
+        "--url", help="status URL (default: http://127.0.0.1:$WIKIPULSE_PORT/status)"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default: 3)")
+    health.set_defaults(command="healthcheck", handler=_healthcheck)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    settings = load_settings(config_file=args.config, env_file=args.env_file, **overrides)
+    from wikipulse.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    import uvicorn
+
+    from wikipulse.app import build_app
+
+    app = build_app(settings)
+    log.info("wikipulse %s listening on %s:%d", __version__, settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return EXIT_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    settings = _settings(args, store=args.store)
+    path: Path = args.path
+    try:
+        size = path.stat().st_size
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        print(f"wikipulse: cannot read {str(path)!r}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if path.is_dir():
+        print(f"wikipulse: cannot read {str(path)!r}: it is a directory", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.workers < 0:
+        print("wikipulse: --workers must be 0 (one per core) or more", file=sys.stderr)
+        return EXIT_CONFIG
+    from wikipulse.sources.parallel import default_workers, make_executor
+    from wikipulse.sources.replay import PARALLEL_MIN_BYTES
+
+    workers = args.workers or default_workers()
+    # Fork the workers now, before the store or the event loop can start a thread.
+    executor = make_executor(workers) if workers > 1 and size >= PARALLEL_MIN_BYTES else None
+    try:
+        return asyncio.run(_replay_async(settings, path, size, executor, workers, quiet=args.quiet))
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+
+async def _replay_async(
+    settings: Settings,
+    path: Path,
+    size: int,
+    executor: ProcessPoolExecutor | None,
+    workers: int,
+    *,
+    quiet: bool,
+) -> int:
+    import time
+
+    from wikipulse.ingest import Pipeline
+    from wikipulse.sources.replay import replay_file
+    from wikipulse.stores import make_store
+
+    next_report = time.monotonic() + 1.0
+
+    def progress(done: int) -> None:
+        nonlocal next_report
+        now = time.monotonic()
+        if quiet or now < next_report:
+            return
+        next_report = now + 1.0
+        c = pipeline.state.counters
+        seen = c.counted + c.duplicates + c.canaries + c.invalid
+        print(
+            f"replay: {done / 1e6:.1f} of {size / 1e6:.1f} MB ({100 * done / max(size, 1):.0f}%), "
+            f"{seen} events, {seen / (now - started):,.0f} events/s",
+            file=sys.stderr,
+        )
+
+    store = make_store(settings)
+    started = time.monotonic()
+    try:
+        await store.open()
+        pipeline = Pipeline(
+            store,
+            max_events=settings.batch_max_events,
+            max_ms=settings.batch_max_ms,
+            dedup_window=settings.dedup_window,
+        )
+        await pipeline.resume()
+        fmt = await replay_file(path, pipeline, progress, executor, workers)
+        stats = await store.snapshot()
+    finally:
+        await store.close()
+    elapsed = time.monotonic() - started
+    c = pipeline.state.counters
+    if not quiet:
+        seen = c.counted + c.duplicates + c.canaries + c.invalid
+        print(
+            f"replay: {path} ({fmt}): {seen} events in {elapsed:.2f}s "
+            f"({seen / max(elapsed, 1e-9):,.0f}/s): {c.counted} counted, {c.duplicates} "
+            f"duplicates, {c.canaries} canaries, {c.invalid} invalid; store {settings.store}",
+            file=sys.stderr,
+        )
+    sys.stdout.write(json.dumps(stats.to_dict(), ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    from argon2 import PasswordHasher
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("wikipulse: the passwords differ", file=sys.stderr)
+            return EXIT_FAILURE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("wikipulse: empty password; give one on stdin", file=sys.stderr)
+        return EXIT_FAILURE
+    print(PasswordHasher().hash(password))
+    return EXIT_OK
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    from wikipulse.stores import migrate
+
+    try:
+        asyncio.run(migrate(settings))
+    except Exception as exc:  # any driver error: say what failed, no traceback
+        log.error("migration of the %s store failed: %s", settings.store, exc)
+        return EXIT_FAILURE
+    log.info("%s store schema is ready", settings.store)
+    return EXIT_OK
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        port = load_settings(config_file=args.config, env_file=args.env_file).port
+        url = f"http://127.0.0.1:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310  # our own URL
+            body = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if body.get("status") != "ok":
+        print(f"unhealthy: {url}: {body}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
