@@ -20,24 +20,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wikipulse.ingest import Pipeline
-from wikipulse.stats import Aggregator, Batch, RecentIds
+from wikipulse.stats import Aggregator, RecentIds
 
 __all__ = ["RangeResult", "fold_range", "read_range", "replay_parallel", "split_ranges"]
 
 RANGE_BYTES = 4 << 20
+_SEP = "\0"
 
 
 @dataclass(frozen=True, slots=True)
 class RangeResult:
-    """The partial deltas of one byte range, folded as if it held no duplicates."""
+    """The partial deltas of one byte range, folded as if it held no duplicates.
+
+    Event ids and user names travel as one string each, joined by NUL: unpickling one long
+    string and splitting it costs a fraction of unpickling a list of short ones, and the
+    parent is the part that cannot be parallel.
+    """
 
     start: int
     end: int
-    batch: Batch
+    total: int
+    bots: int
+    by_server_name: dict[str, int]
+    ids: str | list[str]
+    users: str | list[str]
     duplicates: int
     canaries: int
     invalid: int
     last_error: str
+
+
+def _pack(items: list[str]) -> str | list[str]:
+    packed = _SEP.join(items)
+    # Names from a malformed event could hold NUL; then they travel as a list.
+    return packed if packed.count(_SEP) == max(len(items) - 1, 0) else items
+
+
+def _unpack(packed: str | list[str]) -> list[str]:
+    if isinstance(packed, list):
+        return packed
+    return packed.split(_SEP) if packed else []
 
 
 def split_ranges(size: int, range_bytes: int = RANGE_BYTES) -> list[tuple[int, int]]:
@@ -65,8 +87,20 @@ def fold_range(path: Path, start: int, end: int) -> RangeResult:
     lines = read_range(path, start, end)
     agg = Aggregator(RecentIds(max(len(lines), 1)))
     agg.fold(lines)
-    c = agg.counters
-    return RangeResult(start, end, agg.batch, c.duplicates, c.canaries, c.invalid, agg.last_error)
+    c, b = agg.counters, agg.batch
+    return RangeResult(
+        start,
+        end,
+        b.total,
+        b.bots,
+        b.by_server_name,
+        _pack(b.event_ids),
+        _pack(list(b.users)),
+        c.duplicates,
+        c.canaries,
+        c.invalid,
+        agg.last_error,
+    )
 
 
 def default_workers() -> int:
@@ -86,10 +120,11 @@ async def replay_parallel(
     executor: ProcessPoolExecutor,
     workers: int,
     progress: Callable[[int], None] | None = None,
+    range_bytes: int = RANGE_BYTES,
 ) -> None:
     """Replay the first `size` bytes of an NDJSON file using the executor's workers."""
     pending: deque[Future[RangeResult]] = deque()
-    ranges: Iterator[tuple[int, int]] = iter(split_ranges(size))
+    ranges: Iterator[tuple[int, int]] = iter(split_ranges(size, range_bytes))
     # A bounded number of ranges in flight keeps memory flat whatever the store's speed.
     for start, end in ranges:
         pending.append(executor.submit(fold_range, path, start, end))
@@ -109,26 +144,26 @@ async def replay_parallel(
 
 def _merge(pipeline: Pipeline, path: Path, result: RangeResult) -> None:
     agg = pipeline.aggregator
-    part = result.batch
-    if result.duplicates or not agg.recent.isdisjoint(part.event_ids):
+    ids = _unpack(result.ids)
+    if result.duplicates or not agg.recent.isdisjoint(ids):
         # The range repeats an event: fold it again, exactly, against the real window.
         lines = read_range(path, result.start, result.end)
         invalid = agg.counters.invalid
         agg.fold(lines)
         pipeline.note_invalid(agg.counters.invalid - invalid, agg.last_error)
         return
-    agg.recent.extend_new(part.event_ids)
+    agg.recent.extend_new(ids)
     batch = agg.batch
     batch.touched = True
-    batch.total += part.total
-    batch.bots += part.bots
+    batch.total += result.total
+    batch.bots += result.bots
     servers = batch.by_server_name
-    for name, count in part.by_server_name.items():
+    for name, count in result.by_server_name.items():
         servers[name] = servers.get(name, 0) + count
-    batch.users |= part.users
-    batch.event_ids += part.event_ids
+    batch.users.update(_unpack(result.users))
+    batch.event_ids += ids
     c = agg.counters
-    c.counted += part.total
+    c.counted += result.total
     c.canaries += result.canaries
     c.invalid += result.invalid
     pipeline.note_invalid(result.invalid, result.last_error)

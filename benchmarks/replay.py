@@ -1,0 +1,181 @@
+"""Benchmark `wikipulse replay` against a naive stdlib baseline and a decode-only loop.
+
+Each command runs as its own process, timed from start to exit (interpreter start-up and
+imports included), several times; the best and the median wall time are printed with
+events/s and the peak resident memory of the process.
+
+    python benchmarks/replay.py                       # 500,000 generated events
+    python benchmarks/replay.py --events 1000000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+GENERATOR = ROOT.parent / "shared" / "tools" / "gen_recentchange.py"
+POSTGRES_DSN = os.environ.get(
+    "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def generate(events: int, seed: int, directory: Path) -> Path:
+    """Make (or reuse) a file of generated events."""
+    path = directory / f"recentchange-{events}-{seed}.ndjson"
+    if not path.exists():
+        print(f"generating {events:,} events into {path} ...", file=sys.stderr)
+        with path.open("wb") as out:
+            subprocess.run(
+                [sys.executable, str(GENERATOR), "--events", str(events), "--seed", str(seed)],
+                stdout=out,
+                check=True,
+            )
+    return path
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes]:
+    """Run a command; return its wall time, its peak RSS in KiB and its stdout."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return elapsed, usage.ru_maxrss, stdout
+
+
+def postgres_reachable() -> bool:
+    """Whether the benchmark's PostgreSQL answers."""
+    probe = (
+        "import asyncio, asyncpg, sys\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(sys.argv[1], timeout=3)\n"
+        "    await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, POSTGRES_DSN], capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def main() -> None:
+    """Run every variant and print a table of figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--no-stores", action="store_true", help="memory store only")
+    args = parser.parse_args()
+
+    data = generate(args.events, args.seed, args.dir)
+    wikipulse = [sys.executable, "-m", "wikipulse"]
+    db_dir = Path(tempfile.mkdtemp(prefix="wikipulse-bench-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIKIPULSE_")}
+    variants: list[tuple[str, list[str], dict[str, str]]] = [
+        (
+            "naive stdlib baseline",
+            [sys.executable, str(HERE / "naive_baseline.py"), str(data)],
+            env,
+        ),
+        (
+            "decode-only loop (msgspec)",
+            [sys.executable, str(HERE / "decode_only.py"), str(data)],
+            env,
+        ),
+        (
+            "wikipulse replay, 1 process",
+            [*wikipulse, "replay", "-q", "--workers", "1", str(data)],
+            env,
+        ),
+        ("wikipulse replay (memory)", [*wikipulse, "replay", "-q", str(data)], env),
+    ]
+    if not args.no_stores:
+        sqlite_env = {**env, "WIKIPULSE_SQLITE_PATH": str(db_dir / "bench.db")}
+        variants.append(
+            (
+                "wikipulse replay (sqlite)",
+                [*wikipulse, "replay", "-q", "--store", "sqlite", str(data)],
+                sqlite_env,
+            )
+        )
+        if postgres_reachable():
+            pg_env = {**env, "WIKIPULSE_POSTGRES_DSN": POSTGRES_DSN}
+            variants.append(
+                (
+                    "wikipulse replay (postgres)",
+                    [*wikipulse, "replay", "-q", "--store", "postgres", str(data)],
+                    pg_env,
+                )
+            )
+        else:
+            print(f"postgres: not reachable at {POSTGRES_DSN}; skipped", file=sys.stderr)
+
+    print(
+        f"{args.events:,} events, {data.stat().st_size / 1e6:.0f} MB, "
+        f"best and median of {args.runs} runs, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}"
+    )
+    print(
+        f"{'variant':32} {'best s':>8} {'median s':>9} {'events/s':>11} "
+        f"{'vs naive':>9} {'peak RSS':>10}"
+    )
+    baseline = None
+    expected = None
+    for name, cmd, variant_env in variants:
+        times, rss = [], 0
+        for _ in range(args.runs):
+            for db in db_dir.glob("bench.db*"):
+                db.unlink()  # every store run starts empty so it counts the same events
+            if "postgres" in name:
+                _reset_postgres(variant_env)
+            elapsed, peak, stdout = run(cmd, variant_env)
+            times.append(elapsed)
+            rss = max(rss, peak)
+            if stdout.startswith(b"{"):
+                body = json.loads(stdout)
+                if expected is None:
+                    expected = body
+                elif body != expected:
+                    raise SystemExit(f"{name} printed different statistics from the baseline")
+        best = min(times)
+        baseline = baseline or best
+        print(
+            f"{name:32} {best:8.2f} {statistics.median(times):9.2f} {args.events / best:11,.0f} "
+            f"{baseline / best:8.1f}x {rss / 1024:8.0f} MB"
+        )
+    print("every variant that prints statistics printed the same numbers as the baseline")
+
+
+def _reset_postgres(env: dict[str, str]) -> None:
+    # The PostgreSQL store keeps its tables; drop them so each run counts from zero.
+    code = (
+        "import asyncio, asyncpg, sys\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(sys.argv[1])\n"
+        "    rows = await c.fetch(\n"
+        "        \"select tablename from pg_tables where tablename like 'wikipulse%'\")\n"
+        "    for r in rows:\n"
+        "        await c.execute('drop table if exists \"%s\" cascade' % r[0])\n"
+        "    await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    subprocess.run([sys.executable, "-c", code, env["WIKIPULSE_POSTGRES_DSN"]], check=True)
+
+
+if __name__ == "__main__":
+    main()

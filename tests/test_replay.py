@@ -1,0 +1,201 @@
+"""`wikipulse replay` prints statistics equal to an independent count, for every format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import DATA_DIR
+from tests.support.counting import expected_stats, expected_stats_of_file
+from tests.support.generated import generate
+from wikipulse.ingest import Pipeline
+from wikipulse.sources.parallel import make_executor, read_range, replay_parallel, split_ranges
+from wikipulse.sources.replay import detect_format, replay_file
+from wikipulse.stores.memory import MemoryStore
+
+RECORDINGS = sorted(DATA_DIR.glob("*.ndjson"))
+
+
+def wikipulse(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed command in a clean environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "wikipulse", *args],
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def replay_stats(path: Path, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Replay through the command and return the JSON it printed."""
+    result = wikipulse("replay", str(path), *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    body: dict[str, Any] = json.loads(result.stdout)
+    return body
+
+
+@pytest.fixture(scope="session")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120,000 generated events with a dozen canaries."""
+    return generate(tmp_path_factory.mktemp("gen"), 120_000, seed=11, canaries=12)
+
+
+def test_recordings_are_there() -> None:
+    """The shared recordings exist, so the parametrised tests below are not vacuous."""
+    assert RECORDINGS
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
+def test_replay_of_each_recording_equals_independent_count(path: Path, tmp_path: Path) -> None:
+    """Replaying a real recording prints exactly the independently counted statistics."""
+    assert replay_stats(path, tmp_path) == expected_stats_of_file(path)
+
+
+def test_replay_of_the_polars_recording_matches_its_readme(tmp_path: Path) -> None:
+    """The 100-event recording gives the figures its README states: 2 bots, 81 users."""
+    body = replay_stats(DATA_DIR / "recentchange-polars-guide.ndjson", tmp_path)
+    assert (body["total"], body["bots"], body["distinct_users"]) == (100, 2, 81)
+    assert body["by_server_name"] == {"en.wikipedia.org": 100}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_replay_of_120k_generated_events(big_file: Path, tmp_path: Path, workers: str) -> None:
+    """120k generated events (canaries, suppressed users) count exactly, with or without workers."""
+    body = replay_stats(big_file, tmp_path, "--workers", workers)
+    expected = expected_stats_of_file(big_file)
+    assert body == expected
+    assert expected["total"] == 120_000 - 12
+
+
+def test_replay_of_an_sse_capture(tmp_path: Path) -> None:
+    """A raw SSE capture (CRLF, comments, multi-line data, error events, a cut tail) counts right."""
+    lines = (DATA_DIR / "recentchange-polars-guide.ndjson").read_bytes().splitlines()
+    parts = [b":ok\r\n\r\n"]
+    for n, line in enumerate(lines):
+        event = json.loads(line)
+        pretty = json.dumps(event, indent=1).encode()  # JSON over many data: lines
+        data = b"".join(b"data: " + part + b"\r\n" for part in pretty.split(b"\n"))
+        parts.append(b'id: [{"offset":%d}]\r\n' % n + b"event: message\r\n" + data + b"\r\n")
+        if n == 10:
+            parts.append(b'event: error\r\ndata: {"meta":{"id":"x"}}\r\n\r\n')
+    parts.append(b"data: " + lines[0][:40])  # cut in the middle of an event: counts nothing
+    capture = tmp_path / "capture.sse"
+    capture.write_bytes(b"".join(parts))
+    assert detect_format(capture.read_bytes()[:100]) == "sse"
+    assert replay_stats(capture, tmp_path) == expected_stats(lines)
+
+
+def test_malformed_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    """Garbage, arrays, bad types and bad UTF-8 lines are skipped; the rest counts exactly."""
+    good = (DATA_DIR / "recentchange-polars-guide.ndjson").read_bytes().splitlines()[:20]
+    bad = [b"nonsense", b"[1,2]", b'{"meta":{"id":3},"server_name":"x","bot":false}', b"\xff\xfe{"]
+    path = tmp_path / "mixed.ndjson"
+    path.write_bytes(b"\n".join(good[:10] + bad + good[10:] + [b"", b""]))
+    result = wikipulse("replay", str(path), cwd=tmp_path)
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == expected_stats(good)
+    assert "20 counted, 0 duplicates, 0 canaries, 4 invalid" in result.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A missing file prints a message naming it and exits 1, without a traceback."""
+    result = wikipulse("replay", str(tmp_path / "nope.ndjson"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "nope.ndjson" in result.stderr and "No such file" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A directory given as the file is refused with exit 1."""
+    result = wikipulse("replay", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_subcommand_has_help(tmp_path: Path) -> None:
+    """`--help` works for the command and each subcommand."""
+    for args in ([], ["serve"], ["replay"], ["hash-password"], ["migrate"], ["healthcheck"]):
+        result = wikipulse(*args, "--help", cwd=tmp_path)
+        assert result.returncode == 0, args
+        assert "usage: wikipulse" in result.stdout
+
+
+def test_no_subcommand_prints_usage_and_fails(tmp_path: Path) -> None:
+    """`wikipulse` alone shows the usage on stderr and exits 2."""
+    result = wikipulse(cwd=tmp_path)
+    assert result.returncode == 2 and "usage: wikipulse" in result.stderr
+
+
+def test_hash_password_prints_a_verifiable_argon2_hash(tmp_path: Path) -> None:
+    """hash-password reads stdin and prints an argon2id hash of that password."""
+    from argon2 import PasswordHasher
+
+    result = wikipulse("hash-password", cwd=tmp_path, stdin="correct horse\n")
+    assert result.returncode == 0
+    digest = result.stdout.strip()
+    assert digest.startswith("$argon2id$")
+    assert PasswordHasher().verify(digest, "correct horse")
+
+
+def test_hash_password_refuses_an_empty_password(tmp_path: Path) -> None:
+    """An empty password on stdin is refused with exit 1."""
+    result = wikipulse("hash-password", cwd=tmp_path, stdin="\n")
+    assert result.returncode == 1 and "empty password" in result.stderr
+
+
+def _with_replays(lines: list[bytes]) -> list[bytes]:
+    """Lines where every 50th event is sent again a little later, as a timestamp resume does."""
+    out: list[bytes] = []
+    for n, line in enumerate(lines):
+        out.append(line)
+        if n % 50 == 49:
+            out.extend(lines[n - 5 : n + 1])
+    return out
+
+
+@pytest.mark.anyio
+async def test_parallel_replay_equals_sequential_with_duplicates_across_ranges(
+    tmp_path: Path,
+) -> None:
+    """Worker processes on tiny ranges give exactly the sequential result, repeats included."""
+    source = generate(tmp_path, 3000, seed=5, canaries=4).read_bytes().splitlines()
+    lines = _with_replays(source)
+    lines[100:100] = [b"garbage", b'{"meta":{"id":"\\u0000"},"server_name":"a\\u0000b","bot":true}']
+    path = tmp_path / "replayed.ndjson"
+    path.write_bytes(b"\n".join(lines))  # no newline at the end, on purpose
+    sequential = Pipeline(MemoryStore(), dedup_window=10_000)
+    await replay_file(path, sequential)
+    parallel = Pipeline(MemoryStore(), dedup_window=10_000)
+    with make_executor(2) as executor:
+        size = path.stat().st_size
+        await replay_parallel(path, size, parallel, executor, 2, range_bytes=7_000)
+    expected = expected_stats(lines)
+    assert (await sequential.store.snapshot()).to_dict() == expected
+    assert (await parallel.store.snapshot()).to_dict() == expected
+    assert parallel.state.counters == sequential.state.counters
+    assert parallel.state.counters.duplicates > 0
+
+
+def test_ranges_cover_every_line_once(tmp_path: Path) -> None:
+    """Reading all ranges gives each line exactly once, wherever the cuts fall."""
+    lines = [b"x" * n for n in range(1, 200)]
+    path = tmp_path / "lines"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    for size in (1, 7, 64, 1000, 10**6):
+        got = [
+            line
+            for start, end in split_ranges(path.stat().st_size, size)
+            for line in read_range(path, start, end)
+            if line
+        ]
+        assert got == lines, size

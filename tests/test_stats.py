@@ -1,0 +1,103 @@
+"""The aggregator counts exactly: each event id once, canaries and invalid events apart."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.support.counting import expected_stats
+from wikipulse.stats import Aggregator, Outcome, RecentIds, Stats
+
+
+def _event(i: str, user: str | None = "u", bot: bool = False, server: str = "s") -> bytes:
+    body: dict[str, object] = {"meta": {"id": i, "domain": server}, "server_name": server}
+    body["bot"] = bot
+    if user is not None:
+        body["user"] = user
+    return json.dumps(body).encode()
+
+
+def _snapshot(agg: Aggregator) -> dict[str, object]:
+    b = agg.batch
+    return Stats(b.total, len(b.users), b.bots, b.by_server_name).to_dict()
+
+
+def test_outcomes_of_each_kind_of_event() -> None:
+    """Counted, duplicate, canary and invalid events are told apart and counted."""
+    agg = Aggregator(RecentIds(10))
+    assert agg.add_raw(_event("a"), "p1") is Outcome.COUNTED
+    assert agg.add_raw(_event("a"), "p2") is Outcome.DUPLICATE
+    assert agg.add_raw(_event("c", server="canary"), "p3") is Outcome.CANARY
+    assert agg.add_raw(b"{oops", "p4") is Outcome.INVALID
+    c = agg.counters
+    assert (c.counted, c.duplicates, c.canaries, c.invalid) == (1, 1, 1, 1)
+    assert agg.batch.position == "p4"  # the position moves on whatever became of the event
+    assert agg.batch.event_ids == ["a"]
+
+
+def test_distinct_users_ignore_missing_and_empty_names() -> None:
+    """Suppressed (absent) and empty user names are not users; temporary accounts are."""
+    agg = Aggregator(RecentIds(10))
+    for i, user in enumerate(["A", "A", None, "", "~2025-12345-67", "B"]):
+        agg.add_raw(_event(str(i), user=user))
+    assert agg.batch.users == {"A", "~2025-12345-67", "B"}
+    assert agg.batch.total == 6
+
+
+def test_window_forgets_the_oldest_ids() -> None:
+    """An id older than the window is counted again; the window stays bounded."""
+    window = RecentIds(2)
+    assert [window.add(x) for x in "abca"] == [True, True, True, True]
+    assert len(window) == 2
+    assert window.ids() == ["c", "a"]
+
+
+def test_take_starts_a_new_batch() -> None:
+    """After take(), the next events fold into a fresh batch."""
+    agg = Aggregator(RecentIds(10))
+    agg.add_raw(_event("a", bot=True))
+    first = agg.take()
+    assert (first.total, first.bots, first.touched) == (1, 1, True)
+    assert (agg.batch.total, agg.batch.touched) == (0, False)
+
+
+def test_stats_body_shape() -> None:
+    """The /stats body has exactly the five fields, with non_bots = total - bots."""
+    body = Stats(10, 4, 3, {"b": 2, "a": 8}).to_dict()
+    assert body == {
+        "total": 10,
+        "distinct_users": 4,
+        "bots": 3,
+        "non_bots": 7,
+        "by_server_name": {"a": 8, "b": 2},
+    }
+    assert list(body["by_server_name"]) == ["a", "b"]  # busiest first
+
+
+_events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.sampled_from("abcdefgh"),
+            st.one_of(st.none(), st.sampled_from(["", "U1", "U2", "Ü3"])),
+            st.booleans(),
+            st.sampled_from(["x.org", "y.org", "canary"]),
+        ).map(lambda t: _event(t[0], t[1], t[2], t[3])),
+        st.sampled_from([b"garbage", b"[]", b'{"meta":{}}', b""]),
+    ),
+    max_size=60,
+)
+
+
+@given(_events)
+def test_fold_and_add_raw_agree_with_an_independent_count(lines: list[bytes]) -> None:
+    """Folding lines, adding them one by one, and the stdlib count give the same statistics."""
+    folded = Aggregator(RecentIds(1000))
+    folded.fold(lines)
+    one_by_one = Aggregator(RecentIds(1000))
+    for line in lines:
+        if line:
+            one_by_one.add_raw(line)
+    assert _snapshot(folded) == _snapshot(one_by_one) == expected_stats(lines)
+    assert folded.counters == one_by_one.counters
