@@ -19,8 +19,10 @@ def test_defaults() -> None:
     s = load_settings({}, env_file=None)
     assert (s.host, s.port, s.store, s.jwt_ttl_seconds) == ("0.0.0.0", 7000, "memory", 3600)  # noqa: S104
     assert s.stream_url == "https://stream.wikimedia.org/v2/stream/recentchange"
-    assert s.user_agent.startswith("wikipulse/") and "https://" in s.user_agent
-    assert s.jwt_secret is None and s.users == {}
+    assert s.user_agent.startswith("wikipulse/")
+    assert "https://" in s.user_agent
+    assert s.jwt_secret is None
+    assert s.users == {}
 
 
 def test_precedence_file_then_dotenv_then_environment(tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_users_with_commas_inside_hashes() -> None:
 )
 def test_malformed_users_are_refused(bad: str) -> None:
     """A users entry that is not name:argon2hash is an error."""
-    with pytest.raises(ValueError, match="argon2|separated"):
+    with pytest.raises(ValueError, match=r"argon2|separated"):
         parse_users(bad)
 
 
@@ -79,7 +81,8 @@ def test_invalid_values_name_the_setting(env: dict[str, str], setting: str) -> N
 def test_a_good_secret_is_kept_secret() -> None:
     """A 32-byte secret is accepted and not shown in the settings' repr."""
     s = load_settings({"WIKIPULSE_JWT_SECRET": SECRET}, env_file=None)
-    assert s.jwt_secret is not None and s.jwt_secret.get_secret_value() == SECRET
+    assert s.jwt_secret is not None
+    assert s.jwt_secret.get_secret_value() == SECRET
     assert SECRET not in repr(s)
 
 
@@ -89,7 +92,7 @@ def test_missing_or_broken_config_file(tmp_path: Path) -> None:
         load_settings({}, config_file=tmp_path / "nope.toml", env_file=None)
     broken = tmp_path / "broken.toml"
     broken.write_text("port = = 1\n")
-    with pytest.raises(ConfigError, match="broken.toml"):
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_settings({}, config_file=broken, env_file=None)
 
 

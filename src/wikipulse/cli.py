@@ -240,7 +240,7 @@ async def _replay_async(
 
 
 def _hash_password(args: argparse.Namespace) -> int:
-    from argon2 import PasswordHasher
+    from wikipulse.auth import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")
@@ -252,7 +252,7 @@ def _hash_password(args: argparse.Namespace) -> int:
     if not password:
         print("wikipulse: empty password; give one on stdin", file=sys.stderr)
         return EXIT_FAILURE
-    print(PasswordHasher().hash(password))
+    print(hash_password(password))
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -154,6 +155,14 @@ class _MappingEnvSource(EnvSettingsSource):
         return {key.lower(): value for key, value in self._environ.items()}
 
 
+class _DotEnvSource(DotEnvSettingsSource):
+    """The `.env` file, where WIKIPULSE_CONFIG may name the config file (read above)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        found = super()._load_env_vars()
+        return {k: v for k, v in found.items() if k.lower() != f"{ENV_PREFIX}config".lower()}
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     config_file: str | Path | None = None,
@@ -163,6 +172,8 @@ def load_settings(
     """Load and validate the settings; raise ConfigError naming the first bad setting."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG") or None
+    if config_file is None and env_file is not None and Path(env_file).is_file():
+        config_file = dotenv_values(env_file).get(f"{ENV_PREFIX}CONFIG") or None
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
@@ -187,7 +198,7 @@ def load_settings(
                 _MappingEnvSource(settings_cls, env),
             ]
             if env_file is not None:
-                sources.append(DotEnvSettingsSource(settings_cls, env_file=env_file))
+                sources.append(_DotEnvSource(settings_cls, env_file=env_file))
             if config_file is not None:
                 sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
             return tuple(sources)
@@ -201,7 +212,8 @@ def load_settings(
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
-        name = str(error["loc"][0]) if error["loc"] else "?"
-        setting = f"{ENV_PREFIX}{name.upper()}"
+        name = str(error["loc"][0]).upper() if error["loc"] else "?"
+        # Unknown keys arrive as they were written, possibly with the prefix already.
+        setting = name if name.startswith(ENV_PREFIX) else f"{ENV_PREFIX}{name}"
         lines.append(f"invalid setting {setting}: {error['msg']}")
     return "; ".join(lines)

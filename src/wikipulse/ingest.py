@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from wikipulse.stats import Aggregator, Counters, Outcome, RecentIds
+from wikipulse.stats import Aggregator, Batch, Counters, Outcome, RecentIds
 from wikipulse.stores import StatsStore
 
 __all__ = ["ConsumerState", "Pipeline", "RawEvent"]
@@ -101,6 +101,7 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self._invalid_log = _RateLimitedLog()
         self._batch_started: float | None = None
+        self._pending: Batch | None = None
         self.aggregator = Aggregator(RecentIds(dedup_window))
         self.aggregator.counters = self.state.counters
 
@@ -153,26 +154,40 @@ class Pipeline:
             await self.flush()
 
     async def flush(self) -> None:
-        """Commit what has been folded so far, retrying with back-off while the store is down."""
+        """Commit what has been folded so far, retrying with back-off while the store is down.
+
+        A batch whose commit was interrupted (cancelled at shutdown) stays pending and is
+        committed first next time, so it is never dropped from memory half-way.
+        """
         async with self._lock:
-            batch = self.aggregator.take()
-            self._batch_started = None
-            if not batch.touched:
-                return
-            delay = self._retry_initial
             while True:
-                try:
-                    await self.store.commit(batch)
-                except Exception as exc:  # any store failure: keep the batch, wait, retry
-                    self.state.store_ok = False
-                    log.warning("store commit failed (%s); retrying in %.1fs", exc, delay)
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # jitter
-                    delay = min(delay * 2, self._retry_max)
-                    continue
-                if not self.state.store_ok:
-                    log.info("store is back; batch of %d events committed", batch.total)
-                self.state.store_ok = True
-                return
+                fresh = self._pending is None
+                if self._pending is None:
+                    batch = self.aggregator.take()
+                    self._batch_started = None
+                    if not batch.touched:
+                        return
+                    self._pending = batch
+                await self._commit(self._pending)
+                self._pending = None
+                if fresh:
+                    return
+
+    async def _commit(self, batch: Batch) -> None:
+        delay = self._retry_initial
+        while True:
+            try:
+                await self.store.commit(batch)
+            except Exception as exc:  # any store failure: keep the batch, wait, retry
+                self.state.store_ok = False
+                log.warning("store commit failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # jitter
+                delay = min(delay * 2, self._retry_max)
+                continue
+            if not self.state.store_ok:
+                log.info("store is back; batch of %d events committed", batch.total)
+            self.state.store_ok = True
+            return
 
     async def _flush_when_old(self) -> None:
         while True:

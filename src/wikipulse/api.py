@@ -1,0 +1,201 @@
+"""HTTP handlers: `/status`, `/login` and `/stats`, thin over what `app.state` holds."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wikipulse import __version__
+from wikipulse.auth import Authenticator, bearer_subject
+
+__all__ = ["LoginForm", "StatsResponse", "StatusResponse", "TokenResponse", "router"]
+
+log = logging.getLogger(__name__)
+
+# A login body is a few dozen bytes; anything far larger is refused before parsing.
+_MAX_LOGIN_BODY = 8 * 1024
+_RETRY_AFTER_SECONDS = "5"
+
+
+class LoginForm(BaseModel):
+    """Credentials, as JSON or as the OAuth2 password form."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    username: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=1024)
+    # Sent by OAuth2 clients such as the docs' "Authorize" dialog; only `password` is known.
+    grant_type: Literal["password"] | None = None
+
+
+class TokenResponse(BaseModel):
+    """A bearer token and how many seconds it lives."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105  # the OAuth2 token type, not a secret
+    expires_in: int
+
+
+class StatsResponse(BaseModel):
+    """The statistics: totals, bots, distinct users and events per wiki, busiest first."""
+
+    total: int
+    distinct_users: int
+    bots: int
+    non_bots: int
+    by_server_name: dict[str, int]
+
+
+class StatusResponse(BaseModel):
+    """Liveness and what the stream consumer is doing."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    store: str
+    consumer_running: bool
+    consumer: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+_FORM_SCHEMA = LoginForm.model_json_schema()
+_LOGIN_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _FORM_SCHEMA},
+            "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
+        },
+    }
+}
+
+# Routes only: the router holds no state, everything lives on `app.state`.
+router = APIRouter()
+
+
+@router.get("/status", response_model=StatusResponse, tags=["service"])
+async def get_status(request: Request) -> StatusResponse:
+    """Answer whenever the process is up, with the consumer's state; needs no token."""
+    state = request.app.state
+    task = getattr(state, "consumer_task", None)
+    return StatusResponse(
+        version=__version__,
+        store=state.settings.store,
+        consumer_running=task is not None and not task.done(),
+        consumer=state.consumer.as_dict(),
+    )
+
+
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    tags=["auth"],
+    openapi_extra=_LOGIN_BODY_DOC,
+    responses={
+        401: {"model": ErrorResponse, "description": "Wrong user name or password"},
+        413: {"model": ErrorResponse, "description": "Body too large"},
+        415: {"model": ErrorResponse, "description": "Neither JSON nor a form"},
+        422: {"description": "Malformed body: not a user name and password"},
+    },
+)
+async def login(request: Request, response: Response) -> TokenResponse:
+    """Exchange a user name and password for a bearer token."""
+    form = await _read_login(request)
+    auth: Authenticator = request.app.state.auth
+    if not await auth.authenticate(form.username, form.password):
+        # One answer whether the user exists or not, so names cannot be probed.
+        log.info("login refused")
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="incorrect username or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    log.info("login: token issued to %r", form.username)
+    response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: tokens are not cached
+    return TokenResponse(access_token=auth.issue(form.username), expires_in=auth.ttl_seconds)
+
+
+@router.get(
+    "/stats",
+    response_model=StatsResponse,
+    tags=["statistics"],
+    responses={
+        401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+        503: {"model": ErrorResponse, "description": "The statistics store is unavailable"},
+    },
+)
+async def get_stats(
+    request: Request, _subject: Annotated[str, Depends(bearer_subject)]
+) -> dict[str, Any]:
+    """The statistics aggregated so far; needs a bearer token."""
+    store = getattr(request.app.state, "store", None)
+    if store is None:
+        raise _unavailable("the statistics store is not open yet; try again shortly")
+    try:
+        snapshot = await store.snapshot()
+    except Exception as exc:  # whatever the backend raises, the client gets a clean 503
+        log.warning("reading the statistics failed: %s: %s", type(exc).__name__, exc)
+        raise _unavailable("the statistics store is unavailable; try again shortly") from None
+    body: dict[str, Any] = snapshot.to_dict()
+    return body
+
+
+def _unavailable(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=detail,
+        headers={"Retry-After": _RETRY_AFTER_SECONDS},
+    )
+
+
+async def _read_login(request: Request) -> LoginForm:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    form_encoded = media_type == "application/x-www-form-urlencoded"
+    if not form_encoded and media_type not in ("application/json", ""):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "send application/json or application/x-www-form-urlencoded",
+        )
+    body = await _read_body(request, _MAX_LOGIN_BODY)
+    try:
+        if not form_encoded:
+            return LoginForm.model_validate_json(body)
+        try:
+            fields = parse_qsl(
+                body.decode("utf-8"),
+                keep_blank_values=True,
+                errors="strict",
+                max_num_fields=16,
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("body",), "msg": "malformed form body"}]
+            ) from None
+        return LoginForm.model_validate(dict(fields))
+    except ValidationError as exc:
+        # Without `input`: a 422 must not echo the password back (it may end up in a log).
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
+    return bytes(body)

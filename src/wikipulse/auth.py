@@ -1,0 +1,244 @@
+"""Authentication: argon2 password checks, HS256 JWT issue and verify, the Bearer dependency."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+import anyio
+import jwt
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import Argon2Error, InvalidHashError, VerificationError
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from wikipulse.config import ConfigError
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+
+__all__ = [
+    "ALGORITHM",
+    "Authenticator",
+    "InvalidToken",
+    "bearer_subject",
+    "hash_password",
+    "prepare_credentials",
+]
+
+log = logging.getLogger(__name__)
+
+#: The only algorithm issued and accepted: pinning it rules out `none` and key confusion.
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["sub", "iat", "exp", "iss", "aud"]
+# Clock skew tolerated between the replicas that issue and verify tokens.
+_LEEWAY_SECONDS = 10
+# A real token is ~250 bytes; refuse to parse anything absurdly long.
+_MAX_TOKEN_CHARS = 4096
+# argon2 takes tens of MiB per check: bound how many run at once.
+_CONCURRENT_CHECKS = 4
+DEFAULT_ADMIN = "admin"
+
+
+class InvalidToken(Exception):
+    """Raised when a bearer token is not one this service issued, or is no longer valid."""
+
+
+def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:
+    """Hash a password with argon2id for the WIKIPULSE_USERS setting."""
+    return (hasher or PasswordHasher()).hash(password)
+
+
+class Authenticator:
+    """Check passwords against argon2 hashes and issue and verify short-lived JWTs."""
+
+    def __init__(
+        self,
+        secret: SecretStr,
+        users: Mapping[str, str],
+        *,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        hasher: PasswordHasher | None = None,
+    ) -> None:
+        if len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("the JWT secret must be at least 32 bytes")
+        #: The HMAC key; a SecretStr so that a stray repr or log line shows `**********`.
+        self.secret = secret
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl_seconds = ttl_seconds
+        self._users = dict(users)
+        self._hasher = hasher or PasswordHasher()
+        self._dummy_hash = self._make_dummy_hash()
+        self._limiter = anyio.CapacityLimiter(_CONCURRENT_CHECKS)
+
+    @property
+    def usernames(self) -> frozenset[str]:
+        """The names of the configured users."""
+        return frozenset(self._users)
+
+    def _make_dummy_hash(self) -> str:
+        # Verifying an unknown user against a hash of the same cost as a real one makes the
+        # answer take as long as for a known user with a wrong password.
+        first = next(iter(self._users.values()), None)
+        if first is not None:
+            try:
+                hasher = PasswordHasher.from_parameters(extract_parameters(first))
+                return hasher.hash(secrets.token_urlsafe(16))
+            except Argon2Error:  # parameters argon2 can verify but refuses to hash with
+                pass
+        return self._hasher.hash(secrets.token_urlsafe(16))
+
+    def check_password(self, username: str, password: str) -> bool:
+        """Whether the user exists and the password matches, in about the same time either way."""
+        stored = self._users.get(username)
+        try:
+            self._hasher.verify(stored if stored is not None else self._dummy_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+        return stored is not None
+
+    async def authenticate(self, username: str, password: str) -> bool:
+        """`check_password` in a worker thread, so the event loop keeps serving meanwhile."""
+        return await anyio.to_thread.run_sync(
+            self.check_password, username, password, limiter=self._limiter
+        )
+
+    def issue(self, subject: str, now: float | None = None) -> str:
+        """Sign a token for the subject that expires after the configured lifetime."""
+        issued = int(time.time() if now is None else now)
+        claims = {
+            "sub": subject,
+            "iat": issued,
+            "exp": issued + self.ttl_seconds,
+            "iss": self.issuer,
+            "aud": self.audience,
+        }
+        return jwt.encode(claims, self.secret.get_secret_value(), algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> str:
+        """Return the token's subject, or raise InvalidToken whatever is wrong with it."""
+        if not token or len(token) > _MAX_TOKEN_CHARS:
+            raise InvalidToken("token missing or too long")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self.secret.get_secret_value(),
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=_LEEWAY_SECONDS,
+                options={"require": _REQUIRED_CLAIMS, "verify_signature": True},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(str(exc)) from None
+        subject = claims["sub"]
+        # A user removed from the configuration loses access even with a token still valid.
+        if not isinstance(subject, str) or subject not in self._users:
+            raise InvalidToken("unknown subject")
+        return subject
+
+
+def prepare_credentials(
+    settings: Settings,
+    *,
+    hasher: PasswordHasher | None = None,
+    stderr: TextIO | None = None,
+) -> Authenticator:
+    """Build the Authenticator for `serve`, inventing a JWT secret and an admin if none is set.
+
+    A missing secret is replaced by a random one, with a warning that tokens die with the
+    process. With no users, `admin` gets a random password printed once to stderr (never to the
+    log, which may be shipped elsewhere). Raises ConfigError if a configured hash is unusable.
+    """
+    hasher = hasher or PasswordHasher()
+    for name, stored in settings.users.items():
+        try:
+            extract_parameters(stored)
+        except InvalidHashError:
+            raise ConfigError(
+                f"invalid setting WIKIPULSE_USERS: the hash of user {name!r} is not a valid "
+                "argon2 hash (make one with `wikipulse hash-password`)"
+            ) from None
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret
+    else:
+        secret = SecretStr(secrets.token_urlsafe(48))
+        log.warning(
+            "WIKIPULSE_JWT_SECRET is not set: signing tokens with a random secret, so every "
+            "token stops working when this process exits and no other replica accepts them"
+        )
+    users = dict(settings.users)
+    if not users:
+        password = secrets.token_urlsafe(18)
+        users[DEFAULT_ADMIN] = hasher.hash(password)
+        _announce_admin(password, stderr or sys.stderr)
+        log.warning(
+            "no users configured (WIKIPULSE_USERS): created user %r with a one-time random "
+            "password, printed on standard error",
+            DEFAULT_ADMIN,
+        )
+    return Authenticator(
+        secret,
+        users,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.jwt_ttl_seconds,
+        hasher=hasher,
+    )
+
+
+def _announce_admin(password: str, out: TextIO) -> None:
+    out.write(
+        "\n"
+        f"wikipulse: no users are configured, so user {DEFAULT_ADMIN!r} was created with "
+        "password:\n"
+        "\n"
+        f"    {password}\n"
+        "\n"
+        "This password is shown only this once and lasts until the process exits.\n"
+        "To set one permanently, run `wikipulse hash-password`, then start with\n"
+        f"    WIKIPULSE_USERS='{DEFAULT_ADMIN}:<the printed hash>'\n"
+        "\n"
+    )
+    out.flush()
+
+
+# A declaration with no state; it also puts the bearer scheme into the OpenAPI document.
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A token from `POST /login`.",
+)
+
+
+def _unauthorized(detail: str, error: str | None) -> HTTPException:
+    challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": challenge},
+    )
+
+
+async def bearer_subject(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> str:
+    """FastAPI dependency: the subject of a valid `Authorization: Bearer` token, else 401."""
+    if credentials is None:
+        # No Authorization header, or one for another scheme (RFC 6750 section 3).
+        raise _unauthorized("not authenticated", None)
+    auth: Authenticator = request.app.state.auth
+    try:
+        return auth.verify(credentials.credentials)
+    except InvalidToken as exc:
+        log.debug("bearer token refused: %s", exc)
+        raise _unauthorized("invalid or expired token", "invalid_token") from None
