@@ -1,4 +1,4 @@
-"""The StatsStore port and the factory that picks an adapter from the settings."""
+"""The StatsStore port, the factory that picks an adapter, and schema migration."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from wikipulse.config import Settings
     from wikipulse.stats import Batch, Stats
 
-__all__ = ["ResumePoint", "StatsStore", "StoreUnavailable", "make_store"]
+__all__ = ["ResumePoint", "StatsStore", "StoreUnavailable", "make_store", "migrate"]
 
 
 class StoreUnavailable(RuntimeError):
@@ -45,8 +45,41 @@ class StatsStore(Protocol):
 
 def make_store(settings: Settings) -> StatsStore:
     """Build the store the settings name (not yet opened)."""
-    from wikipulse.stores.memory import MemoryStore
-
+    # Imported here so that a deployment only loads the driver of the store it uses.
     if settings.store == "memory":
+        from wikipulse.stores.memory import MemoryStore
+
         return MemoryStore()
+    if settings.store == "sqlite":
+        from wikipulse.stores.sqlite import SQLiteStore
+
+        return SQLiteStore.from_settings(settings)
+    if settings.store == "postgres":
+        from wikipulse.stores.postgres import PostgresStore
+
+        return PostgresStore.from_settings(settings)
+    if settings.store == "cassandra":
+        from wikipulse.stores.cassandra import CassandraStore
+
+        return CassandraStore.from_settings(settings)
     raise ValueError(f"unknown store {settings.store!r}")  # settings validation prevents this
+
+
+async def migrate(settings: Settings) -> None:
+    """Create the schema of the configured store; running it again changes nothing."""
+    if settings.store == "memory":
+        return
+    if settings.store == "sqlite":
+        from wikipulse.stores.sqlite import SQLiteStore
+
+        await SQLiteStore.from_settings(settings).migrate()
+    elif settings.store == "postgres":
+        from wikipulse.stores.postgres import PostgresStore
+
+        await PostgresStore.from_settings(settings).migrate()
+    elif settings.store == "cassandra":
+        from wikipulse.stores.cassandra import CassandraStore
+
+        await CassandraStore.from_settings(settings).migrate()
+    else:
+        raise ValueError(f"unknown store {settings.store!r}")

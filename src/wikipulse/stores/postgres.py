@@ -1,0 +1,230 @@
+"""The PostgreSQL store: asyncpg, a connection pool, one transaction per batch, exactly-once.
+
+Tables (in a configurable schema, `public` by default, set as each connection's search_path):
+
+- `wp_state`: one row with total, bots, distinct_users, the position, the count of event ids
+  ever recorded (`ids_end`) and the last event id committed (the idempotence key).
+- `wp_servers(name, events)`: per-server counts, upserted from two unnest()ed arrays.
+- `wp_users(name)`: every user seen; the rows an `ON CONFLICT DO NOTHING` insert returns are the
+  new users, so the exact distinct count is kept in `wp_state`.
+- `wp_recent(seq, end_offset, ids text[])`: the dedup window, one row per batch, trimmed to the
+  rows holding the newest `dedup_window` ids.
+
+A commit locks the state row (`FOR UPDATE`), so concurrent writers serialise, then writes
+everything in one READ COMMITTED transaction. A batch whose commit succeeded but whose
+acknowledgement was lost (the connection dropped during COMMIT) is recognised by its last event
+id and not counted twice on retry. Snapshots run in a REPEATABLE READ, read-only transaction,
+so a reader sees every table as of one commit. Lost connections surface as `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+from wikipulse.stats import Batch, Stats
+from wikipulse.stores import ResumePoint, StoreUnavailable
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+
+__all__ = ["PostgresStore"]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# What a dropped, refused or shut-down server raises; a caller may retry after these.
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# Every statement names tables without a schema: connections set `search_path` to it.
+_DDL = """
+CREATE TABLE IF NOT EXISTS wp_state (
+    id smallint PRIMARY KEY CHECK (id = 1),
+    total bigint NOT NULL DEFAULT 0,
+    bots bigint NOT NULL DEFAULT 0,
+    distinct_users bigint NOT NULL DEFAULT 0,
+    position text,
+    ids_end bigint NOT NULL DEFAULT 0,
+    last_event_id text
+);
+INSERT INTO wp_state (id) VALUES (1) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS wp_servers (name text PRIMARY KEY, events bigint NOT NULL);
+CREATE TABLE IF NOT EXISTS wp_users (name text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS wp_recent (
+    seq bigserial PRIMARY KEY, end_offset bigint NOT NULL, ids text[] NOT NULL
+);
+"""
+_LOCK_STATE = "SELECT ids_end, last_event_id FROM wp_state WHERE id = 1 FOR UPDATE"
+# The inserted rows are the new users: their count keeps distinct_users exact.
+_INSERT_USERS = (
+    "WITH new AS (INSERT INTO wp_users (name) SELECT unnest($1::text[]) "
+    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM new"
+)
+_UPSERT_SERVERS = (
+    "INSERT INTO wp_servers AS t (name, events) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+    "ON CONFLICT (name) DO UPDATE SET events = t.events + excluded.events"
+)
+_INSERT_RECENT = "INSERT INTO wp_recent (end_offset, ids) VALUES ($1, $2)"
+_TRIM_RECENT = "DELETE FROM wp_recent WHERE end_offset <= $1"
+_UPDATE_STATE = (
+    "UPDATE wp_state SET total = total + $1, bots = bots + $2, "
+    "distinct_users = distinct_users + $3, position = coalesce($4, position), "
+    "ids_end = $5, last_event_id = $6 WHERE id = 1"
+)
+
+
+class PostgresStore:
+    """Keep the statistics in PostgreSQL, committing each batch in one transaction."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        dedup_window: int = 100_000,
+        create_schema: bool = True,
+        min_pool: int = 1,
+        max_pool: int = 4,
+        timeout: float = 10.0,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}")
+        if dedup_window < 1:
+            raise ValueError("dedup_window must be at least 1")
+        self._dsn = dsn
+        self._schema = schema
+        self._window = dedup_window
+        self._create_schema = create_schema
+        self._min_pool = min_pool
+        self._max_pool = max_pool
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._server_settings = {"search_path": schema}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PostgresStore:
+        """Build the store from `postgres_dsn`, `dedup_window` and `migrate_on_start`."""
+        return cls(
+            settings.postgres_dsn.get_secret_value(),
+            dedup_window=settings.dedup_window,
+            create_schema=settings.migrate_on_start,
+        )
+
+    async def migrate(self) -> None:
+        """Create the schema and tables if they do not exist yet."""
+        try:
+            conn = await asyncpg.connect(
+                self._dsn, timeout=self._timeout, server_settings=self._server_settings
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        try:
+            await self._migrate(conn)
+        finally:
+            await conn.close()
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # Two services starting together must not both create the tables at once.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._schema)
+            # The name is checked against _SCHEMA_NAME, so quoting it is enough.
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            await conn.execute(_DDL)
+
+    async def open(self) -> None:
+        """Create the connection pool, and the schema if asked to."""
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                server_settings=self._server_settings,
+                min_size=self._min_pool,
+                max_size=self._max_pool,
+                timeout=self._timeout,
+                command_timeout=self._timeout,
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+        if self._create_schema:
+            async with self._connection() as conn:
+                await self._migrate(conn)
+
+    async def commit(self, batch: Batch) -> None:
+        """Apply the batch and move the position in one transaction."""
+        async with self._connection() as conn, conn.transaction():
+            await self._apply(conn, batch)
+
+    async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        """Run every statement of a commit inside the open transaction."""
+        ids_end, last_id = await conn.fetchrow(_LOCK_STATE)
+        ids = batch.event_ids
+        if ids and ids[-1] == last_id:
+            return  # committed before, but the caller never heard so: do not count it twice
+        new_users = 0
+        if batch.users:
+            # Sorted, so that two writers lock the same rows in the same order (no deadlock).
+            new_users = await conn.fetchval(_INSERT_USERS, sorted(batch.users))
+        if batch.by_server_name:
+            names = sorted(batch.by_server_name)
+            counts = [batch.by_server_name[name] for name in names]
+            await conn.execute(_UPSERT_SERVERS, names, counts)
+        if ids:
+            ids_end += len(ids)
+            await conn.execute(_INSERT_RECENT, ids_end, ids)
+            await conn.execute(_TRIM_RECENT, ids_end - self._window)
+            last_id = ids[-1]
+        await conn.execute(
+            _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, last_id
+        )
+
+    async def snapshot(self) -> Stats:
+        """Read counts and servers as of one commit (REPEATABLE READ, read-only)."""
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            row = await conn.fetchrow("SELECT total, bots, distinct_users FROM wp_state")
+            servers = await conn.fetch("SELECT name, events FROM wp_servers")
+        return Stats(
+            row["total"], row["distinct_users"], row["bots"], {r[0]: r[1] for r in servers}
+        )
+
+    async def resume_point(self) -> ResumePoint:
+        """Read the position and the newest `dedup_window` event ids, oldest first."""
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            position = await conn.fetchval("SELECT position FROM wp_state")
+            rows = await conn.fetch("SELECT ids FROM wp_recent ORDER BY seq")
+        ids = [event_id for row in rows for event_id in row[0]]
+        return ResumePoint(position, ids[-self._window :])
+
+    async def close(self) -> None:
+        """Close the pool, waiting for connections in use to be released."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; connection failures inside become `StoreUnavailable`."""
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

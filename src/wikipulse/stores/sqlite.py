@@ -1,0 +1,258 @@
+"""The SQLite store: one file, one transaction per batch, exactly-once across crashes.
+
+Tables:
+
+- `state`: one row with total, bots, distinct_users, the stream position, the count of event ids
+  ever recorded (`ids_end`) and the last event id committed (the idempotence key).
+- `servers(name, events)`: per-server counts, upserted.
+- `users(name)`: every user seen; `INSERT OR IGNORE` tells how many are new, so the exact
+  distinct count is kept in `state` and a snapshot never counts the table.
+- `recent_batches(seq, end_offset, ids)`: the dedup window, one row per batch holding its event
+  ids as a JSON array; rows whose ids all fall out of the newest `dedup_window` are deleted.
+  One row per batch rather than one per id keeps a commit at two statements for the window.
+
+A commit is one `BEGIN IMMEDIATE ... COMMIT`, so the counts, the users, the window and the
+position move together or not at all. A commit whose acknowledgement was lost is recognised by
+its last event id and not applied twice. The database runs in WAL mode with
+`synchronous=NORMAL` by default: a commit survives the process being killed (even `kill -9`),
+but the last commits before a power loss or OS crash may roll back -- together with their
+position, so the replay after restart counts them again, once. Pass `synchronous="FULL"` to
+survive power loss at the price of an fsync per commit.
+
+All database work runs off the event loop: a writer thread with its own connection and a
+reader thread with another, so snapshots (WAL readers) never wait for a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import msgspec
+
+from wikipulse.stats import Batch, Stats
+from wikipulse.stores import ResumePoint, StoreUnavailable
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    total INTEGER NOT NULL DEFAULT 0,
+    bots INTEGER NOT NULL DEFAULT 0,
+    distinct_users INTEGER NOT NULL DEFAULT 0,
+    position TEXT,
+    ids_end INTEGER NOT NULL DEFAULT 0,
+    last_event_id TEXT
+);
+INSERT OR IGNORE INTO state (id) VALUES (1);
+CREATE TABLE IF NOT EXISTS servers (
+    name TEXT PRIMARY KEY, events INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent_batches (
+    seq INTEGER PRIMARY KEY, end_offset INTEGER NOT NULL, ids BLOB NOT NULL
+);
+PRAGMA user_version = 1;
+"""
+# Rows go in as one JSON document each: one statement instead of a Python call per row
+# (json_each is built into SQLite since 3.38); `WHERE true` lets the parser see the upsert.
+_INSERT_USERS = "INSERT OR IGNORE INTO users (name) SELECT value FROM json_each(?)"
+_UPSERT_SERVERS = (
+    "INSERT INTO servers (name, events) SELECT key, value FROM json_each(?) WHERE true "
+    "ON CONFLICT (name) DO UPDATE SET events = events + excluded.events"
+)
+_encode = msgspec.json.Encoder().encode
+_decode_ids = msgspec.json.Decoder(list[str]).decode
+
+
+class SQLiteStore:
+    """Keep the statistics in a SQLite file, committing each batch in one transaction."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        dedup_window: int = 100_000,
+        create_schema: bool = True,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        if dedup_window < 1:
+            raise ValueError("dedup_window must be at least 1")
+        self._path = str(path)
+        self._window = dedup_window
+        self._create_schema = create_schema
+        self._synchronous = synchronous
+        self._writer: _Worker | None = None
+        self._reader: _Worker | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SQLiteStore:
+        """Build the store from `sqlite_path`, `dedup_window` and `migrate_on_start`."""
+        return cls(
+            settings.sqlite_path,
+            dedup_window=settings.dedup_window,
+            create_schema=settings.migrate_on_start,
+        )
+
+    async def migrate(self) -> None:
+        """Create the tables if they do not exist yet."""
+        worker = _Worker(self._path, self._synchronous)
+        try:
+            await worker.run(_create_schema)
+        finally:
+            await worker.close()
+
+    async def open(self) -> None:
+        """Open the writer and reader connections, creating the schema if asked to."""
+        self._writer = _Worker(self._path, self._synchronous)
+        if self._create_schema:
+            await self._writer.run(_create_schema)
+        version = await self._writer.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
+        if version != _SCHEMA_VERSION:
+            await self.close()
+            raise RuntimeError(
+                f"SQLite database {self._path!r} has no wikipulse schema; run `wikipulse migrate`"
+            )
+        self._reader = _Worker(self._path, self._synchronous)
+
+    async def commit(self, batch: Batch) -> None:
+        """Apply the batch and move the position in one transaction."""
+        await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
+
+    async def snapshot(self) -> Stats:
+        """Read counts and servers inside one read transaction."""
+        return await self._need(self._reader).run(_read_snapshot)
+
+    async def resume_point(self) -> ResumePoint:
+        """Read the position and the newest `dedup_window` event ids, oldest first."""
+        return await self._need(self._reader).run(self._read_resume_point)
+
+    async def close(self) -> None:
+        """Close both connections and stop their threads."""
+        for worker in (self._reader, self._writer):
+            if worker is not None:
+                await worker.close()
+        self._reader = self._writer = None
+
+    def _need(self, worker: _Worker | None) -> _Worker:
+        if worker is None:
+            raise RuntimeError("the SQLite store is not open")
+        return worker
+
+    def _transact(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._apply(conn, batch)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _apply(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        """Run every statement of a commit inside the open transaction."""
+        ids_end, last_id = conn.execute("SELECT ids_end, last_event_id FROM state").fetchone()
+        ids = batch.event_ids
+        if ids and ids[-1] == last_id:
+            return  # committed before, but the caller never heard so: do not count it twice
+        new_users = 0
+        if batch.users:
+            new_users = conn.execute(_INSERT_USERS, (_encode(list(batch.users)),)).rowcount
+        if batch.by_server_name:
+            conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
+        if ids:
+            ids_end += len(ids)
+            conn.execute(
+                "INSERT INTO recent_batches (end_offset, ids) VALUES (?, ?)",
+                (ids_end, _encode(ids)),
+            )
+            trim_to = ids_end - self._window
+            conn.execute("DELETE FROM recent_batches WHERE end_offset <= ?", (trim_to,))
+            last_id = ids[-1]
+        conn.execute(
+            "UPDATE state SET total = total + ?, bots = bots + ?, distinct_users = distinct_users"
+            " + ?, position = coalesce(?, position), ids_end = ?, last_event_id = ?",
+            (batch.total, batch.bots, new_users, batch.position, ids_end, last_id),
+        )
+
+    def _read_resume_point(self, conn: sqlite3.Connection) -> ResumePoint:
+        conn.execute("BEGIN")
+        try:
+            (position,) = conn.execute("SELECT position FROM state").fetchone()
+            ids: list[str] = []
+            for (blob,) in conn.execute("SELECT ids FROM recent_batches ORDER BY seq"):
+                ids.extend(_decode_ids(blob))
+        finally:
+            conn.execute("COMMIT")
+        return ResumePoint(position, ids[-self._window :])
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+
+
+def _read_snapshot(conn: sqlite3.Connection) -> Stats:
+    conn.execute("BEGIN")  # one read transaction: the counts and servers of one commit
+    try:
+        total, bots, users = conn.execute(
+            "SELECT total, bots, distinct_users FROM state"
+        ).fetchone()
+        servers = dict(conn.execute("SELECT name, events FROM servers"))
+    finally:
+        conn.execute("COMMIT")
+    return Stats(total, users, bots, servers)
+
+
+class _Worker:
+    """One connection used only from one dedicated thread."""
+
+    def __init__(self, path: str, synchronous: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wikipulse-sqlite")
+        self._path = path
+        self._synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10.0)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # A larger cache and rarer checkpoints: the users index is written all over, and a
+        # page dirtied by many commits is then copied back to the database once, not each time.
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        return conn
+
+    async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `work` with the connection on the worker thread."""
+
+        def call() -> _T:
+            if self._conn is None:
+                self._conn = self._connect()
+            return work(self._conn)
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: worth retrying later
+            raise StoreUnavailable(f"SQLite: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection on its own thread, then stop the thread."""
+
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=False)

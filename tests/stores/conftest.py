@@ -1,0 +1,144 @@
+"""Stores under test: each kind as a factory of instances that share one backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import GENERATOR
+from wikipulse.stores import StatsStore
+from wikipulse.stores.memory import MemoryStore
+from wikipulse.stores.postgres import PostgresStore
+from wikipulse.stores.sqlite import SQLiteStore
+
+POSTGRES_DSN = os.environ.get(
+    "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "")
+WINDOW = 400  # smaller than the event files, so that trimming the window is exercised
+
+
+@dataclass
+class StoreKind:
+    """How to build a store of one kind; every instance made shares the same backend."""
+
+    name: str
+    durable: bool
+    make: Callable[..., StatsStore]
+
+
+@pytest.fixture(scope="session")
+def events(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """3000 generated events (with canaries) as NDJSON lines, then 30 of them again."""
+    out = tmp_path_factory.mktemp("events") / "events.ndjson"
+    with out.open("wb") as f:
+        subprocess.run(
+            [sys.executable, str(GENERATOR), "--events", "3000", "--seed", "7", "--canaries", "5"],
+            stdout=f,
+            check=True,
+        )
+    lines = out.read_bytes().splitlines()
+    return lines + lines[-130:-100]  # repeats within the dedup window: counted once
+
+
+def _postgres_reachable() -> str | None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(POSTGRES_DSN, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return f"PostgreSQL at WIKIPULSE_TEST_POSTGRES_DSN is unreachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_skip_reason() -> str | None:
+    """Why the PostgreSQL tests cannot run, or None if they can."""
+    return _postgres_reachable()
+
+
+@pytest.fixture
+def postgres_schema(postgres_skip_reason: str | None) -> Iterator[str]:
+    """A fresh schema for one test, dropped afterwards."""
+    if postgres_skip_reason:
+        pytest.skip(postgres_skip_reason)
+    schema = f"wp_test_{uuid.uuid4().hex[:12]}"
+    yield schema
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(POSTGRES_DSN)
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture
+def cassandra_keyspace() -> Iterator[str]:
+    """A fresh keyspace for one test on the cluster named by the environment, else skip."""
+    if not CASSANDRA_HOSTS:
+        pytest.skip("set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this")
+    keyspace = f"wp_test_{uuid.uuid4().hex[:12]}"
+    yield keyspace
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(CASSANDRA_HOSTS.split(","))
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    finally:
+        cluster.shutdown()
+
+
+KINDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("cassandra", marks=pytest.mark.cassandra),
+]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
+    """Each store kind in turn."""
+    name: str = request.param
+    if name == "memory":
+        shared = MemoryStore()
+        return StoreKind(name, False, lambda cls=None: shared)
+    if name == "sqlite":
+        path = tmp_path / "stats.db"
+
+        def sqlite(cls: type[Any] = SQLiteStore) -> StatsStore:
+            return cls(path, dedup_window=WINDOW)  # type: ignore[no-any-return]
+
+        return StoreKind(name, True, sqlite)
+    if name == "postgres":
+        schema = request.getfixturevalue("postgres_schema")
+
+        def postgres(cls: type[Any] = PostgresStore) -> StatsStore:
+            return cls(POSTGRES_DSN, schema=schema, dedup_window=WINDOW)  # type: ignore[no-any-return]
+
+        return StoreKind(name, True, postgres)
+    from wikipulse.stores.cassandra import CassandraStore
+
+    keyspace = request.getfixturevalue("cassandra_keyspace")
+
+    def cassandra(cls: type[Any] = CassandraStore) -> StatsStore:
+        return cls(  # type: ignore[no-any-return]
+            CASSANDRA_HOSTS.split(","), keyspace=keyspace, dedup_window=WINDOW, consistency="ONE"
+        )
+
+    return StoreKind(name, True, cassandra)
