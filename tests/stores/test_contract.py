@@ -58,8 +58,8 @@ def _crash_on_commit(kind: StoreKind, number: int) -> StatsStore:
     if kind.name == "sqlite":
 
         class CrashingSQLite(base):  # type: ignore[valid-type,misc]
-            def _apply(self, conn: Any, batch: Batch) -> None:
-                super()._apply(conn, batch)
+            def _apply(self, conn: Any, batch: Batch, users: set[str]) -> None:
+                super()._apply(conn, batch, users)
                 if due():
                     raise _Crash
 
@@ -67,8 +67,8 @@ def _crash_on_commit(kind: StoreKind, number: int) -> StatsStore:
     if kind.name == "postgres":
 
         class CrashingPostgres(base):  # type: ignore[valid-type,misc]
-            async def _apply(self, conn: Any, batch: Batch) -> None:
-                await super()._apply(conn, batch)
+            async def _apply(self, conn: Any, batch: Batch, users: set[str]) -> None:
+                await super()._apply(conn, batch, users)
                 if due():
                     raise _Crash
 

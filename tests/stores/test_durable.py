@@ -26,8 +26,8 @@ _CHILD = textwrap.dedent(
 
     class Dies(SQLiteStore):
         commits = 0
-        def _apply(self, conn, batch):
-            super()._apply(conn, batch)
+        def _apply(self, conn, batch, users):
+            super()._apply(conn, batch, users)
             Dies.commits += 1
             if Dies.commits == 3:
                 os._exit(9)  # like kill -9: inside the transaction, before COMMIT

@@ -103,6 +103,10 @@ class PostgresStore:
         self._dsn = dsn
         self._schema = schema
         self._window = dedup_window
+        # Users this store has committed: a batch sends only names not in here, so each user
+        # costs one INSERT for the life of the process (other writers are still handled by
+        # ON CONFLICT DO NOTHING).
+        self._known_users: set[str] = set()
         self._create_schema = create_schema
         self._min_pool = min_pool
         self._max_pool = max_pool
@@ -159,27 +163,32 @@ class PostgresStore:
 
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
+        unknown = batch.users - self._known_users
         async with self._connection() as conn, conn.transaction():
-            await self._apply(conn, batch)
+            await self._apply(conn, batch, unknown)
+        self._known_users |= unknown
 
-    async def _apply(self, conn: asyncpg.Connection, batch: Batch) -> None:
+    async def _apply(self, conn: asyncpg.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
         ids_end, last_id = await conn.fetchrow(_LOCK_STATE)
         ids = batch.event_ids
         if ids and ids[-1] == last_id:
             return  # committed before, but the caller never heard so: do not count it twice
         new_users = 0
-        if batch.users:
+        if users:
             # Sorted, so that two writers lock the same rows in the same order (no deadlock).
-            new_users = await conn.fetchval(_INSERT_USERS, sorted(batch.users))
+            new_users = await conn.fetchval(_INSERT_USERS, sorted(users))
         if batch.by_server_name:
             names = sorted(batch.by_server_name)
             counts = [batch.by_server_name[name] for name in names]
             await conn.execute(_UPSERT_SERVERS, names, counts)
-        if ids:
+        if ids and batch.position is not None:
+            # The window protects a resume from the position; a batch without a position
+            # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
             ids_end += len(ids)
             await conn.execute(_INSERT_RECENT, ids_end, ids)
             await conn.execute(_TRIM_RECENT, ids_end - self._window)
+        if ids:
             last_id = ids[-1]
         await conn.execute(
             _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, last_id

@@ -90,6 +90,9 @@ class SQLiteStore:
             raise ValueError("dedup_window must be at least 1")
         self._path = str(path)
         self._window = dedup_window
+        # Users this store has committed (touched only by the writer thread): a batch sends
+        # only names not in here, so each user costs one INSERT for the life of the process.
+        self._known_users: set[str] = set()
         self._create_schema = create_schema
         self._synchronous = synchronous
         self._writer: _Worker | None = None
@@ -150,26 +153,30 @@ class SQLiteStore:
         return worker
 
     def _transact(self, conn: sqlite3.Connection, batch: Batch) -> None:
+        unknown = batch.users - self._known_users
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._apply(conn, batch)
+            self._apply(conn, batch, unknown)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self._known_users |= unknown
 
-    def _apply(self, conn: sqlite3.Connection, batch: Batch) -> None:
+    def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
         ids_end, last_id = conn.execute("SELECT ids_end, last_event_id FROM state").fetchone()
         ids = batch.event_ids
         if ids and ids[-1] == last_id:
             return  # committed before, but the caller never heard so: do not count it twice
         new_users = 0
-        if batch.users:
-            new_users = conn.execute(_INSERT_USERS, (_encode(list(batch.users)),)).rowcount
+        if users:
+            new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
-        if ids:
+        if ids and batch.position is not None:
+            # The window protects a resume from the position; a batch without a position
+            # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
             ids_end += len(ids)
             conn.execute(
                 "INSERT INTO recent_batches (end_offset, ids) VALUES (?, ?)",
@@ -177,6 +184,7 @@ class SQLiteStore:
             )
             trim_to = ids_end - self._window
             conn.execute("DELETE FROM recent_batches WHERE end_offset <= ?", (trim_to,))
+        if ids:
             last_id = ids[-1]
         conn.execute(
             "UPDATE state SET total = total + ?, bots = bots + ?, distinct_users = distinct_users"
