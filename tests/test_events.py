@@ -54,6 +54,8 @@ def test_canary_domain_is_recognised() -> None:
         b'{"meta":"e","server_name":"s","bot":false}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":false,"user":"\xff\xfe"}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":false',
+        # bad UTF-8 in a field the statistics do not read still makes the JSON malformed
+        b'{"meta":{"id":"e"},"server_name":"s","bot":false,"comment":"\xff\xfe"}',
     ],
 )
 def test_malformed_events_are_refused(raw: bytes) -> None:

@@ -49,17 +49,27 @@ class RecentChange(msgspec.Struct, frozen=True, gc=False):
 
 
 # One decoder for the life of the process: building it compiles the schema once.
-_decoder = msgspec.json.Decoder(RecentChange)
-#: The decoding function itself, for hot loops that bind it to a local name.
-decode_unchecked = _decoder.decode
+_decode_json = msgspec.json.Decoder(RecentChange).decode
+
 #: What `decode_unchecked` raises on bytes that are not a RecentChange.
 DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def decode_unchecked(data: bytes | str) -> RecentChange:
+    """Decode one event, raising one of `DECODE_ERRORS` (not InvalidEvent) if it is malformed.
+
+    msgspec checks the UTF-8 of the strings it reads but skips the rest unchecked, so bytes
+    are validated whole first: bad UTF-8 anywhere makes the event malformed, as JSON says.
+    """
+    if not isinstance(data, str):
+        data.decode()
+    return _decode_json(data)
 
 
 def decode(data: bytes | str) -> RecentChange:
     """Decode one JSON event, rejecting anything that is not a RecentChange object."""
     try:
-        return _decoder.decode(data)
+        return decode_unchecked(data)
     # ValidationError is a DecodeError; bad UTF-8 inside a string surfaces as UnicodeDecodeError.
     except DECODE_ERRORS as exc:
         raise InvalidEvent(str(exc)) from exc

@@ -29,7 +29,7 @@ class SSEEvent:
 class SSEParser:
     """Turn chunks of an event stream into events; one parser per connection."""
 
-    __slots__ = ("_buf", "_data", "_first", "_skip_lf", "_type", "last_id", "retry")
+    __slots__ = ("_buf", "_data", "_first", "_id_buffer", "_skip_lf", "_type", "last_id", "retry")
 
     def __init__(self, last_id: str | None = None) -> None:
         self._buf = b""
@@ -37,7 +37,10 @@ class SSEParser:
         self._type = ""
         self._first = True
         self._skip_lf = False
-        #: The last event id seen; it outlives events and, per the spec, reconnections.
+        # The spec's "last event ID buffer": set by `id:` lines, but it becomes the id to
+        # resume from only when the event ends, so an event cut mid-way does not move it.
+        self._id_buffer = last_id
+        #: The id to send as Last-Event-ID on reconnection: the buffer at the last blank line.
         self.last_id = last_id
         #: The reconnection delay the server asked for, in milliseconds.
         self.retry: int | None = None
@@ -66,6 +69,7 @@ class SSEParser:
         out: list[SSEEvent] = []
         for line in lines:
             if not line:
+                self.last_id = self._id_buffer
                 if self._data:
                     data = b"\n".join(self._data)
                     out.append(SSEEvent(self._type or "message", data, self.last_id))
@@ -85,6 +89,6 @@ class SSEParser:
             self._type = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\0" not in value:
-                self.last_id = value.decode("utf-8", "replace")
+                self._id_buffer = value.decode("utf-8", "replace")
         elif name == b"retry" and value.isdigit():
             self.retry = int(value)

@@ -1,0 +1,1 @@
+"""Event sources: where raw RecentChange events and their stream positions come from."""

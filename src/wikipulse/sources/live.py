@@ -1,0 +1,229 @@
+"""The live source: Wikimedia's RecentChange stream over HTTP, reconnecting for ever.
+
+EventStreams closes every connection after about 15 minutes and sends no heartbeats, so a
+clean end of a response is routine and silence longer than the stall timeout means a dead
+connection. Each reconnect sends ``Last-Event-ID`` so the server resumes where we stopped;
+events it sends twice are dropped downstream by their ``meta.id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from wikipulse.ingest import ConsumerState, RawEvent
+from wikipulse.sse import SSEParser
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+
+__all__ = ["LiveSource"]
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 says delay-seconds is an integer; a decimal costs nothing to accept.
+_DELAY_SECONDS = re.compile(r"\s*(\d{1,9}(?:\.\d+)?)\s*")
+_EVENT_STREAM = "text/event-stream"
+
+
+class _ConnectionEnded(Exception):
+    """A connection ended badly; `delay` is how long to wait (None: exponential back-off)."""
+
+    def __init__(self, reason: str, delay: float | None = None, *, forbidden: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+        self.forbidden = forbidden
+
+
+class LiveSource:
+    """Read the RecentChange SSE stream, yielding each event's data and stream position."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        user_agent: str,
+        state: ConsumerState,
+        stall_timeout: float,
+        connect_timeout: float,
+        backoff_initial: float,
+        backoff_max: float,
+        forbidden_retry: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.user_agent = user_agent
+        self.state = state
+        self._stall_timeout = stall_timeout
+        self._connect_timeout = connect_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._forbidden_retry = forbidden_retry
+        self._transport = transport
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311  # jitter, not a secret
+        # Only the host goes into logs: a URL may carry credentials in its userinfo.
+        self._host = httpx.URL(url).host
+        #: The id of the last event dispatched; sent as Last-Event-ID on every reconnect.
+        self.last_id: str | None = None
+        #: The server's `retry:` field, in seconds: the least we wait before reconnecting.
+        self.retry_floor = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        state: ConsumerState,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> LiveSource:
+        """Build a source from the service settings."""
+        return cls(
+            url=settings.stream_url,
+            user_agent=settings.user_agent,
+            state=state,
+            stall_timeout=settings.stall_timeout_seconds,
+            connect_timeout=settings.connect_timeout_seconds,
+            backoff_initial=settings.backoff_initial_seconds,
+            backoff_max=settings.backoff_max_seconds,
+            forbidden_retry=settings.forbidden_retry_seconds,
+            transport=transport,
+        )
+
+    async def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
+        """Yield (data, position) of every `message` event, reconnecting until cancelled."""
+        self.last_id = last_id
+        timeout = httpx.Timeout(
+            connect=self._connect_timeout,
+            # No heartbeats: a read that waits this long means the connection is dead.
+            read=self._stall_timeout,
+            write=self._connect_timeout,
+            pool=self._connect_timeout,
+        )
+        failures = 0
+        attempts = 0
+        async with httpx.AsyncClient(
+            transport=self._transport, timeout=timeout, follow_redirects=True
+        ) as client:
+            while True:
+                if attempts:
+                    self.state.reconnects += 1
+                attempts += 1
+                delivered = 0
+                delay: float | None
+                try:
+                    async with client.stream("GET", self.url, headers=self._headers()) as resp:
+                        self._accept(resp)
+                        self.state.connected = True
+                        self.state.forbidden = False
+                        self.state.last_error = None
+                        log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
+                        # A fresh parser per connection: an event cut by a disconnect is dropped.
+                        parser = SSEParser(self.last_id)
+                        async for chunk in resp.aiter_bytes():
+                            for event in parser.feed(chunk):
+                                if event.id is not None:
+                                    # The id at dispatch, not the parser's: an id read from
+                                    # an event cut mid-way must not move the resume point.
+                                    self.last_id = event.id
+                                if event.type == "message":
+                                    delivered += 1
+                                    self.state.last_event_at = self._clock()
+                                    yield event.data, event.id or None
+                                elif event.type == "error":
+                                    log.warning(
+                                        "server sent an error event: %s",
+                                        event.data[:500].decode("utf-8", "replace"),
+                                    )
+                                else:
+                                    log.debug("ignoring SSE event of type %r", event.type)
+                            if parser.retry is not None:
+                                self.retry_floor = parser.retry / 1000
+                    log.info("stream ended after %d events; reconnecting", delivered)
+                    delay = 0.0 if delivered else None
+                except _ConnectionEnded as exc:
+                    delay = exc.delay
+                    self._failed(exc.reason, forbidden=exc.forbidden)
+                except httpx.ReadTimeout:
+                    delay = 0.0 if delivered else None
+                    self._failed(f"no data for {self._stall_timeout:g}s (stalled connection)")
+                except httpx.HTTPError as exc:
+                    delay = 0.0 if delivered else None
+                    self._failed(f"{type(exc).__name__}: {exc}")
+                finally:
+                    self.state.connected = False
+                # Back-off grows over connections that delivered nothing, and resets after one
+                # that did: the routine 15-minute close must not look like an error storm.
+                failures = 0 if delivered else failures + 1
+                if delay is None:
+                    delay = self._backoff(failures)
+                delay = max(delay, self.retry_floor)
+                if delay > 0:
+                    log.info("reconnecting in %.2fs", delay)
+                    await self._sleep(delay)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": self.user_agent, "Accept": _EVENT_STREAM}
+        if self.last_id:
+            headers["Last-Event-ID"] = self.last_id
+        return headers
+
+    def _accept(self, response: httpx.Response) -> None:
+        """Raise _ConnectionEnded unless the response is a 200 event stream."""
+        status = response.status_code
+        if status == 403:
+            raise _ConnectionEnded(
+                f"HTTP 403: {self._host} refused the User-Agent {self.user_agent!r}; set "
+                "WIKIPULSE_USER_AGENT to name this tool and a contact "
+                "(https://meta.wikimedia.org/wiki/User-Agent_policy)",
+                self._forbidden_retry,
+                forbidden=True,
+            )
+        if status in (429, 503):
+            wait = self._retry_after(response.headers.get("retry-after"))
+            raise _ConnectionEnded(f"HTTP {status} (Retry-After: {wait})", wait)
+        if status != 200:
+            raise _ConnectionEnded(f"HTTP {status} from {self._host}")
+        ctype = response.headers.get("content-type", "")
+        if ctype.partition(";")[0].strip().lower() != _EVENT_STREAM:
+            raise _ConnectionEnded(f"HTTP 200 with content type {ctype!r}, not an event stream")
+
+    def _retry_after(self, value: str | None) -> float | None:
+        """Seconds to wait from a Retry-After header (seconds or HTTP-date), if it has one."""
+        if value is None:
+            return None
+        # A bogus far-off date must not park the consumer for ever.
+        cap = max(self._backoff_max, self._forbidden_retry)
+        match = _DELAY_SECONDS.fullmatch(value)
+        if match:
+            return min(float(match.group(1)), cap)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return min(max(when.timestamp() - self._clock(), 0.0), cap)
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: uniform between zero and the exponentially growing ceiling."""
+        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** min(failures - 1, 60))
+        return self._rng.uniform(0, ceiling)
+
+    def _failed(self, reason: str, *, forbidden: bool = False) -> None:
+        self.state.last_error = reason
+        if forbidden:
+            self.state.forbidden = True
+            log.error("%s; retrying in %.0fs", reason, self._forbidden_retry)
+        else:
+            log.warning("stream connection failed: %s", reason)
