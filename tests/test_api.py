@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from pydantic import SecretStr
@@ -23,6 +25,7 @@ from pydantic import SecretStr
 from wikipulse import __version__
 from wikipulse.app import build_app
 from wikipulse.auth import Authenticator
+from wikipulse.cli import main
 from wikipulse.config import Settings, load_settings
 from wikipulse.ingest import ConsumerState, RawEvent
 from wikipulse.stats import Batch, Stats
@@ -127,6 +130,25 @@ class HangingStore(RecordingStore):
     async def commit(self, batch: Batch) -> None:
         self.calls.append("commit")
         await asyncio.Event().wait()
+
+
+class FailingOnceStore(RecordingStore):
+    """A store whose first commit fails and whose retries wait until the test releases them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.committed = asyncio.Event()
+
+    async def commit(self, batch: Batch) -> None:
+        if not self.failed.is_set():
+            self.calls.append("commit-failed")
+            self.failed.set()
+            raise ConnectionError("backend at 10.0.0.7 refused the connection")
+        await self.release.wait()
+        await super().commit(batch)
+        self.committed.set()
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -454,6 +476,8 @@ async def test_status_answers_while_the_stream_is_unreachable() -> None:
             "canaries_dropped": 0,
             "reconnects": 3,
             "last_event_at": None,
+            "last_event_dt": None,
+            "lag_seconds": None,
             "last_error": "connect failed: timed out",
             "user_agent_refused": False,
             "store_ok": True,
@@ -580,3 +604,85 @@ async def test_generated_admin_password_works_and_nothing_secret_is_logged(
         assert value not in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("WIKIPULSE_JWT_SECRET is not set" in message for message in warnings)
+
+
+async def test_ready_is_503_before_the_store_is_open() -> None:
+    """Outside the lifespan neither store nor consumer exists, and /ready names both."""
+    app = _app()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://wikipulse.test") as client:
+        response = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.json() == {
+        "ready": False,
+        "reasons": ["the statistics store is not open", "the stream consumer is not running"],
+    }
+
+
+async def test_ready_is_200_while_store_and_consumer_are_healthy() -> None:
+    """With the store open and the consumer waiting for events, /ready says ready."""
+    async with running(_app()) as client:
+        response = await client.get("/ready")
+    assert response.status_code == 200
+    assert response.json() == {"ready": True, "reasons": []}
+
+
+async def test_ready_is_503_after_a_failed_commit_until_a_commit_succeeds() -> None:
+    """A failed commit makes /ready 503 with the reason; the retry that succeeds makes it 200."""
+    store = FailingOnceStore()
+    source = FakeSource(KNOWN_EVENTS[:1], block=True)
+    async with running(_app(store=store, source=source, batch_max_events=1)) as client:
+        async with asyncio.timeout(5):
+            await store.failed.wait()
+        failing = await client.get("/ready")
+        store.release.set()
+        async with asyncio.timeout(5):
+            await store.committed.wait()
+        recovered = await client.get("/ready")
+    assert failing.status_code == 503
+    assert failing.json() == {
+        "ready": False,
+        "reasons": ["the last commit to the statistics store failed"],
+    }
+    assert recovered.status_code == 200
+    assert recovered.json() == {"ready": True, "reasons": []}
+
+
+async def test_ready_is_503_once_the_consumer_has_stopped() -> None:
+    """A consumer that crashed leaves /status at 200 but /ready at 503 with the reason."""
+    source = FakeSource(KNOWN_EVENTS[:2], error=RuntimeError("decoder exploded"))
+    app = _app(source=source)
+    async with running(app) as client:
+        await app.state.consumer_task
+        ready = await client.get("/ready")
+        status = await client.get("/status")
+    assert status.status_code == 200
+    assert ready.status_code == 503
+    assert ready.json() == {"ready": False, "reasons": ["the stream consumer is not running"]}
+
+
+def test_the_ready_probe_fails_where_the_liveness_probe_passes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Over HTTP, with no store open, `healthcheck` exits 0 but `healthcheck --ready` exits 1."""
+    config = uvicorn.Config(_app(), host="127.0.0.1", port=0, lifespan="off", log_config=None)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        base = f"http://127.0.0.1:{port}"
+        liveness = main(["healthcheck", "--url", f"{base}/status"])
+        readiness = main(["healthcheck", "--ready", "--url", f"{base}/ready"])
+    finally:
+        server.should_exit = True
+        thread.join(5)
+    assert (liveness, readiness) == (0, 1)
+    assert capsys.readouterr().err == (
+        f"unhealthy: {base}/ready: HTTP 503 "
+        '{"ready":false,"reasons":["the statistics store is not open",'
+        '"the stream consumer is not running"]}\n'
+    )

@@ -1,4 +1,4 @@
-"""HTTP handlers: `/status`, `/login` and `/stats`, thin over what `app.state` holds."""
+"""HTTP handlers: `/status`, `/ready`, `/metrics`, `/login` and `/stats`, thin over `app.state`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,21 @@ from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wikipulse import __version__
 from wikipulse.auth import Authenticator, bearer_subject
 
-__all__ = ["LoginForm", "StatsResponse", "StatusResponse", "TokenResponse", "router"]
+__all__ = [
+    "LoginForm",
+    "ReadyResponse",
+    "StatsResponse",
+    "StatusResponse",
+    "TokenResponse",
+    "consumer_running",
+    "router",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,13 @@ class StatusResponse(BaseModel):
     consumer: dict[str, Any]
 
 
+class ReadyResponse(BaseModel):
+    """Whether this instance should receive traffic, and if not, why."""
+
+    ready: bool
+    reasons: list[str]
+
+
 class ErrorResponse(BaseModel):
     """Why a request was refused."""
 
@@ -82,17 +98,63 @@ _LOGIN_BODY_DOC: dict[str, Any] = {
 router = APIRouter()
 
 
+def consumer_running(state: Any) -> bool:
+    """Whether the app's stream consumer task exists and has not ended."""
+    task = getattr(state, "consumer_task", None)
+    return task is not None and not task.done()
+
+
 @router.get("/status", response_model=StatusResponse, tags=["service"])
 async def get_status(request: Request) -> StatusResponse:
-    """Answer whenever the process is up, with the consumer's state; needs no token."""
+    """Liveness: answer whenever the process serves, with the consumer's state; needs no token."""
     state = request.app.state
-    task = getattr(state, "consumer_task", None)
     return StatusResponse(
         version=__version__,
         store=state.settings.store,
-        consumer_running=task is not None and not task.done(),
-        consumer=state.consumer.as_dict(),
+        consumer_running=consumer_running(state),
+        consumer=state.consumer.as_dict(state.clock()),
     )
+
+
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    tags=["service"],
+    responses={503: {"model": ReadyResponse, "description": "Not ready, with the reasons"}},
+)
+async def get_ready(request: Request) -> JSONResponse:
+    """Readiness: 200 when the store is open and healthy and the consumer runs, else 503."""
+    state = request.app.state
+    reasons = []
+    if getattr(state, "store", None) is None:
+        reasons.append("the statistics store is not open")
+    elif not state.consumer.store_ok:
+        reasons.append("the last commit to the statistics store failed")
+    if not consumer_running(state):
+        reasons.append("the stream consumer is not running")
+    body = ReadyResponse(ready=not reasons, reasons=reasons)
+    return JSONResponse(
+        body.model_dump(),
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE if reasons else status.HTTP_200_OK,
+    )
+
+
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
+async def get_metrics(request: Request) -> Response:
+    """Prometheus metrics (OpenMetrics if the scraper asks); needs no token.
+
+    They hold counts and timings, never user names or secrets, and a scraper cannot log in, so
+    the endpoint is open like `/status`; keep it off the public internet all the same (the
+    reverse proxy or network policy that fronts the API should not route `/metrics`).
+    """
+    metrics = request.app.state.metrics
+    body, content_type = metrics.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 @router.post(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from fastapi import FastAPI
 
 from wikipulse import __version__
-from wikipulse.api import router
+from wikipulse.api import consumer_running, router
 from wikipulse.auth import Authenticator, prepare_credentials
 from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
+from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.stores import StatsStore, make_store
 
 if TYPE_CHECKING:
@@ -48,16 +50,20 @@ def build_app(
     state: ConsumerState | None = None,
     auth: Authenticator | None = None,
     shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the ASGI app; its lifespan opens the store and runs the consumer in the background.
 
     Credentials: unless `auth` is given, `prepare_credentials(settings)` runs here, when the
     app is built (so `serve` prints a generated admin password before the server starts).
     The store defaults to `make_store(settings)` and the source to the live stream; both are
-    made when the lifespan starts, not here.
+    made when the lifespan starts, not here. `clock` is the wall clock the stream lag is
+    measured against.
     """
     consumer_state = state if state is not None else ConsumerState()
     authenticator = auth if auth is not None else prepare_credentials(settings)
+    # Every app has its own registry: no process-wide metric objects to collide in the tests.
+    metrics = Metrics(consumer_state, lambda: consumer_running(app.state), clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +76,7 @@ def build_app(
                 max_ms=settings.batch_max_ms,
                 dedup_window=settings.dedup_window,
                 state=consumer_state,
+                observer=metrics,
             )
             position = await pipeline.resume()
             the_source = source if source is not None else _live_source(settings, consumer_state)
@@ -98,6 +105,9 @@ def build_app(
     app.state.auth = authenticator
     app.state.store = None  # set while the lifespan runs; `/stats` answers 503 until then
     app.state.consumer_task = None
+    app.state.metrics = metrics
+    app.state.clock = clock
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)
     return app
 

@@ -7,12 +7,14 @@ import asyncio
 import getpass
 import json
 import logging
+import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from wikipulse import __version__
@@ -118,12 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser(
         "healthcheck",
         parents=[common],
-        help="exit 0 if the local service answers /status",
+        help="exit 0 if the local service answers /status (or /ready with --ready)",
         description="GET /status of the running service (for container health checks); exit 0 "
-        "if it answers 200 with status ok, 1 otherwise.",
+        "if it answers 200 with status ok, 1 otherwise. With --ready, GET /ready instead: exit 0 "
+        "only if the store is open and healthy and the stream consumer runs.",
     )
     health.add_argument(
-        "--url", help="status URL (default: http://127.0.0.1:$WIKIPULSE_PORT/status)"
+        "--ready",
+        action="store_true",
+        help="check readiness (/ready) rather than liveness (/status)",
+    )
+    health.add_argument(
+        "--url",
+        help="URL to check (default: http://127.0.0.1:$WIKIPULSE_PORT/status, or /ready)",
     )
     health.add_argument("--timeout", type=float, default=3.0, help="seconds (default: 3)")
     health.set_defaults(command="healthcheck", handler=_healthcheck)
@@ -146,8 +155,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     app = build_app(settings)
     log.info("wikipulse %s listening on %s:%d", __version__, settings.host, settings.port)
+    # uvicorn shuts down gracefully on SIGTERM (the lifespan commits the last batch), then
+    # restores the previous handler and raises the signal again. With the default handler
+    # that kills the process (exit -15/143) after a clean stop; this one exits 0 instead,
+    # and also stops a process that gets SIGTERM before uvicorn took the signal over.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     return EXIT_OK
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -273,14 +291,25 @@ def _healthcheck(args: argparse.Namespace) -> int:
     url = args.url
     if url is None:
         port = load_settings(config_file=args.config, env_file=args.env_file).port
-        url = f"http://127.0.0.1:{port}/status"
+        url = f"http://127.0.0.1:{port}/{'ready' if args.ready else 'status'}"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:  # noqa: S310  # our own URL
             body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        # A 503 from /ready carries the reasons in its body: show them, not just the status.
+        detail = exc.read(2048).decode("utf-8", "replace").strip()
+        print(f"unhealthy: {url}: HTTP {exc.code} {detail}".rstrip(), file=sys.stderr)
+        return EXIT_FAILURE
     except (OSError, ValueError) as exc:
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    if body.get("status") != "ok":
+    if not isinstance(body, dict):
+        healthy = False
+    elif args.ready:
+        healthy = body.get("ready") is True
+    else:
+        healthy = body.get("status") == "ok"
+    if not healthy:
         print(f"unhealthy: {url}: {body}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

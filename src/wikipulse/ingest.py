@@ -8,11 +8,13 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
 from wikipulse.stats import Aggregator, Batch, Counters, Outcome, RecentIds
 from wikipulse.stores import StatsStore
 
-__all__ = ["ConsumerState", "Pipeline", "RawEvent"]
+__all__ = ["CommitObserver", "ConsumerState", "Pipeline", "RawEvent", "parse_dt"]
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,28 @@ class ConsumerState:
     connected: bool = False
     reconnects: int = 0
     last_event_at: float | None = None  # wall-clock time of the last event received
-    last_event_dt: str | None = None  # the event's own meta.dt, for lag
     last_error: str | None = None
     forbidden: bool = False  # the server refused our User-Agent (HTTP 403)
     store_ok: bool = True
     counters: Counters = field(default_factory=Counters)
 
-    def as_dict(self) -> dict[str, object]:
+    @property
+    def last_event_dt(self) -> str | None:
+        """The `meta.dt` of the last event counted, as the stream sent it."""
+        return self.counters.last_dt
+
+    def lag_seconds(self, now: float) -> float | None:
+        """Seconds from the last counted event's `meta.dt` to `now`; None if not known.
+
+        Negative when the local clock is behind the stream's: shown as is, not hidden.
+        """
+        event_time = parse_dt(self.counters.last_dt)
+        return None if event_time is None else now - event_time
+
+    def as_dict(self, now: float | None = None) -> dict[str, object]:
         """The consumer part of the `/status` body."""
         c = self.counters
+        lag = self.lag_seconds(time.time() if now is None else now)
         return {
             "connected": self.connected,
             "events_consumed": c.counted,
@@ -44,16 +59,45 @@ class ConsumerState:
             "canaries_dropped": c.canaries,
             "reconnects": self.reconnects,
             "last_event_at": _iso(self.last_event_at),
+            "last_event_dt": c.last_dt,
+            "lag_seconds": None if lag is None else round(lag, 3),
             "last_error": self.last_error,
             "user_agent_refused": self.forbidden,
             "store_ok": self.store_ok,
         }
 
 
+def parse_dt(value: str | None) -> float | None:
+    """A `meta.dt` (ISO 8601, `Z` or an offset, any sub-second precision) as a Unix time.
+
+    A time without an offset is taken as UTC; anything unparsable gives None, because a bad
+    timestamp must not break `/status` or a scrape.
+    """
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class CommitObserver(Protocol):
+    """Told how each store commit went, e.g. to export metrics; must not block."""
+
+    def commit_succeeded(self, seconds: float) -> None:
+        """A batch was committed, taking `seconds`."""
+
+    def commit_failed(self, seconds: float) -> None:
+        """A commit raised after `seconds`; the pipeline will retry it."""
 
 
 class _RateLimitedLog:
@@ -90,9 +134,11 @@ class Pipeline:
         state: ConsumerState | None = None,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        observer: CommitObserver | None = None,
     ) -> None:
         self.store = store
         self.state = state or ConsumerState()
+        self._observer = observer
         self._max_events = max_events
         self._max_age = max_ms / 1000
         self._dedup_window = dedup_window
@@ -175,15 +221,21 @@ class Pipeline:
 
     async def _commit(self, batch: Batch) -> None:
         delay = self._retry_initial
+        observer = self._observer
         while True:
+            started = time.perf_counter()
             try:
                 await self.store.commit(batch)
             except Exception as exc:  # any store failure: keep the batch, wait, retry
+                if observer is not None:
+                    observer.commit_failed(time.perf_counter() - started)
                 self.state.store_ok = False
                 log.warning("store commit failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # jitter
                 delay = min(delay * 2, self._retry_max)
                 continue
+            if observer is not None:
+                observer.commit_succeeded(time.perf_counter() - started)
             if not self.state.store_ok:
                 log.info("store is back; batch of %d events committed", batch.total)
             self.state.store_ok = True

@@ -12,6 +12,7 @@ from wikipulse.events import (
     CANARY_DOMAIN,
     DECODE_ERRORS,
     InvalidEvent,
+    Meta,
     RecentChange,
     decode,
     decode_unchecked,
@@ -137,6 +138,8 @@ class Counters:
     duplicates: int = 0
     canaries: int = 0
     invalid: int = 0
+    #: `meta.dt` of the last event counted (as sent, ISO 8601), for the stream lag.
+    last_dt: str | None = None
 
 
 class Aggregator:
@@ -170,7 +173,10 @@ class Aggregator:
             self.counters.duplicates += 1
             return Outcome.DUPLICATE
         batch.add(event)
-        self.counters.counted += 1
+        counters = self.counters
+        counters.counted += 1
+        if event.meta.dt is not None:
+            counters.last_dt = event.meta.dt
         return Outcome.COUNTED
 
     def fold(self, raws: Iterable[bytes]) -> None:
@@ -188,6 +194,7 @@ class Aggregator:
         seen, order, capacity = window._set, window._order, window._capacity
         decode_raw = decode_unchecked
         counted = bots = canaries = duplicates = invalid = 0
+        last_meta: Meta | None = None
         for raw in raws:
             try:
                 event = decode_raw(raw)
@@ -209,6 +216,7 @@ class Aggregator:
             if len(order) > capacity:
                 seen.discard(order.popleft())
             counted += 1
+            last_meta = meta
             if event.bot:
                 bots += 1
             name = event.server_name
@@ -223,6 +231,9 @@ class Aggregator:
         c.canaries += canaries
         c.duplicates += duplicates
         c.invalid += invalid
+        # Once per call, not per event: only the last counted event's time matters (lag).
+        if last_meta is not None and last_meta.dt is not None:
+            c.last_dt = last_meta.dt
 
     def take(self) -> Batch:
         """Hand over the deltas folded so far and start a new batch."""
