@@ -167,10 +167,7 @@ def _reset_postgres(env: dict[str, str]) -> None:
         "import asyncio, asyncpg, sys\n"
         "async def main():\n"
         "    c = await asyncpg.connect(sys.argv[1])\n"
-        "    rows = await c.fetch(\n"
-        "        \"select tablename from pg_tables where tablename like 'wikipulse%'\")\n"
-        "    for r in rows:\n"
-        "        await c.execute('drop table if exists \"%s\" cascade' % r[0])\n"
+        "    await c.execute('DROP TABLE IF EXISTS wp_state, wp_servers, wp_users, wp_recent')\n"
         "    await c.close()\n"
         "asyncio.run(main())\n"
     )

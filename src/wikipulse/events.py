@@ -11,6 +11,7 @@ __all__ = [
     "Meta",
     "RecentChange",
     "decode",
+    "decode_json_only",
     "decode_unchecked",
 ]
 
@@ -50,6 +51,9 @@ class RecentChange(msgspec.Struct, frozen=True, gc=False):
 
 # One decoder for the life of the process: building it compiles the schema once.
 _decode_json = msgspec.json.Decoder(RecentChange).decode
+#: msgspec's decoding alone, for hot loops: it checks the UTF-8 only of the strings it reads,
+#: so callers must first validate the bytes (`data.decode()`) as `decode_unchecked` does.
+decode_json_only = _decode_json
 
 #: What `decode_unchecked` raises on bytes that are not a RecentChange.
 DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)

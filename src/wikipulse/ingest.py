@@ -148,6 +148,7 @@ class Pipeline:
         self._invalid_log = _RateLimitedLog()
         self._batch_started: float | None = None
         self._pending: Batch | None = None
+        self._inflight: asyncio.Task[None] | None = None
         self.aggregator = Aggregator(RecentIds(dedup_window))
         self.aggregator.counters = self.state.counters
 
@@ -173,10 +174,7 @@ class Pipeline:
         outcome = agg.add_raw(data, position)
         if outcome is Outcome.INVALID:
             self._invalid_log.warning("invalid event skipped: %s", agg.last_error)
-        if self._batch_started is None:
-            self._batch_started = time.monotonic()
-        if agg.batch.total >= self._max_events:
-            await self.flush()
+        await self.commit_if_full()
         return outcome
 
     async def fold_lines(self, lines: list[bytes]) -> None:
@@ -193,18 +191,34 @@ class Pipeline:
             self._invalid_log.warning("%d invalid events skipped, the last: %s", count, last_error)
 
     async def commit_if_full(self) -> None:
-        """Commit the batch if it holds enough events; start its age clock otherwise."""
+        """Start committing the batch if it is full; folding goes on while the store works.
+
+        At most one commit is in flight: a second full batch waits for the first, so a slow
+        or failing store slows the source down instead of piling batches up in memory.
+        """
         if self._batch_started is None:
             self._batch_started = time.monotonic()
-        if self.aggregator.batch.total >= self._max_events:
-            await self.flush()
+        if self.aggregator.batch.total < self._max_events:
+            if self._inflight is not None:
+                await asyncio.sleep(0)  # let the commit in flight make progress
+            return
+        if self._inflight is not None:
+            await self._inflight
+        self._inflight = asyncio.create_task(self._flush_locked(), name="wikipulse-commit")
+        await asyncio.sleep(0)  # start it: take the batch and hand it to the store
 
     async def flush(self) -> None:
-        """Commit what has been folded so far, retrying with back-off while the store is down.
+        """Commit everything folded so far, retrying with back-off while the store is down.
 
         A batch whose commit was interrupted (cancelled at shutdown) stays pending and is
         committed first next time, so it is never dropped from memory half-way.
         """
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
+        await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
         async with self._lock:
             while True:
                 fresh = self._pending is None

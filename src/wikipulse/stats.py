@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from wikipulse.events import (
     Meta,
     RecentChange,
     decode,
-    decode_unchecked,
+    decode_json_only,
 )
 
 __all__ = ["Aggregator", "Batch", "Counters", "Outcome", "RecentIds", "Stats"]
@@ -75,15 +74,21 @@ class Batch:
 
 
 class RecentIds:
-    """The last `capacity` event ids: a bounded window for dropping replayed events."""
+    """Recent event ids, for dropping replayed events: at least the last `capacity` of them.
 
-    __slots__ = ("_capacity", "_order", "_set")
+    The window grows to twice its capacity and is then cut back to the newest `capacity` ids
+    in one step, so remembering an id is O(1) with no eviction per id. The cut depends only
+    on the sequence of ids, so adding them one at a time or in bulk gives the same window.
+    """
+
+    __slots__ = ("_capacity", "_limit", "_order", "_set")
 
     def __init__(self, capacity: int, ids: Iterable[str] = ()) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
-        self._order: deque[str] = deque()
+        self._limit = 2 * capacity
+        self._order: list[str] = []
         self._set: set[str] = set()
         for event_id in ids:
             self.add(event_id)
@@ -94,9 +99,16 @@ class RecentIds:
             return False
         self._set.add(event_id)
         self._order.append(event_id)
-        if len(self._order) > self._capacity:
-            self._set.discard(self._order.popleft())
+        if len(self._order) > self._limit:
+            self._trim()
         return True
+
+    def _trim(self) -> None:
+        # In place, so that hot loops holding the list and the set stay valid.
+        order = self._order
+        del order[: len(order) - self._capacity]
+        self._set.clear()
+        self._set.update(order)
 
     def isdisjoint(self, event_ids: Iterable[str]) -> bool:
         """Whether none of these ids is in the window."""
@@ -104,11 +116,15 @@ class RecentIds:
 
     def extend_new(self, event_ids: list[str]) -> None:
         """Remember ids known to be distinct and absent from the window, oldest first."""
-        self._set.update(event_ids)
-        self._order.extend(event_ids)
-        order, discard = self._order, self._set.discard
-        for _ in range(len(order) - self._capacity):
-            discard(order.popleft())
+        done = 0
+        while done < len(event_ids):
+            # Add up to the id that makes the window overflow, exactly where `add` would cut.
+            piece = event_ids[done : done + self._limit + 1 - len(self._order)]
+            self._order += piece
+            self._set.update(piece)
+            done += len(piece)
+            if len(self._order) > self._limit:
+                self._trim()
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._set
@@ -191,12 +207,13 @@ class Aggregator:
         add_user = batch.users.add
         add_id = batch.event_ids.append
         window = self.recent
-        seen, order, capacity = window._set, window._order, window._capacity
-        decode_raw = decode_unchecked
+        seen, order, limit, trim = window._set, window._order, window._limit, window._trim
+        decode_raw = decode_json_only
         counted = bots = canaries = duplicates = invalid = 0
         last_meta: Meta | None = None
         for raw in raws:
             try:
+                raw.decode()  # bad UTF-8 anywhere makes the event malformed (see events.py)
                 event = decode_raw(raw)
             except DECODE_ERRORS as exc:
                 if raw.strip():
@@ -213,8 +230,8 @@ class Aggregator:
                 continue
             seen.add(event_id)
             order.append(event_id)
-            if len(order) > capacity:
-                seen.discard(order.popleft())
+            if len(order) > limit:
+                trim()
             counted += 1
             last_meta = meta
             if event.bot:
