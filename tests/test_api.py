@@ -152,7 +152,7 @@ class FailingOnceStore(RecordingStore):
 
 
 def _settings(**overrides: Any) -> Settings:
-    return load_settings(environ={}, env_file=None, **overrides)
+    return load_settings(environ={"WIKIPULSE_STORE": "memory"}, env_file=None, **overrides)
 
 
 def _auth() -> Authenticator:

@@ -17,7 +17,7 @@ SECRET = "s" * 32
 def test_defaults() -> None:
     """With nothing configured, the documented defaults apply."""
     s = load_settings({}, env_file=None)
-    assert (s.host, s.port, s.store, s.jwt_ttl_seconds) == ("0.0.0.0", 7000, "memory", 3600)  # noqa: S104
+    assert (s.host, s.port, s.store, s.jwt_ttl_seconds) == ("0.0.0.0", 7000, "sqlite", 3600)  # noqa: S104
     assert s.stream_url == "https://stream.wikimedia.org/v2/stream/recentchange"
     assert s.user_agent.startswith("wikipulse/")
     assert "https://" in s.user_agent

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "wikipulse"
     jwt_audience: str = "wikipulse-api"
     users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    store: Literal["memory", "sqlite", "postgres", "cassandra"] = "memory"
+    store: Literal["memory", "sqlite", "postgres", "cassandra"] = "sqlite"
     sqlite_path: str = "wikipulse.db"
     postgres_dsn: SecretStr = SecretStr("postgresql://localhost:5432/wikipulse")
     cassandra_hosts: str = "127.0.0.1"  # comma-separated contact points
