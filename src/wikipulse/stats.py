@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,65 +76,56 @@ class Batch:
 class RecentIds:
     """Recent event ids, for dropping replayed events: at least the last `capacity` of them.
 
-    The window grows to twice its capacity and is then cut back to the newest `capacity` ids
-    in one step, so remembering an id is O(1) with no eviction per id. The cut depends only
-    on the sequence of ids, so adding them one at a time or in bulk gives the same window.
+    Two generations of at most `capacity` ids each: when the newer one fills up it becomes
+    the older and the old one is dropped whole, so remembering an id is one set insertion
+    with no eviction per id, and memory stays bounded by twice the capacity. The rotation
+    depends only on the sequence of ids, so adding them one at a time or in bulk leaves the
+    same window.
     """
 
-    __slots__ = ("_capacity", "_limit", "_order", "_set")
+    __slots__ = ("_capacity", "_new", "_old")
 
     def __init__(self, capacity: int, ids: Iterable[str] = ()) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
-        self._limit = 2 * capacity
-        self._order: list[str] = []
-        self._set: set[str] = set()
+        self._new: set[str] = set()
+        self._old: set[str] = set()
         for event_id in ids:
             self.add(event_id)
 
     def add(self, event_id: str) -> bool:
         """Remember an id; return False if it was already in the window."""
-        if event_id in self._set:
+        if event_id in self._new or event_id in self._old:
             return False
-        self._set.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self._limit:
-            self._trim()
+        self._new.add(event_id)
+        if len(self._new) >= self._capacity:
+            self._rotate()
         return True
 
-    def _trim(self) -> None:
-        # In place, so that hot loops holding the list and the set stay valid.
-        order = self._order
-        del order[: len(order) - self._capacity]
-        self._set.clear()
-        self._set.update(order)
+    def _rotate(self) -> None:
+        self._old, self._new = self._new, set()
 
-    def isdisjoint(self, event_ids: Iterable[str]) -> bool:
+    def isdisjoint(self, event_ids: Collection[str]) -> bool:
         """Whether none of these ids is in the window."""
-        return self._set.isdisjoint(event_ids)
+        return self._new.isdisjoint(event_ids) and self._old.isdisjoint(event_ids)
 
     def extend_new(self, event_ids: list[str]) -> None:
         """Remember ids known to be distinct and absent from the window, oldest first."""
         done = 0
         while done < len(event_ids):
-            # Add up to the id that makes the window overflow, exactly where `add` would cut.
-            piece = event_ids[done : done + self._limit + 1 - len(self._order)]
-            self._order += piece
-            self._set.update(piece)
+            # Add up to the id that fills the newer generation, exactly where `add` rotates.
+            piece = event_ids[done : done + self._capacity - len(self._new)]
+            self._new.update(piece)
             done += len(piece)
-            if len(self._order) > self._limit:
-                self._trim()
+            if len(self._new) >= self._capacity:
+                self._rotate()
 
     def __contains__(self, event_id: object) -> bool:
-        return event_id in self._set
+        return event_id in self._new or event_id in self._old
 
     def __len__(self) -> int:
-        return len(self._order)
-
-    def ids(self) -> list[str]:
-        """The ids in the window, oldest first."""
-        return list(self._order)
+        return len(self._new) + len(self._old)
 
 
 class Outcome(enum.Enum):
@@ -207,7 +198,7 @@ class Aggregator:
         add_user = batch.users.add
         add_id = batch.event_ids.append
         window = self.recent
-        seen, order, limit, trim = window._set, window._order, window._limit, window._trim
+        new, old, capacity = window._new, window._old, window._capacity
         decode_raw = decode_json_only
         counted = bots = canaries = duplicates = invalid = 0
         last_meta: Meta | None = None
@@ -225,13 +216,13 @@ class Aggregator:
                 canaries += 1
                 continue
             event_id = meta.id
-            if event_id in seen:
+            if event_id in new or event_id in old:
                 duplicates += 1
                 continue
-            seen.add(event_id)
-            order.append(event_id)
-            if len(order) > limit:
-                trim()
+            new.add(event_id)
+            if len(new) >= capacity:
+                window._rotate()
+                new, old = window._new, window._old
             counted += 1
             last_meta = meta
             if event.bot:
