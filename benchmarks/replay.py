@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     # tmpfs keeps the data file in memory: on some machines the page cache drops a file of
     # this size between runs, and then every variant would be timing the disk, not itself.
-    shm = Path("/dev/shm")
+    shm = Path("/dev/shm")  # noqa: S108  # a fixed, named benchmark file, not a secret
     default_dir = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
     parser.add_argument("--dir", type=Path, default=default_dir, help="where the data goes")
     parser.add_argument("--no-stores", action="store_true", help="memory store only")
