@@ -14,7 +14,7 @@ from tests.conftest import DATA_DIR
 from tests.support.counting import expected_stats, expected_stats_of_file
 from tests.support.generated import generate
 from wikipulse.ingest import Pipeline
-from wikipulse.sources.parallel import make_executor, read_range, replay_parallel, split_ranges
+from wikipulse.sources.parallel import RangeFolder, read_range, replay_parallel, split_ranges
 from wikipulse.sources.replay import detect_format, replay_file
 from wikipulse.stores.memory import MemoryStore
 
@@ -181,9 +181,8 @@ async def test_parallel_replay_equals_sequential_with_duplicates_across_ranges(
     sequential = Pipeline(MemoryStore(), dedup_window=10_000)
     await replay_file(path, sequential)
     parallel = Pipeline(MemoryStore(), dedup_window=10_000)
-    with make_executor(2) as executor:
-        size = path.stat().st_size
-        await replay_parallel(path, size, parallel, executor, 2, range_bytes=7_000)
+    with RangeFolder(path, path.stat().st_size, 2, range_bytes=7_000) as folder:
+        await replay_parallel(folder, parallel)
     expected = expected_stats(lines)
     assert (await sequential.store.snapshot()).to_dict() == expected
     assert (await parallel.store.snapshot()).to_dict() == expected

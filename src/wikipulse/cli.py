@@ -9,16 +9,16 @@ import json
 import logging
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wikipulse import __version__
-from wikipulse.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+    from wikipulse.sources.parallel import RangeFolder
 
 __all__ = ["main"]
 
@@ -35,13 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
+    # The settings (and pydantic) are imported by the commands that need them, not here:
+    # `replay` starts its worker processes before loading them.
     try:
         result: int = args.handler(args)
-    except ConfigError as exc:
-        print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        from wikipulse.config import ConfigError
+
+        if not isinstance(exc, ConfigError):
+            raise
+        print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return result
 
 
@@ -140,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    from wikipulse.config import load_settings
+
     settings = load_settings(config_file=args.config, env_file=args.env_file, **overrides)
     from wikipulse.logs import configure_logging
 
@@ -169,7 +177,6 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    settings = _settings(args, store=args.store)
     path: Path = args.path
     try:
         size = path.stat().st_size
@@ -184,25 +191,28 @@ def _replay(args: argparse.Namespace) -> int:
     if args.workers < 0:
         print("wikipulse: --workers must be 0 (one per core) or more", file=sys.stderr)
         return EXIT_CONFIG
-    from wikipulse.sources.parallel import default_workers, make_executor
-    from wikipulse.sources.replay import PARALLEL_MIN_BYTES
+    from wikipulse.sources.parallel import RangeFolder, default_workers
+    from wikipulse.sources.replay import PARALLEL_MIN_BYTES, read_format
 
     workers = args.workers or default_workers()
-    # Fork the workers now, before the store or the event loop can start a thread.
-    executor = make_executor(workers) if workers > 1 and size >= PARALLEL_MIN_BYTES else None
+    folder = None
+    if workers > 1 and size >= PARALLEL_MIN_BYTES and read_format(path) == "ndjson":
+        # Fork the workers first: they decode while the settings load and the store opens,
+        # and no thread exists yet to be copied into them.
+        folder = RangeFolder(path, size, workers)
     try:
-        return asyncio.run(_replay_async(settings, path, size, executor, workers, quiet=args.quiet))
+        settings = _settings(args, store=args.store)
+        return asyncio.run(_replay_async(settings, path, size, folder, quiet=args.quiet))
     finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+        if folder is not None:
+            folder.close()
 
 
 async def _replay_async(
     settings: Settings,
     path: Path,
     size: int,
-    executor: ProcessPoolExecutor | None,
-    workers: int,
+    folder: RangeFolder | None,
     *,
     quiet: bool,
 ) -> int:
@@ -239,7 +249,7 @@ async def _replay_async(
             dedup_window=settings.dedup_window,
         )
         await pipeline.resume()
-        fmt = await replay_file(path, pipeline, progress, executor, workers)
+        fmt = await replay_file(path, pipeline, progress, folder)
         stats = await store.snapshot()
     finally:
         await store.close()
@@ -288,6 +298,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _healthcheck(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    from wikipulse.config import load_settings
+
     url = args.url
     if url is None:
         port = load_settings(config_file=args.config, env_file=args.env_file).port

@@ -14,7 +14,7 @@ import asyncio
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from wikipulse.ingest import Pipeline
 from wikipulse.stats import Aggregator, RecentIds
 
 __all__ = [
+    "RangeFolder",
     "RangeResult",
     "fold_range",
     "iter_range",
@@ -135,34 +136,59 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def make_executor(workers: int) -> ProcessPoolExecutor:
-    """A pool of forked workers; fork before any thread exists, so make it first."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+class RangeFolder:
+    """Worker processes folding the ranges of one file, a bounded number of ranges ahead.
+
+    The workers are forked and start decoding as soon as this is made, so a command can make
+    it first and load its settings and open its store while the first ranges are decoded;
+    forking first also means no thread exists yet to be copied into the children.
+    """
+
+    def __init__(self, path: Path, size: int, workers: int, range_bytes: int = RANGE_BYTES) -> None:
+        self.path = path
+        self.workers = workers
+        self._executor = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("fork")
+        )
+        self._ranges = iter(split_ranges(size, range_bytes))
+        self._pending: deque[Future[RangeResult]] = deque()
+        # A bounded number of ranges in flight keeps memory flat whatever the store's speed.
+        self._ahead = 2 * workers
+        self._submit()
+
+    def _submit(self) -> None:
+        while len(self._pending) < self._ahead:
+            span = next(self._ranges, None)
+            if span is None:
+                return
+            self._pending.append(self._executor.submit(fold_range, self.path, *span))
+
+    async def results(self) -> AsyncIterator[RangeResult]:
+        """The ranges' results, in file order."""
+        while self._pending:
+            result = await asyncio.wrap_future(self._pending.popleft())
+            self._submit()
+            yield result
+
+    def close(self) -> None:
+        """Stop the workers, dropping ranges not yet decoded."""
+        self._executor.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> RangeFolder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 async def replay_parallel(
-    path: Path,
-    size: int,
+    folder: RangeFolder,
     pipeline: Pipeline,
-    executor: ProcessPoolExecutor,
-    workers: int,
     progress: Callable[[int], None] | None = None,
-    range_bytes: int = RANGE_BYTES,
 ) -> None:
-    """Replay the first `size` bytes of an NDJSON file using the executor's workers."""
-    pending: deque[Future[RangeResult]] = deque()
-    ranges: Iterator[tuple[int, int]] = iter(split_ranges(size, range_bytes))
-    # A bounded number of ranges in flight keeps memory flat whatever the store's speed.
-    for start, end in ranges:
-        pending.append(executor.submit(fold_range, path, start, end))
-        if len(pending) >= 2 * workers:
-            break
-    while pending:
-        result = await asyncio.wrap_future(pending.popleft())
-        for start, end in ranges:
-            pending.append(executor.submit(fold_range, path, start, end))
-            break
-        _merge(pipeline, path, result)
+    """Merge the folder's results into the pipeline in file order, and commit."""
+    async for result in folder.results():
+        _merge(pipeline, folder.path, result)
         await pipeline.commit_if_full()
         if progress is not None:
             progress(result.end)

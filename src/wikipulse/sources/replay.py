@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
 from wikipulse.ingest import Pipeline
+from wikipulse.sources.parallel import RangeFolder, replay_parallel
 from wikipulse.sse import SSEParser
 
 __all__ = ["Format", "detect_format", "read_format", "replay_file"]
@@ -42,16 +42,15 @@ async def replay_file(
     path: Path,
     pipeline: Pipeline,
     progress: Callable[[int], None] | None = None,
-    executor: ProcessPoolExecutor | None = None,
-    workers: int = 1,
+    folder: RangeFolder | None = None,
 ) -> Format:
-    """Feed every event of the file to the pipeline, commit, and return the format found."""
-    fmt = read_format(path)
-    size = path.stat().st_size  # noqa: ASYNC240  # one stat of a local file
-    if fmt == "ndjson" and executor is not None and size >= PARALLEL_MIN_BYTES:
-        from wikipulse.sources.parallel import replay_parallel
+    """Feed every event of the file to the pipeline, commit, and return the format found.
 
-        await replay_parallel(path, size, pipeline, executor, workers, progress)
+    With a `RangeFolder` (made for this file), an NDJSON file is decoded by its workers.
+    """
+    fmt = read_format(path)
+    if fmt == "ndjson" and folder is not None:
+        await replay_parallel(folder, pipeline, progress)
         return fmt
     with path.open("rb") as f:
         if fmt == "ndjson":
