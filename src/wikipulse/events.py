@@ -65,7 +65,7 @@ def decode_unchecked(data: bytes | str) -> RecentChange:
     msgspec checks the UTF-8 of the strings it reads but skips the rest unchecked, so bytes
     are validated whole first: bad UTF-8 anywhere makes the event malformed, as JSON says.
     """
-    if not isinstance(data, str):
+    if not isinstance(data, str) and not data.isascii():
         data.decode()
     return _decode_json(data)
 
