@@ -18,12 +18,7 @@ def test_decodes_the_fields_the_statistics_need() -> None:
         "en.wikipedia.org",
         "2026-11-01T12:00:00Z",
     )
-    assert (event.user, event.bot, event.server_name, event.type) == (
-        "Bot1",
-        True,
-        "en.wikipedia.org",
-        "edit",
-    )
+    assert (event.user, event.bot, event.server_name) == ("Bot1", True, "en.wikipedia.org")
     assert not event.is_canary
 
 

@@ -41,7 +41,6 @@ class RecentChange(msgspec.Struct, frozen=True, gc=False):
     bot: bool
     # Absent on edits whose user was suppressed; such edits still count, but not as a user.
     user: str | None = None
-    type: str | None = None
 
     @property
     def is_canary(self) -> bool:

@@ -58,5 +58,4 @@ def _valid(event: dict[str, Any]) -> bool:
         and isinstance(event.get("server_name"), str)
         and isinstance(event.get("bot"), bool)
         and isinstance(event.get("user", ""), str | None)
-        and isinstance(event.get("type", ""), str | None)
     )
