@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import logging
@@ -200,6 +199,8 @@ def _replay(args: argparse.Namespace) -> int:
         # Fork the workers first: they decode while the settings load and the store opens,
         # and no thread exists yet to be copied into them.
         folder = RangeFolder(path, size, workers)
+    import asyncio  # after the fork: the workers need none of it
+
     try:
         settings = _settings(args, store=args.store)
         return asyncio.run(_replay_async(settings, path, size, folder, quiet=args.quiet))
@@ -289,6 +290,8 @@ def _migrate(args: argparse.Namespace) -> int:
     from wikipulse.stores import migrate
 
     try:
+        import asyncio
+
         asyncio.run(migrate(settings))
     except Exception as exc:  # any driver error: say what failed, no traceback
         log.error("migration of the %s store failed: %s", settings.store, exc)

@@ -10,7 +10,6 @@ time. The result is therefore identical to the sequential replay.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import os
 from collections import deque
@@ -18,10 +17,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from wikipulse.ingest import Pipeline
 from wikipulse.stats import Aggregator, RecentIds
+
+if TYPE_CHECKING:
+    # Not at run time: the workers are forked before the event loop machinery is imported.
+    from wikipulse.ingest import Pipeline
 
 __all__ = [
     "RangeFolder",
@@ -169,8 +171,10 @@ class RangeFolder:
 
     async def results(self) -> AsyncIterator[RangeResult]:
         """The ranges' results, in file order."""
+        from asyncio import wrap_future
+
         while self._pending:
-            result = await asyncio.wrap_future(self._pending.popleft())
+            result = await wrap_future(self._pending.popleft())
             self._submit()
             yield result
 

@@ -6,11 +6,14 @@ import logging
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from wikipulse.ingest import Pipeline
 from wikipulse.sources.parallel import RangeFolder, replay_parallel
 from wikipulse.sse import SSEParser
+
+if TYPE_CHECKING:
+    # Only for annotations: `replay` imports this module before it forks its workers.
+    from wikipulse.ingest import Pipeline
 
 __all__ = ["Format", "detect_format", "read_format", "replay_file"]
 
