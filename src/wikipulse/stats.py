@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class Batch:
     position: str | None = None
     #: Whether any event (counted or not) moved the position; an empty batch need not commit.
     touched: bool = False
+    #: Unique to this batch: a store that records it can tell a retried commit from a new one.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def add(self, event: RecentChange) -> None:
         """Fold one valid, non-canary, not-yet-seen event into the deltas."""

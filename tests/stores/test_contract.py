@@ -246,3 +246,30 @@ async def test_pipeline_waits_out_a_store_outage_and_loses_nothing(
         assert (await store.snapshot()).to_dict() == expected_stats(events)
     finally:
         await store.close()
+
+
+async def test_a_new_batch_equal_to_the_last_one_is_counted_again(kind: StoreKind) -> None:
+    """Two distinct batches with the same contents (a file replayed twice) both count."""
+    store = kind.make()
+    await store.open()
+    try:
+        for _ in range(2):
+            batch = Batch(
+                total=2,
+                bots=1,
+                by_server_name={"a.org": 2},
+                users={"U1"},
+                event_ids=["e1", "e2"],
+                touched=True,
+            )
+            await store.commit(batch)
+        snapshot = await store.snapshot()
+    finally:
+        await store.close()
+    assert snapshot.to_dict() == {
+        "total": 4,
+        "distinct_users": 1,
+        "bots": 2,
+        "non_bots": 2,
+        "by_server_name": {"a.org": 4},
+    }

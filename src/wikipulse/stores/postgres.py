@@ -3,7 +3,7 @@
 Tables (in a configurable schema, `public` by default, set as each connection's search_path):
 
 - `wp_state`: one row with total, bots, distinct_users, the position, the count of event ids
-  ever recorded (`ids_end`) and the last event id committed (the idempotence key).
+  ever recorded (`ids_end`) and the token of the last batch committed (the idempotence key).
 - `wp_servers(name, events)`: per-server counts, upserted from two unnest()ed arrays.
 - `wp_users(name)`: every user seen; the rows an `ON CONFLICT DO NOTHING` insert returns are the
   new users, so the exact distinct count is kept in `wp_state`.
@@ -12,8 +12,8 @@ Tables (in a configurable schema, `public` by default, set as each connection's 
 
 A commit locks the state row (`FOR UPDATE`), so concurrent writers serialise, then writes
 everything in one READ COMMITTED transaction. A batch whose commit succeeded but whose
-acknowledgement was lost (the connection dropped during COMMIT) is recognised by its last event
-id and not counted twice on retry. Snapshots run in a REPEATABLE READ, read-only transaction,
+acknowledgement was lost (the connection dropped during COMMIT) is recognised by its batch
+token and not counted twice on retry. Snapshots run in a REPEATABLE READ, read-only transaction,
 so a reader sees every table as of one commit. Lost connections surface as `StoreUnavailable`.
 """
 
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS wp_state (
     distinct_users bigint NOT NULL DEFAULT 0,
     position text,
     ids_end bigint NOT NULL DEFAULT 0,
-    last_event_id text
+    last_batch text
 );
 INSERT INTO wp_state (id) VALUES (1) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS wp_servers (name text PRIMARY KEY, events bigint NOT NULL);
@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS wp_recent (
     seq bigserial PRIMARY KEY, end_offset bigint NOT NULL, ids text[] NOT NULL
 );
 """
-_LOCK_STATE = "SELECT ids_end, last_event_id FROM wp_state WHERE id = 1 FOR UPDATE"
+_LOCK_STATE = "SELECT ids_end, last_batch FROM wp_state WHERE id = 1 FOR UPDATE"
 # The inserted rows are the new users: their count keeps distinct_users exact.
 _INSERT_USERS = (
     "WITH new AS (INSERT INTO wp_users (name) SELECT unnest($1::text[]) "
@@ -78,7 +78,7 @@ _TRIM_RECENT = "DELETE FROM wp_recent WHERE end_offset <= $1"
 _UPDATE_STATE = (
     "UPDATE wp_state SET total = total + $1, bots = bots + $2, "
     "distinct_users = distinct_users + $3, position = coalesce($4, position), "
-    "ids_end = $5, last_event_id = $6 WHERE id = 1"
+    "ids_end = $5, last_batch = $6 WHERE id = 1"
 )
 
 
@@ -170,10 +170,10 @@ class PostgresStore:
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
-        ids_end, last_id = await conn.fetchrow(_LOCK_STATE)
-        ids = batch.event_ids
-        if ids and ids[-1] == last_id:
+        ids_end, last_batch = await conn.fetchrow(_LOCK_STATE)
+        if batch.token == last_batch:
             return  # committed before, but the caller never heard so: do not count it twice
+        ids = batch.event_ids
         new_users = 0
         if users:
             # Sorted, so that two writers lock the same rows in the same order (no deadlock).
@@ -188,10 +188,8 @@ class PostgresStore:
             ids_end += len(ids)
             await conn.execute(_INSERT_RECENT, ids_end, ids)
             await conn.execute(_TRIM_RECENT, ids_end - self._window)
-        if ids:
-            last_id = ids[-1]
         await conn.execute(
-            _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, last_id
+            _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, batch.token
         )
 
     async def snapshot(self) -> Stats:

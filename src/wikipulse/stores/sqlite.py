@@ -3,7 +3,7 @@
 Tables:
 
 - `state`: one row with total, bots, distinct_users, the stream position, the count of event ids
-  ever recorded (`ids_end`) and the last event id committed (the idempotence key).
+  ever recorded (`ids_end`) and the token of the last batch committed (the idempotence key).
 - `servers(name, events)`: per-server counts, upserted.
 - `users(name)`: every user seen; `INSERT OR IGNORE` tells how many are new, so the exact
   distinct count is kept in `state` and a snapshot never counts the table.
@@ -13,7 +13,7 @@ Tables:
 
 A commit is one `BEGIN IMMEDIATE ... COMMIT`, so the counts, the users, the window and the
 position move together or not at all. A commit whose acknowledgement was lost is recognised by
-its last event id and not applied twice. The database runs in WAL mode with
+its batch token and not applied twice. The database runs in WAL mode with
 `synchronous=NORMAL` by default: a commit survives the process being killed (even `kill -9`),
 but the last commits before a power loss or OS crash may roll back -- together with their
 position, so the replay after restart counts them again, once. Pass `synchronous="FULL"` to
@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS state (
     distinct_users INTEGER NOT NULL DEFAULT 0,
     position TEXT,
     ids_end INTEGER NOT NULL DEFAULT 0,
-    last_event_id TEXT
+    last_batch TEXT
 );
 INSERT OR IGNORE INTO state (id) VALUES (1);
 CREATE TABLE IF NOT EXISTS servers (
@@ -165,10 +165,10 @@ class SQLiteStore:
 
     def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
-        ids_end, last_id = conn.execute("SELECT ids_end, last_event_id FROM state").fetchone()
-        ids = batch.event_ids
-        if ids and ids[-1] == last_id:
+        ids_end, last_batch = conn.execute("SELECT ids_end, last_batch FROM state").fetchone()
+        if batch.token == last_batch:
             return  # committed before, but the caller never heard so: do not count it twice
+        ids = batch.event_ids
         new_users = 0
         if users:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
@@ -184,12 +184,10 @@ class SQLiteStore:
             )
             trim_to = ids_end - self._window
             conn.execute("DELETE FROM recent_batches WHERE end_offset <= ?", (trim_to,))
-        if ids:
-            last_id = ids[-1]
         conn.execute(
             "UPDATE state SET total = total + ?, bots = bots + ?, distinct_users = distinct_users"
-            " + ?, position = coalesce(?, position), ids_end = ?, last_event_id = ?",
-            (batch.total, batch.bots, new_users, batch.position, ids_end, last_id),
+            " + ?, position = coalesce(?, position), ids_end = ?, last_batch = ?",
+            (batch.total, batch.bots, new_users, batch.position, ids_end, batch.token),
         )
 
     def _read_resume_point(self, conn: sqlite3.Connection) -> ResumePoint:
