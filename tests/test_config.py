@@ -119,3 +119,18 @@ def test_serve_with_an_invalid_setting_exits_2_naming_it(tmp_path: Path) -> None
     assert "WIKIPULSE_PORT" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stderr
+
+
+def test_other_tools_variables_in_dotenv_are_ignored(tmp_path: Path) -> None:
+    """A .env shared with docker compose may hold other variables; only ours are read."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("COMPOSE_PROJECT_NAME=wp\nWIKIPULSE_PORT=7001\n")
+    assert load_settings({}, env_file=dotenv).port == 7001
+
+
+def test_a_misspelt_setting_in_dotenv_is_refused(tmp_path: Path) -> None:
+    """An unknown WIKIPULSE_ variable in .env is an error naming it, not silently ignored."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("WIKIPULSE_PORTT=7001\n")
+    with pytest.raises(ConfigError, match="WIKIPULSE_PORTT"):
+        load_settings({}, env_file=dotenv)

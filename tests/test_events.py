@@ -43,6 +43,7 @@ def test_canary_domain_is_recognised() -> None:
         b"{}",
         b'{"meta":{"id":"e"},"server_name":"s"}',  # bot missing
         b'{"meta":{"id":1},"server_name":"s","bot":false}',
+        b'{"meta":{"id":""},"server_name":"s","bot":false}',  # no key to deduplicate on
         b'{"meta":{"id":"e"},"server_name":5,"bot":false}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":"yes"}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":false,"user":7}',

@@ -202,3 +202,36 @@ def test_ranges_cover_every_line_once(tmp_path: Path) -> None:
             for line in read_range(path, start, end)
         ]
         assert got == lines, size
+
+
+def test_an_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
+    """Replaying into a PostgreSQL nobody listens on says so in one line and exits 1."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wikipulse", "replay", "--store", "postgres", str(RECORDINGS[0])],
+        env={"PATH": "/usr/bin:/bin", "WIKIPULSE_POSTGRES_DSN": "postgresql://127.0.0.1:1/x"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("wikipulse: store error: PostgreSQL:")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_store_without_schema_says_to_migrate(tmp_path: Path) -> None:
+    """With schema creation off, an empty SQLite file is refused with the command to run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "wikipulse", "replay", "--store", "sqlite", str(RECORDINGS[0])],
+        env={"PATH": "/usr/bin:/bin", "WIKIPULSE_MIGRATE_ON_START": "false"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "run `wikipulse migrate`" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -42,11 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from wikipulse.config import ConfigError
+        from wikipulse.stores import StoreError
 
-        if not isinstance(exc, ConfigError):
-            raise
-        print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        if isinstance(exc, ConfigError):
+            print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        if isinstance(exc, StoreError):
+            print(f"wikipulse: store error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
     return result
 
 
@@ -156,7 +160,13 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    import asyncio
+
     import uvicorn
+
+    # Check the store before serving: a wrong DSN or a missing schema ends here with one
+    # line and exit 1, not with a traceback from inside the server's start-up.
+    asyncio.run(_check_store(settings))
 
     from wikipulse.app import build_app
 
@@ -169,6 +179,14 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     return EXIT_OK
+
+
+async def _check_store(settings: Settings) -> None:
+    from wikipulse.stores import make_store
+
+    store = make_store(settings)
+    await store.open()
+    await store.close()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -156,11 +156,16 @@ class _MappingEnvSource(EnvSettingsSource):
 
 
 class _DotEnvSource(DotEnvSettingsSource):
-    """The `.env` file, where WIKIPULSE_CONFIG may name the config file (read above)."""
+    """The `.env` file: only WIKIPULSE_ variables, less WIKIPULSE_CONFIG (read earlier)."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
+        # A .env file often holds other tools' variables too (COMPOSE_PROJECT_NAME ...):
+        # only ours are settings, and a misspelt one of ours is still an error.
+        prefix, config = ENV_PREFIX.lower(), f"{ENV_PREFIX}config".lower()
         found = super()._load_env_vars()
-        return {k: v for k, v in found.items() if k.lower() != f"{ENV_PREFIX}config".lower()}
+        return {
+            k: v for k, v in found.items() if k.lower().startswith(prefix) and k.lower() != config
+        }
 
 
 def load_settings(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 __all__ = [
@@ -28,7 +30,8 @@ class InvalidEvent(ValueError):
 class Meta(msgspec.Struct, frozen=True, gc=False):
     """The event's envelope: its unique id, its domain and when it happened."""
 
-    id: str
+    # Deduplication keys on it, so an empty id is as malformed as a missing one.
+    id: Annotated[str, msgspec.Meta(min_length=1)]
     domain: str | None = None
     dt: str | None = None
 

@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from wikipulse.stats import Aggregator, Batch, Counters, Outcome, RecentIds
-from wikipulse.stores import StatsStore
+from wikipulse.stores import StatsStore, StoreError, StoreUnavailable
 
 __all__ = ["CommitObserver", "ConsumerState", "Pipeline", "RawEvent", "parse_dt"]
 
 log = logging.getLogger(__name__)
+
+#: How many times a commit failing with an error that is not an outage is tried again.
+_UNEXPECTED_FAILURES = 3
 
 #: One event as a source delivers it: its JSON bytes and the stream position after it.
 RawEvent = tuple[bytes, str | None]
@@ -198,12 +201,17 @@ class Pipeline:
         """
         if self._batch_started is None:
             self._batch_started = time.monotonic()
+        inflight = self._inflight
+        if inflight is not None and inflight.done():
+            self._inflight = None
+            inflight.result()  # a commit that failed for good stops the pipeline here
+            inflight = None
         if self.aggregator.batch.total < self._max_events:
-            if self._inflight is not None:
+            if inflight is not None:
                 await asyncio.sleep(0)  # let the commit in flight make progress
             return
-        if self._inflight is not None:
-            await self._inflight
+        if inflight is not None:
+            await inflight
         self._inflight = asyncio.create_task(self._flush_locked(), name="wikipulse-commit")
         await asyncio.sleep(0)  # start it: take the batch and hand it to the store
 
@@ -234,16 +242,28 @@ class Pipeline:
                     return
 
     async def _commit(self, batch: Batch) -> None:
+        """Commit one batch; wait out an unavailable store, give up on a broken one."""
         delay = self._retry_initial
         observer = self._observer
+        unexpected = 0
         while True:
             started = time.perf_counter()
             try:
                 await self.store.commit(batch)
-            except Exception as exc:  # any store failure: keep the batch, wait, retry
+            except Exception as exc:
                 if observer is not None:
                     observer.commit_failed(time.perf_counter() - started)
                 self.state.store_ok = False
+                self.state.last_error = f"store: {exc}"
+                # An outage is waited out for as long as it lasts; a store that refuses the
+                # batch for another reason (a wrong schema, a bug) is given a few chances only,
+                # then the error stops the pipeline rather than stalling it for ever.
+                if isinstance(exc, StoreError) and not isinstance(exc, StoreUnavailable):
+                    raise
+                if not isinstance(exc, StoreUnavailable):
+                    unexpected += 1
+                    if unexpected > _UNEXPECTED_FAILURES:
+                        raise
                 log.warning("store commit failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311  # jitter
                 delay = min(delay * 2, self._retry_max)

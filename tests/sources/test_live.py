@@ -381,7 +381,7 @@ async def test_routine_close_reconnects_at_once_and_state_follows() -> None:
             assert state.last_event_at is not None
             assert abs(state.last_event_at - time.time()) < 5
         assert not state.connected
-    assert delays == []
+    assert set(delays) <= {0.0}  # only the yield to the event loop, no back-off
     assert state.reconnects == len(srv.requests) - 1 > 3
     assert state.last_error is None
 
@@ -475,3 +475,50 @@ def test_fake_server_resumes_like_eventstreams() -> None:
         "partition": 0,
         "offset": -1,
     }
+
+
+@pytest.mark.anyio
+async def test_repeated_retry_after_zero_still_backs_off() -> None:
+    """A server that keeps answering 503 with Retry-After: 0 is met with a growing back-off."""
+    requests = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal requests
+        requests += 1
+        return httpx.Response(503, headers={"Retry-After": "0"})
+
+    delays: list[float] = []
+    done = asyncio.Event()
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 12:
+            done.set()
+        await asyncio.sleep(0)
+
+    source = LiveSource(
+        url="http://streams.test/v2/stream/recentchange",
+        user_agent=AGENT,
+        state=ConsumerState(),
+        stall_timeout=1.0,
+        connect_timeout=1.0,
+        backoff_initial=1.0,
+        backoff_max=64.0,
+        forbidden_retry=60.0,
+        transport=httpx.MockTransport(handler),
+        sleep=sleep,
+        rng=random.Random(3),
+    )
+
+    async def consume() -> None:
+        async for _ in source.events(None):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(done.wait(), 10)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(delays) >= 12
+    assert requests == len(delays) or requests == len(delays) + 1
+    assert sum(delays[6:]) > 10  # the ceiling has grown to 32s: not a hot loop

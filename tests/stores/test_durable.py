@@ -98,3 +98,46 @@ async def test_sqlite_without_schema_and_migration_off_refuses_to_open(tmp_path:
     store = SQLiteStore(tmp_path / "empty.db", create_schema=False)
     with pytest.raises(RuntimeError, match="wikipulse migrate"):
         await store.open()
+
+
+@pytest.mark.anyio
+async def test_a_database_of_the_first_schema_is_upgraded(tmp_path: Path) -> None:
+    """A SQLite file made by schema 1 (retries keyed by event id) is upgraded and keeps counting."""
+    import sqlite3
+
+    from wikipulse.stats import Batch
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), total INTEGER NOT NULL
+            DEFAULT 0, bots INTEGER NOT NULL DEFAULT 0, distinct_users INTEGER NOT NULL
+            DEFAULT 0, position TEXT, ids_end INTEGER NOT NULL DEFAULT 0, last_event_id TEXT);
+        INSERT INTO state (id, total, bots, distinct_users, position) VALUES (1, 5, 1, 1, 'p5');
+        CREATE TABLE servers (name TEXT PRIMARY KEY, events INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO servers VALUES ('a.org', 5);
+        CREATE TABLE users (name TEXT PRIMARY KEY) WITHOUT ROWID;
+        INSERT INTO users VALUES ('U1');
+        CREATE TABLE recent_batches (seq INTEGER PRIMARY KEY, end_offset INTEGER NOT NULL,
+            ids BLOB NOT NULL);
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        batch = Batch(total=1, by_server_name={"a.org": 1}, users={"U2"}, position="p6")
+        batch.event_ids.append("e6")
+        await store.commit(batch)
+        snapshot = await store.snapshot()
+        point = await store.resume_point()
+    finally:
+        await store.close()
+    assert (snapshot.total, snapshot.distinct_users, dict(snapshot.by_server_name)) == (
+        6,
+        2,
+        {"a.org": 6},
+    )
+    assert point.position == "p6"

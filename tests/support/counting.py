@@ -53,6 +53,7 @@ def _valid(event: dict[str, Any]) -> bool:
     return (
         isinstance(meta, dict)
         and isinstance(meta.get("id"), str)
+        and meta["id"] != ""
         and isinstance(meta.get("domain", ""), str | None)
         and isinstance(meta.get("dt", ""), str | None)
         and isinstance(event.get("server_name"), str)

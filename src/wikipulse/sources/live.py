@@ -169,10 +169,14 @@ class LiveSource:
                 failures = 0 if delivered else failures + 1
                 if delay is None:
                     delay = self._backoff(failures)
+                elif not delivered:
+                    # Retry-After is the least to wait, never a licence to hammer: a server
+                    # answering "Retry-After: 0" again and again still meets the back-off.
+                    delay = max(delay, self._backoff(failures))
                 delay = max(delay, self.retry_floor)
                 if delay > 0:
                     log.info("reconnecting in %.2fs", delay)
-                    await self._sleep(delay)
+                await self._sleep(delay)  # even sleep(0) lets the rest of the service run
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": self.user_agent, "Accept": _EVENT_STREAM}

@@ -63,6 +63,8 @@ class RangeResult:
 
 
 def _pack(items: list[str]) -> str | list[str]:
+    if items == [""]:
+        return items  # joined, it would read back as no item at all
     packed = _SEP.join(items)
     # Names from a malformed event could hold NUL; then they travel as a list.
     return packed if packed.count(_SEP) == max(len(items) - 1, 0) else items

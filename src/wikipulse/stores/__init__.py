@@ -9,10 +9,21 @@ if TYPE_CHECKING:
     from wikipulse.config import Settings
     from wikipulse.stats import Batch, Stats
 
-__all__ = ["ResumePoint", "StatsStore", "StoreUnavailable", "make_store", "migrate"]
+__all__ = [
+    "ResumePoint",
+    "StatsStore",
+    "StoreError",
+    "StoreUnavailable",
+    "make_store",
+    "migrate",
+]
 
 
-class StoreUnavailable(RuntimeError):
+class StoreError(RuntimeError):
+    """Raised when a store cannot be used as configured; the message says what to do."""
+
+
+class StoreUnavailable(StoreError):
     """Raised by a store that cannot reach its backend right now; the caller retries."""
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import msgspec
 
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreUnavailable
+from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -62,8 +62,9 @@ CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS recent_batches (
     seq INTEGER PRIMARY KEY, end_offset INTEGER NOT NULL, ids BLOB NOT NULL
 );
-PRAGMA user_version = 1;
 """
+# Primary result codes worth waiting out: busy, locked, I/O error, disk full.
+_TRANSIENT = {5, 6, 10, 13}
 # Rows go in as one JSON document each: one statement instead of a Python call per row
 # (json_each is built into SQLite since 3.38); `WHERE true` lets the parser see the upsert.
 _INSERT_USERS = "INSERT OR IGNORE INTO users (name) SELECT value FROM json_each(?)"
@@ -123,8 +124,9 @@ class SQLiteStore:
         version = await self._writer.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
         if version != _SCHEMA_VERSION:
             await self.close()
-            raise RuntimeError(
-                f"SQLite database {self._path!r} has no wikipulse schema; run `wikipulse migrate`"
+            raise StoreError(
+                f"SQLite database {self._path!r} has no up-to-date wikipulse schema "
+                f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
         self._reader = _Worker(self._path, self._synchronous)
 
@@ -157,10 +159,12 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._apply(conn, batch, unknown)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite may already have rolled back by itself; a second ROLLBACK would fail.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         self._known_users |= unknown
 
     def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
@@ -204,6 +208,10 @@ class SQLiteStore:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(state)")}
+    if "last_batch" not in columns:  # schema 1 recognised retries by an event id instead
+        conn.execute("ALTER TABLE state ADD COLUMN last_batch TEXT")
+    conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 
 def _read_snapshot(conn: sqlite3.Connection) -> Stats:
@@ -248,8 +256,11 @@ class _Worker:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, call)
-        except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: worth retrying later
-            raise StoreUnavailable(f"SQLite: {exc}") from exc
+        except sqlite3.Error as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in _TRANSIENT:  # locked, busy, disk I/O or full: worth retrying later
+                raise StoreUnavailable(f"SQLite: {exc}") from exc
+            raise StoreError(f"SQLite database {self._path!r}: {exc}") from exc
 
     async def close(self) -> None:
         """Close the connection on its own thread, then stop the thread."""
