@@ -136,31 +136,35 @@ def main() -> None:
     )
     print(
         f"{'variant':32} {'best s':>8} {'median s':>9} {'events/s':>11} "
-        f"{'vs naive':>9} {'peak RSS':>10}"
+        f"{'best vs':>9} {'median vs':>9} {'peak RSS':>9}"
     )
-    baseline = None
     expected = None
-    for name, cmd, variant_env in variants:
-        times, rss = [], 0
-        for _ in range(args.runs):
+    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    rss: dict[str, int] = dict.fromkeys(times, 0)
+    # Round-robin: each run times every variant once, so a machine that speeds up or slows
+    # down during the benchmark affects all variants alike.
+    for _ in range(args.runs):
+        for name, cmd, variant_env in variants:
             for db in db_dir.glob("bench.db*"):
                 db.unlink()  # every store run starts empty so it counts the same events
             if "postgres" in name:
                 _reset_postgres(variant_env)
             elapsed, peak, stdout = run(cmd, variant_env)
-            times.append(elapsed)
-            rss = max(rss, peak)
+            times[name].append(elapsed)
+            rss[name] = max(rss[name], peak)
             if stdout.startswith(b"{"):
                 body = json.loads(stdout)
                 if expected is None:
                     expected = body
                 elif body != expected:
                     raise SystemExit(f"{name} printed different statistics from the baseline")
-        best = min(times)
-        baseline = baseline or best
+    baseline = min(times[variants[0][0]])
+    baseline_median = statistics.median(times[variants[0][0]])
+    for name, spent in times.items():
+        best, median = min(spent), statistics.median(spent)
         print(
-            f"{name:32} {best:8.2f} {statistics.median(times):9.2f} {args.events / best:11,.0f} "
-            f"{baseline / best:8.1f}x {rss / 1024:8.0f} MB"
+            f"{name:32} {best:8.2f} {median:9.2f} {args.events / best:11,.0f} "
+            f"{baseline / best:8.1f}x {baseline_median / median:8.1f}x {rss[name] / 1024:6.0f} MB"
         )
     print("every variant that prints statistics printed the same numbers as the baseline")
 
