@@ -21,11 +21,13 @@ from wikipulse.stores.memory import MemoryStore
 RECORDINGS = sorted(DATA_DIR.glob("*.ndjson"))
 
 
-def wikipulse(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the installed command in a clean environment."""
+def wikipulse(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed command in a clean environment (plus `env`)."""
     return subprocess.run(
         [sys.executable, "-m", "wikipulse", *args],
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
         cwd=cwd,
         input=stdin,
         capture_output=True,
@@ -206,15 +208,8 @@ def test_ranges_cover_every_line_once(tmp_path: Path) -> None:
 
 def test_an_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
     """Replaying into a PostgreSQL nobody listens on says so in one line and exits 1."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wikipulse", "replay", "--store", "postgres", str(RECORDINGS[0])],
-        env={"PATH": "/usr/bin:/bin", "WIKIPULSE_POSTGRES_DSN": "postgresql://127.0.0.1:1/x"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    dsn = {"WIKIPULSE_POSTGRES_DSN": "postgresql://127.0.0.1:1/x"}
+    result = wikipulse("replay", "--store", "postgres", str(RECORDINGS[0]), cwd=tmp_path, env=dsn)
     assert result.returncode == 1
     assert result.stderr.startswith("wikipulse: store error: PostgreSQL:")
     assert "Traceback" not in result.stderr
@@ -223,14 +218,9 @@ def test_an_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_store_without_schema_says_to_migrate(tmp_path: Path) -> None:
     """With schema creation off, an empty SQLite file is refused with the command to run."""
-    result = subprocess.run(
-        [sys.executable, "-m", "wikipulse", "replay", "--store", "sqlite", str(RECORDINGS[0])],
-        env={"PATH": "/usr/bin:/bin", "WIKIPULSE_MIGRATE_ON_START": "false"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    no_migrate = {"WIKIPULSE_MIGRATE_ON_START": "false"}
+    result = wikipulse(
+        "replay", "--store", "sqlite", str(RECORDINGS[0]), cwd=tmp_path, env=no_migrate
     )
     assert result.returncode == 1
     assert "run `wikipulse migrate`" in result.stderr
