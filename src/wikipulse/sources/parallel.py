@@ -35,7 +35,9 @@ __all__ = [
     "split_ranges",
 ]
 
-RANGE_BYTES = 4 << 20
+# Large ranges: user names repeat heavily, so each range sends the parent fewer of them, and
+# per-range costs (results, merges) are paid less often; measured 4 MiB: 1.44 s, 12 MiB: 1.18 s.
+RANGE_BYTES = 12 << 20
 _BLOCK = 64 << 10
 _SEP = "\0"
 
