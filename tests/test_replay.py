@@ -225,3 +225,28 @@ def test_a_store_without_schema_says_to_migrate(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "run `wikipulse migrate`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("window", [3, 40, 700])
+async def test_parallel_replay_equals_sequential_when_the_window_forgets(
+    tmp_path: Path, window: int
+) -> None:
+    """With a window small enough to forget ids, workers still give the sequential result."""
+    source = generate(tmp_path, 1500, seed=6, canaries=2).read_bytes().splitlines()
+    # Repeats at several distances: some inside the window, some beyond it.
+    lines = list(source)
+    for distance in (2, 30, 500):
+        lines += source[-distance - 20 : -distance]
+    lines.insert(7, b"")  # a blank line
+    lines.insert(9, b'{"meta":{"id":""},"server_name":"x","bot":false}')  # empty id: invalid
+    path = tmp_path / f"window-{window}.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    sequential = Pipeline(MemoryStore(), dedup_window=window)
+    await replay_file(path, sequential)
+    parallel = Pipeline(MemoryStore(), dedup_window=window)
+    with RangeFolder(path, path.stat().st_size, 2, range_bytes=9_000) as folder:
+        await replay_parallel(folder, parallel)
+    assert (await parallel.store.snapshot()) == (await sequential.store.snapshot())
+    assert parallel.state.counters == sequential.state.counters
+    assert sequential.state.counters.invalid == 1

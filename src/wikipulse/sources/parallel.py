@@ -62,6 +62,7 @@ class RangeResult:
     canaries: int
     invalid: int
     last_error: str
+    last_dt: str | None
 
 
 def _pack(items: list[str]) -> str | list[str]:
@@ -138,6 +139,7 @@ def fold_range(path: Path, start: int, end: int) -> RangeResult:
         c.canaries,
         c.invalid,
         agg.last_error,
+        c.last_dt,
     )
 
 
@@ -231,4 +233,6 @@ def _merge(pipeline: Pipeline, path: Path, result: RangeResult) -> None:
     c.counted += result.total
     c.canaries += result.canaries
     c.invalid += result.invalid
+    if result.last_dt is not None:
+        c.last_dt = result.last_dt
     pipeline.note_invalid(result.invalid, result.last_error)
