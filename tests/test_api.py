@@ -172,6 +172,7 @@ def _app(
     source: FakeSource | None = None,
     state: ConsumerState | None = None,
     shutdown_grace: float = 10.0,
+    clock: Callable[[], float] = time.time,
     **settings: Any,
 ) -> FastAPI:
     return build_app(
@@ -181,6 +182,7 @@ def _app(
         state=state,
         auth=_auth(),
         shutdown_grace=shutdown_grace,
+        clock=clock,
     )
 
 

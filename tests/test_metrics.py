@@ -12,17 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_api import (
     KNOWN_EVENTS,
-    SECRET,
     FailingOnceStore,
     FakeSource,
-    _auth,
     _event,
-    _settings,
     running,
 )
-from wikipulse.app import build_app
+from tests.test_api import _app as _api_app
 from wikipulse.ingest import ConsumerState
-from wikipulse.stores.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 
@@ -31,23 +27,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 NOW = datetime(2024, 5, 1, 12, 0, 10, tzinfo=UTC).timestamp()
 
 
-def _app(
-    *,
-    store: MemoryStore | None = None,
-    source: FakeSource | None = None,
-    state: ConsumerState | None = None,
-    clock: float = NOW,
-    **settings: Any,
-) -> FastAPI:
-    return build_app(
-        _settings(jwt_secret=SECRET, **settings),
-        store=store if store is not None else MemoryStore(),
-        source=source if source is not None else FakeSource(),
-        state=state,
-        auth=_auth(),
-        shutdown_grace=0.05,
-        clock=lambda: clock,
-    )
+def _app(*, clock: float = NOW, **options: Any) -> FastAPI:
+    """The API tests' app, with a quick shutdown and a fixed "now" for the lag."""
+    return _api_app(shutdown_grace=0.05, clock=lambda: clock, **options)
 
 
 def _parse(text: str) -> tuple[set[str], Samples]:
