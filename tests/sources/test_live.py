@@ -77,6 +77,29 @@ def _kind(line: bytes) -> str:
     return "canary" if is_canary else "invalid"
 
 
+def _mock_source(
+    handler: Callable[[httpx.Request], httpx.Response],
+    state: ConsumerState,
+    sleep: Callable[[float], Any],
+    **overrides: Any,
+) -> LiveSource:
+    """A source whose requests go to `handler` and whose waits go to `sleep`."""
+    options: dict[str, Any] = {
+        "url": "http://eventstreams.invalid/v2/stream/recentchange",
+        "user_agent": AGENT,
+        "state": state,
+        "stall_timeout": 1.0,
+        "connect_timeout": 1.0,
+        "backoff_initial": 1.0,
+        "backoff_max": 16.0,
+        "forbidden_retry": 600.0,
+        "transport": httpx.MockTransport(handler),
+        "sleep": sleep,
+    }
+    options.update(overrides)
+    return LiveSource(**options)
+
+
 def _source(srv: EventStreamsServer, state: ConsumerState, **overrides: Any) -> LiveSource:
     options: dict[str, Any] = {
         "url": srv.url,
@@ -414,19 +437,7 @@ async def test_failures_back_off_exponentially_with_full_jitter(failure: str) ->
             raise _Enough
 
     state = ConsumerState()
-    source = LiveSource(
-        url="http://eventstreams.invalid/v2/stream/recentchange",
-        user_agent=AGENT,
-        state=state,
-        stall_timeout=1.0,
-        connect_timeout=1.0,
-        backoff_initial=1.0,
-        backoff_max=16.0,
-        forbidden_retry=600.0,
-        transport=httpx.MockTransport(handler),
-        sleep=sleep,
-        rng=random.Random(4),
-    )
+    source = _mock_source(handler, state, sleep, backoff_max=16.0, rng=random.Random(4))
     with pytest.raises(_Enough):
         async for _ in source.events(None):
             pass
@@ -496,19 +507,7 @@ async def test_repeated_retry_after_zero_still_backs_off() -> None:
             done.set()
         await asyncio.sleep(0)
 
-    source = LiveSource(
-        url="http://streams.test/v2/stream/recentchange",
-        user_agent=AGENT,
-        state=ConsumerState(),
-        stall_timeout=1.0,
-        connect_timeout=1.0,
-        backoff_initial=1.0,
-        backoff_max=64.0,
-        forbidden_retry=60.0,
-        transport=httpx.MockTransport(handler),
-        sleep=sleep,
-        rng=random.Random(3),
-    )
+    source = _mock_source(handler, ConsumerState(), sleep, backoff_max=64.0, rng=random.Random(3))
 
     async def consume() -> None:
         async for _ in source.events(None):

@@ -198,10 +198,7 @@ class PostgresStore:
 
     async def snapshot(self) -> Stats:
         """Read counts and servers as of one commit (REPEATABLE READ, read-only)."""
-        async with (
-            self._connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        async with self._read_only() as conn:
             row = await conn.fetchrow("SELECT total, bots, distinct_users FROM wp_state")
             servers = await conn.fetch("SELECT name, events FROM wp_servers")
         return Stats(
@@ -210,10 +207,7 @@ class PostgresStore:
 
     async def resume_point(self) -> ResumePoint:
         """Read the position and the newest `dedup_window` event ids, oldest first."""
-        async with (
-            self._connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
+        async with self._read_only() as conn:
             position = await conn.fetchval("SELECT position FROM wp_state")
             rows = await conn.fetch("SELECT ids FROM wp_recent ORDER BY seq")
         ids = [event_id for row in rows for event_id in row[0]]
@@ -224,6 +218,15 @@ class PostgresStore:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+
+    @asynccontextmanager
+    async def _read_only(self) -> AsyncIterator[Any]:
+        """A pooled connection in a read-only REPEATABLE READ transaction: one commit's view."""
+        async with (
+            self._connection() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield conn
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
