@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -14,6 +16,16 @@ from wikipulse.stats import Batch, Stats
 from wikipulse.stores import StatsStore, StoreUnavailable
 
 pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def opened(store: StatsStore) -> AsyncIterator[StatsStore]:
+    """The store, open for the length of the block."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 class _Crash(BaseException):
@@ -115,13 +127,9 @@ async def test_batches_give_the_independently_counted_statistics(
     kind: StoreKind, events: list[bytes]
 ) -> None:
     """Committing the batches of a file gives the statistics an independent count gives."""
-    store = kind.make()
-    await store.open()
-    try:
+    async with opened(kind.make()) as store:
         await _feed(_pipeline(store), events)
         assert (await store.snapshot()).to_dict() == expected_stats(events)
-    finally:
-        await store.close()
 
 
 async def test_position_and_recent_ids_survive_reopening(
@@ -130,12 +138,8 @@ async def test_position_and_recent_ids_survive_reopening(
     """A durable store reopened gives back the last position and the newest event ids."""
     if not kind.durable:
         pytest.skip(f"the {kind.name} store forgets everything when closed")
-    store = kind.make()
-    await store.open()
-    try:
+    async with opened(kind.make()) as store:
         await _feed(_pipeline(store), events)
-    finally:
-        await store.close()
     again = kind.make()
     await again.open()
     try:
@@ -154,24 +158,16 @@ async def test_crash_mid_commit_then_resume_loses_and_doubles_nothing(
     """A process dying inside a commit, resumed and replayed, counts each event exactly once."""
     if not kind.durable:
         pytest.skip(f"the {kind.name} store does not survive a crash")
-    store = _crash_on_commit(kind, number=4)
-    await store.open()
-    try:
+    async with opened(_crash_on_commit(kind, number=4)) as store:
         with pytest.raises(_Crash):
             await _feed(_pipeline(store), events)
-    finally:
-        await store.close()
-    store = kind.make()
-    await store.open()
-    try:
+    async with opened(kind.make()) as store:
         pipeline = _pipeline(store)
         position = await pipeline.resume()
         assert position is not None
         assert 0 < int(position) < len(events) - 1
         await _feed(pipeline, events, max(0, int(position) + 1 - overlap))
         assert (await store.snapshot()).to_dict() == expected_stats(events)
-    finally:
-        await store.close()
 
 
 async def test_commit_whose_acknowledgement_was_lost_is_not_counted_twice(
@@ -180,13 +176,9 @@ async def test_commit_whose_acknowledgement_was_lost_is_not_counted_twice(
     """A commit that succeeded but reported failure, retried by the pipeline, counts once."""
     if not kind.durable:
         pytest.skip(f"the {kind.name} store cannot fail to acknowledge a commit")
-    store = _ack_lost_on_commit(kind, number=3)
-    await store.open()
-    try:
+    async with opened(_ack_lost_on_commit(kind, number=3)) as store:
         await _feed(_pipeline(store), events)
         assert (await store.snapshot()).to_dict() == expected_stats(events)
-    finally:
-        await store.close()
 
 
 async def test_readers_never_see_half_a_batch(kind: StoreKind, events: list[bytes]) -> None:
@@ -250,9 +242,7 @@ async def test_pipeline_waits_out_a_store_outage_and_loses_nothing(
 
 async def test_a_new_batch_equal_to_the_last_one_is_counted_again(kind: StoreKind) -> None:
     """Two distinct batches with the same contents (a file replayed twice) both count."""
-    store = kind.make()
-    await store.open()
-    try:
+    async with opened(kind.make()) as store:
         for _ in range(2):
             batch = Batch(
                 total=2,
@@ -264,8 +254,6 @@ async def test_a_new_batch_equal_to_the_last_one_is_counted_again(kind: StoreKin
             )
             await store.commit(batch)
         snapshot = await store.snapshot()
-    finally:
-        await store.close()
     assert snapshot.to_dict() == {
         "total": 4,
         "distinct_users": 1,
