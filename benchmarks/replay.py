@@ -20,25 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from wikipulse.generate import GeneratorOptions, write_file
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-GENERATOR = ROOT.parent / "shared" / "tools" / "gen_recentchange.py"
 POSTGRES_DSN = os.environ.get(
     "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
 
 
 def generate(events: int, seed: int, directory: Path) -> Path:
-    """Make (or reuse) a file of generated events."""
+    """Make (or reuse) a file of generated events with the project's own generator."""
     path = directory / f"recentchange-{events}-{seed}.ndjson"
     if not path.exists():
         print(f"generating {events:,} events into {path} ...", file=sys.stderr)
-        with path.open("wb") as out:
-            subprocess.run(
-                [sys.executable, str(GENERATOR), "--events", str(events), "--seed", str(seed)],
-                stdout=out,
-                check=True,
-            )
+        write_file(GeneratorOptions(events, seed=seed), path)
     return path
 
 

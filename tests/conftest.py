@@ -1,4 +1,4 @@
-"""Shared fixtures: the async backend, paths to the shared recordings and generator."""
+"""Shared fixtures: the async backend and the path of the recordings kept in the repository."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-DATA_DIR = SHARED / "data"
-GENERATOR = SHARED / "tools" / "gen_recentchange.py"
+#: Real recordings, kept in the repository with their source and licence (see its README).
+DATA_DIR = ROOT / "tests" / "data"
 
 
 @pytest.fixture

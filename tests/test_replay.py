@@ -52,7 +52,7 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_recordings_are_there() -> None:
-    """The shared recordings exist, so the parametrised tests below are not vacuous."""
+    """The recordings kept in the repository exist, so the tests below are not vacuous."""
     assert RECORDINGS
 
 

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 import email.utils
 import functools
+import io
 import itertools
 import json
 import logging
 import random
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,7 +20,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from tests.conftest import DATA_DIR, GENERATOR
+from tests.conftest import DATA_DIR
 from tests.support.counting import expected_stats
 from tests.support.eventstreams import (
     EventStreamsServer,
@@ -31,6 +30,7 @@ from tests.support.eventstreams import (
     inject,
     malformed_events,
 )
+from wikipulse.generate import GeneratorOptions, write
 from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
 from wikipulse.sources.live import LiveSource
 from wikipulse.stores.memory import MemoryStore
@@ -41,12 +41,9 @@ STALL = 0.3
 
 @functools.cache
 def _generated(events: int, seed: int) -> tuple[bytes, ...]:
-    out = subprocess.run(
-        [sys.executable, str(GENERATOR), "--events", str(events), "--seed", str(seed)],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return tuple(out.splitlines())
+    out = io.BytesIO()
+    write(GeneratorOptions(events, seed=seed), out)
+    return tuple(out.getvalue().splitlines())
 
 
 def _recording() -> list[bytes]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GENERATOR
+from tests.support.generated import generate
 from wikipulse.stores import StatsStore
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.stores.postgres import PostgresStore
@@ -39,14 +37,8 @@ class StoreKind:
 @pytest.fixture(scope="session")
 def events(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """3000 generated events (with canaries) as NDJSON lines, then 30 of them again."""
-    out = tmp_path_factory.mktemp("events") / "events.ndjson"
-    with out.open("wb") as f:
-        subprocess.run(
-            [sys.executable, str(GENERATOR), "--events", "3000", "--seed", "7", "--canaries", "5"],
-            stdout=f,
-            check=True,
-        )
-    lines = out.read_bytes().splitlines()
+    out = tmp_path_factory.mktemp("events")
+    lines = generate(out, 3000, seed=7, canaries=5).read_bytes().splitlines()
     return lines + lines[-130:-100]  # repeats within the dedup window: counted once
 
 

@@ -1,31 +1,16 @@
-"""Generated RecentChange files, made once per test session by the shared generator."""
+"""Generated RecentChange files, made by the project's own generator and reused within a run."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import GENERATOR
+from wikipulse.generate import GeneratorOptions, write_file
 
 
-def generate(directory: Path, events: int, seed: int, canaries: int = 3) -> Path:
+def generate(
+    directory: Path, events: int, seed: int, canaries: int = 3, page_skew: float = 0.0
+) -> Path:
     """Write `events` generated events to a file in `directory` (reused if already there)."""
-    path = directory / f"gen-{events}-{seed}-{canaries}.ndjson"
-    if not path.exists():
-        with path.open("wb") as out:
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(GENERATOR),
-                    "--events",
-                    str(events),
-                    "--seed",
-                    str(seed),
-                    "--canaries",
-                    str(canaries),
-                ],
-                stdout=out,
-                check=True,
-            )
-    return path
+    path = directory / f"gen-{events}-{seed}-{canaries}-{page_skew}.ndjson"
+    options = GeneratorOptions(events, seed=seed, canaries=canaries, page_skew=page_skew)
+    return write_file(options, path)
