@@ -27,7 +27,8 @@ from wikipulse.app import build_app
 from wikipulse.auth import Authenticator
 from wikipulse.cli import main
 from wikipulse.config import Settings, load_settings
-from wikipulse.ingest import ConsumerState, RawEvent
+from wikipulse.consumer import ConsumerState
+from wikipulse.feeds import RawEvent
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores.memory import MemoryStore
 
@@ -423,7 +424,7 @@ async def test_stats_counts_known_events_exactly() -> None:
     store = MemoryStore()
     app = _app(store=store, source=source)
     async with running(app) as client:
-        await app.state.consumer_task  # the source ends, so the pipeline commits and stops
+        await app.state.services.consumer_task  # the source ends, so the pipeline commits and stops
         response = await client.get(
             "/stats", headers={"Authorization": f"Bearer {await _token(client)}"}
         )
@@ -461,7 +462,7 @@ async def test_stats_is_503_before_the_store_is_open() -> None:
 
 async def test_status_answers_while_the_stream_is_unreachable() -> None:
     """/status needs no token and reports the consumer even when no event ever arrives."""
-    state = ConsumerState(last_error="connect failed: timed out", reconnects=3)
+    state = ConsumerState(source_error="connect failed: timed out", reconnects=3)
     async with running(_app(state=state)) as client:
         response = await client.get("/status")
     assert response.status_code == 200
@@ -565,13 +566,15 @@ async def test_a_crashed_consumer_is_logged_and_the_api_keeps_serving(
     source = FakeSource(KNOWN_EVENTS[:2], error=RuntimeError("decoder exploded"))
     app = _app(source=source, state=state)
     async with running(app) as client:
-        await app.state.consumer_task
+        await app.state.services.consumer_task
         status = await client.get("/status")
         stats = await client.get(
             "/stats", headers={"Authorization": f"Bearer {await _token(client)}"}
         )
     assert state.last_error == "consumer stopped: RuntimeError: decoder exploded"
-    crash = [r for r in caplog.records if r.name == "wikipulse.app" and r.levelno == logging.ERROR]
+    crash = [
+        r for r in caplog.records if r.name == "wikipulse.bootstrap" and r.levelno == logging.ERROR
+    ]
     assert len(crash) == 1
     assert crash[0].exc_info is not None
     assert status.status_code == 200
@@ -601,7 +604,7 @@ async def test_generated_admin_password_works_and_nothing_secret_is_logged(
     assert login.status_code == 200
     assert stats.status_code == 200
     assert err.count(password) == 1
-    secret = app.state.auth.secret.get_secret_value()
+    secret = app.state.services.auth.secret.get_secret_value()
     for value in (password, token, secret):
         assert value not in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -655,7 +658,7 @@ async def test_ready_is_503_once_the_consumer_has_stopped() -> None:
     source = FakeSource(KNOWN_EVENTS[:2], error=RuntimeError("decoder exploded"))
     app = _app(source=source)
     async with running(app) as client:
-        await app.state.consumer_task
+        await app.state.services.consumer_task
         ready = await client.get("/ready")
         status = await client.get("/status")
     assert status.status_code == 200

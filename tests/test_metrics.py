@@ -18,7 +18,7 @@ from tests.test_api import (
     running,
 )
 from tests.test_api import _app as _api_app
-from wikipulse.ingest import ConsumerState
+from wikipulse.consumer import ConsumerState
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ def _http(method: str, route: str, status: int) -> frozenset[tuple[str, str]]:
 async def _scrape(app: FastAPI) -> Samples:
     """Run the app until its source ends, then scrape /metrics once."""
     async with running(app) as client:
-        await app.state.consumer_task
+        await app.state.services.consumer_task
         response = await client.get("/metrics")
     assert response.status_code == 200
     return _parse(response.text)[1]
@@ -69,7 +69,7 @@ async def test_metrics_expose_the_documented_families_in_text_format() -> None:
     source = FakeSource(KNOWN_EVENTS, block=False)
     app = _app(source=source)
     async with running(app) as client:
-        await app.state.consumer_task
+        await app.state.services.consumer_task
         await client.get("/status")
         response = await client.get("/metrics")
     assert response.status_code == 200
@@ -181,7 +181,7 @@ async def test_lag_is_now_minus_the_last_counted_events_meta_dt(dt: str, lag: fl
     source = FakeSource([(first, "p1"), (last, "p2"), (canary, "p3")], block=False)
     app = _app(source=source)
     async with running(app) as client:
-        await app.state.consumer_task
+        await app.state.services.consumer_task
         samples = _parse((await client.get("/metrics")).text)[1]
         status = (await client.get("/status")).json()
     assert _value(samples, "wikipulse_stream_lag_seconds") == lag

@@ -14,8 +14,8 @@ from tests.conftest import DATA_DIR
 from tests.support.counting import expected_stats, expected_stats_of_file
 from tests.support.generated import generate
 from wikipulse.ingest import Pipeline
-from wikipulse.sources.parallel import RangeFolder, read_range, replay_parallel, split_ranges
-from wikipulse.sources.replay import detect_format, replay_file
+from wikipulse.replay.files import detect_format, file_feed
+from wikipulse.replay.parallel import RangeFolder, folded_ranges, read_range, split_ranges
 from wikipulse.stores.memory import MemoryStore
 
 RECORDINGS = sorted(DATA_DIR.glob("*.ndjson"))
@@ -181,10 +181,10 @@ async def test_parallel_replay_equals_sequential_with_duplicates_across_ranges(
     path = tmp_path / "replayed.ndjson"
     path.write_bytes(b"\n".join(lines))  # no newline at the end, on purpose
     sequential = Pipeline(MemoryStore(), dedup_window=10_000)
-    await replay_file(path, sequential)
+    await sequential.run(file_feed(path))
     parallel = Pipeline(MemoryStore(), dedup_window=10_000)
     with RangeFolder(path, path.stat().st_size, 2, range_bytes=7_000) as folder:
-        await replay_parallel(folder, parallel)
+        await parallel.run(folded_ranges(folder))
     expected = expected_stats(lines)
     assert (await sequential.store.snapshot()).to_dict() == expected
     assert (await parallel.store.snapshot()).to_dict() == expected
@@ -243,10 +243,10 @@ async def test_parallel_replay_equals_sequential_when_the_window_forgets(
     path = tmp_path / f"window-{window}.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     sequential = Pipeline(MemoryStore(), dedup_window=window)
-    await replay_file(path, sequential)
+    await sequential.run(file_feed(path))
     parallel = Pipeline(MemoryStore(), dedup_window=window)
     with RangeFolder(path, path.stat().st_size, 2, range_bytes=9_000) as folder:
-        await replay_parallel(folder, parallel)
+        await parallel.run(folded_ranges(folder))
     assert (await parallel.store.snapshot()) == (await sequential.store.snapshot())
     assert parallel.state.counters == sequential.state.counters
     assert sequential.state.counters.invalid == 1

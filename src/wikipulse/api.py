@@ -1,9 +1,9 @@
-"""HTTP handlers: `/status`, `/ready`, `/metrics`, `/login` and `/stats`, thin over `app.state`."""
+"""HTTP handlers: `/status`, `/ready`, `/metrics`, `/login` and `/stats`, thin over `Services`."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -12,7 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wikipulse import __version__
-from wikipulse.auth import Authenticator, bearer_subject
+from wikipulse.auth import bearer_subject
+
+if TYPE_CHECKING:
+    from wikipulse.bootstrap import Services
 
 __all__ = [
     "LoginForm",
@@ -20,7 +23,6 @@ __all__ = [
     "StatsResponse",
     "StatusResponse",
     "TokenResponse",
-    "consumer_running",
     "router",
 ]
 
@@ -94,25 +96,24 @@ _LOGIN_BODY_DOC: dict[str, Any] = {
     }
 }
 
-# Routes only: the router holds no state, everything lives on `app.state`.
+# Routes only: the router holds no state, everything lives in `app.state.services`.
 router = APIRouter()
 
 
-def consumer_running(state: Any) -> bool:
-    """Whether the app's stream consumer task exists and has not ended."""
-    task = getattr(state, "consumer_task", None)
-    return task is not None and not task.done()
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 @router.get("/status", response_model=StatusResponse, tags=["service"])
 async def get_status(request: Request) -> StatusResponse:
     """Liveness: answer whenever the process serves, with the consumer's state; needs no token."""
-    state = request.app.state
+    services = _services(request)
     return StatusResponse(
         version=__version__,
-        store=state.settings.store,
-        consumer_running=consumer_running(state),
-        consumer=state.consumer.as_dict(state.clock()),
+        store=services.settings.store,
+        consumer_running=services.consumer_running(),
+        consumer=services.consumer.as_dict(services.clock()),
     )
 
 
@@ -124,13 +125,13 @@ async def get_status(request: Request) -> StatusResponse:
 )
 async def get_ready(request: Request) -> JSONResponse:
     """Readiness: 200 when the store is open and healthy and the consumer runs, else 503."""
-    state = request.app.state
+    services = _services(request)
     reasons = []
-    if getattr(state, "store", None) is None:
+    if services.store is None:
         reasons.append("the statistics store is not open")
-    elif not state.consumer.store_ok:
+    elif not services.consumer.store_ok:
         reasons.append("the last commit to the statistics store failed")
-    if not consumer_running(state):
+    if not services.consumer_running():
         reasons.append("the stream consumer is not running")
     body = ReadyResponse(ready=not reasons, reasons=reasons)
     return JSONResponse(
@@ -152,7 +153,7 @@ async def get_metrics(request: Request) -> Response:
     the endpoint is open like `/status`; keep it off the public internet all the same (the
     reverse proxy or network policy that fronts the API should not route `/metrics`).
     """
-    metrics = request.app.state.metrics
+    metrics = _services(request).metrics
     body, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
@@ -172,7 +173,7 @@ async def get_metrics(request: Request) -> Response:
 async def login(request: Request, response: Response) -> TokenResponse:
     """Exchange a user name and password for a bearer token."""
     form = await _read_login(request)
-    auth: Authenticator = request.app.state.auth
+    auth = _services(request).auth
     if not await auth.authenticate(form.username, form.password):
         # One answer whether the user exists or not, so names cannot be probed.
         log.info("login refused")
@@ -199,7 +200,7 @@ async def get_stats(
     request: Request, _subject: Annotated[str, Depends(bearer_subject)]
 ) -> dict[str, Any]:
     """The statistics aggregated so far; needs a bearer token."""
-    store = getattr(request.app.state, "store", None)
+    store = _services(request).store
     if store is None:
         raise _unavailable("the statistics store is not open yet; try again shortly")
     try:

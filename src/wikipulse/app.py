@@ -1,4 +1,4 @@
-"""Wiring: `build_app` puts the store, the consumer and the API together, with their lifespan."""
+"""The HTTP application: `build_app` puts the services and the API together, with a lifespan."""
 
 from __future__ import annotations
 
@@ -7,21 +7,30 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from wikipulse import __version__
-from wikipulse.api import consumer_running, router
+from wikipulse.api import router
 from wikipulse.auth import Authenticator, prepare_credentials
-from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
+from wikipulse.bootstrap import (
+    EventSource,
+    Services,
+    live_source,
+    make_pipeline,
+    run_consumer,
+    store_for,
+)
+from wikipulse.consumer import ConsumerState
+from wikipulse.ingest import Pipeline
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
-from wikipulse.stores import StatsStore, make_store
+from wikipulse.stores import StatsStore
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
 
-__all__ = ["EventSource", "build_app"]
+__all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +41,6 @@ _DESCRIPTION = (
     "Live statistics of Wikimedia's RecentChange stream. Get a token from `POST /login`, "
     'then press "Authorize" and paste it to call `GET /stats`.'
 )
-
-
-class EventSource(Protocol):
-    """Where events come from: the live stream, or a fake in the tests."""
-
-    def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
-        """Yield each event's JSON and its stream position, resuming after `last_id`."""
-        ...
 
 
 def build_app(
@@ -56,42 +57,41 @@ def build_app(
 
     Credentials: unless `auth` is given, `prepare_credentials(settings)` runs here, when the
     app is built (so `serve` prints a generated admin password before the server starts).
-    The store defaults to `make_store(settings)` and the source to the live stream; both are
-    made when the lifespan starts, not here. `clock` is the wall clock the stream lag is
+    The store defaults to the one the settings name and the source to the live stream; both
+    are made when the lifespan starts, not here. `clock` is the wall clock the stream lag is
     measured against.
     """
     consumer_state = state if state is not None else ConsumerState()
-    authenticator = auth if auth is not None else prepare_credentials(settings)
     # Every app has its own registry: no process-wide metric objects to collide in the tests.
-    metrics = Metrics(consumer_state, lambda: consumer_running(app.state), clock=clock)
+    metrics = Metrics(consumer_state, lambda: services.consumer_running(), clock=clock)
+    services = Services(
+        settings=settings,
+        consumer=consumer_state,
+        auth=auth if auth is not None else prepare_credentials(settings),
+        metrics=metrics,
+        clock=clock,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        the_store = store if store is not None else make_store(settings)
+        the_store = store_for(settings, store)
         await the_store.open()
         try:
-            pipeline = Pipeline(
-                the_store,
-                max_events=settings.batch_max_events,
-                max_ms=settings.batch_max_ms,
-                dedup_window=settings.dedup_window,
-                state=consumer_state,
-                observer=metrics,
-            )
+            pipeline = make_pipeline(settings, the_store, consumer_state, metrics)
             position = await pipeline.resume()
-            the_source = source if source is not None else _live_source(settings, consumer_state)
+            the_source = source if source is not None else live_source(settings, consumer_state)
             consumer = asyncio.create_task(
-                _consume(pipeline, the_source, position, consumer_state),
+                run_consumer(pipeline, the_source.events(position), consumer_state),
                 name="wikipulse-consumer",
             )
-            app.state.store = the_store
-            app.state.consumer_task = consumer
+            services.store = the_store
+            services.consumer_task = consumer
             try:
                 yield
             finally:
                 await _stop(consumer, pipeline, shutdown_grace)
         finally:
-            app.state.store = None
+            services.store = None
             await the_store.close()
 
     app = FastAPI(
@@ -100,43 +100,10 @@ def build_app(
         description=_DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.consumer = consumer_state
-    app.state.auth = authenticator
-    app.state.store = None  # set while the lifespan runs; `/stats` answers 503 until then
-    app.state.consumer_task = None
-    app.state.metrics = metrics
-    app.state.clock = clock
+    app.state.services = services
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)
     return app
-
-
-def _live_source(settings: Settings, state: ConsumerState) -> EventSource:
-    # Imported here so that the API and its tests do not load the HTTP client stack.
-    from wikipulse.sources.live import LiveSource
-
-    return LiveSource.from_settings(settings, state)
-
-
-async def _consume(
-    pipeline: Pipeline, source: EventSource, position: str | None, state: ConsumerState
-) -> None:
-    """Run the pipeline over the source; a crash is logged and shown in `/status`, not raised."""
-    events = source.events(position)
-    try:
-        await pipeline.run(events)
-    except Exception as exc:  # the API keeps serving what was counted so far
-        log.exception("the stream consumer stopped on an unexpected error")
-        state.last_error = f"consumer stopped: {type(exc).__name__}: {exc}"
-        state.connected = False
-    else:
-        log.info("the event source ended; %d events counted", state.counters.counted)
-    finally:
-        # Close the source's generator now (and its connection), not whenever it is collected.
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 async def _stop(consumer: asyncio.Task[None], pipeline: Pipeline, grace: float) -> None:

@@ -236,7 +236,7 @@ async def bearer_subject(
     if credentials is None:
         # No Authorization header, or one for another scheme (RFC 6750 section 3).
         raise _unauthorized("not authenticated", None)
-    auth: Authenticator = request.app.state.auth
+    auth: Authenticator = request.app.state.services.auth
     try:
         return auth.verify(credentials.credentials)
     except InvalidToken as exc:

@@ -15,17 +15,17 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from wikipulse import __version__
+from wikipulse.stores import STORES
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
-    from wikipulse.sources.parallel import RangeFolder
+    from wikipulse.replay.parallel import RangeFolder
 
 __all__ = ["main"]
 
 log = logging.getLogger("wikipulse")
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-_STORES = ("memory", "sqlite", "postgres", "cassandra")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("path", type=Path, metavar="PATH", help="the recording to replay")
     replay.add_argument(
         "--store",
-        choices=_STORES,
+        choices=tuple(STORES),
         default="memory",
         help="store to write through (default: memory; the others use their WIKIPULSE_* "
         "settings and add to what they already hold)",
@@ -265,8 +265,8 @@ def _replay(args: argparse.Namespace) -> int:
     if args.workers < 0:
         print("wikipulse: --workers must be 0 (one per core) or more", file=sys.stderr)
         return EXIT_CONFIG
-    from wikipulse.sources.parallel import RangeFolder, default_workers
-    from wikipulse.sources.replay import PARALLEL_MIN_BYTES, read_format
+    from wikipulse.replay.files import PARALLEL_MIN_BYTES, read_format
+    from wikipulse.replay.parallel import RangeFolder, default_workers
 
     # Replay allocates millions of short-lived objects and next to no reference cycles: the
     # cycle collector's default pace (every 700 container allocations) spends its time
@@ -298,9 +298,8 @@ async def _replay_async(
 ) -> int:
     import time
 
-    from wikipulse.ingest import Pipeline
-    from wikipulse.sources.replay import replay_file
-    from wikipulse.stores import make_store
+    from wikipulse.bootstrap import make_pipeline, store_for
+    from wikipulse.replay.files import file_feed, read_format
 
     next_report = time.monotonic() + 1.0
 
@@ -318,18 +317,14 @@ async def _replay_async(
             file=sys.stderr,
         )
 
-    store = make_store(settings)
+    store = store_for(settings)
     started = time.monotonic()
+    fmt = read_format(path)
     try:
         await store.open()
-        pipeline = Pipeline(
-            store,
-            max_events=settings.batch_max_events,
-            max_ms=settings.batch_max_ms,
-            dedup_window=settings.dedup_window,
-        )
+        pipeline = make_pipeline(settings, store)
         await pipeline.resume()
-        fmt = await replay_file(path, pipeline, progress, folder)
+        await pipeline.run(file_feed(path, progress, folder))
         stats = await store.snapshot()
     finally:
         await store.close()

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from wikipulse import __version__
+from wikipulse.stores import STORES
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings", "load_settings", "parse_users"]
 
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     jwt_issuer: str = "wikipulse"
     jwt_audience: str = "wikipulse-api"
     users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
-    store: Literal["memory", "sqlite", "postgres", "cassandra"] = "sqlite"
+    store: str = "sqlite"  # a name in wikipulse.stores.STORES
     sqlite_path: str = "wikipulse.db"
     postgres_dsn: SecretStr = SecretStr("postgresql://localhost:5432/wikipulse")
     cassandra_hosts: str = "127.0.0.1"  # comma-separated contact points
@@ -108,6 +109,13 @@ class Settings(BaseSettings):
     batch_max_ms: int = Field(500, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value not in STORES:
+            raise ValueError(f"unknown store {value!r}; choose one of {', '.join(STORES)}")
+        return value
 
     @field_validator("stream_url")
     @classmethod

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wikipulse import __version__
-from wikipulse.ingest import ConsumerState
+from wikipulse.consumer import ConsumerState
 
 __all__ = ["HttpMetricsMiddleware", "Metrics"]
 

@@ -18,7 +18,7 @@ from wikipulse.events import (
     decode_json_only,
 )
 
-__all__ = ["Aggregator", "Batch", "Counters", "Outcome", "RecentIds", "Stats"]
+__all__ = ["Aggregator", "Batch", "Counters", "Outcome", "Partial", "RecentIds", "Stats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +152,23 @@ class Counters:
     last_dt: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Deltas folded elsewhere (a worker process) as if their events held no repeated id."""
+
+    total: int
+    bots: int
+    by_server_name: dict[str, int]
+    event_ids: list[str]
+    users: list[str]
+    #: Ids repeated within the part itself: any makes the part unmergeable as it is.
+    duplicates: int
+    canaries: int
+    invalid: int
+    last_error: str
+    last_dt: str | None
+
+
 class Aggregator:
     """Decode raw event bytes, drop canaries, invalid and repeated events, fold the rest."""
 
@@ -253,6 +270,35 @@ class Aggregator:
         # Once per call, not per event: only the last counted event's time matters (lag).
         if last_meta is not None and last_meta.dt is not None:
             c.last_dt = last_meta.dt
+
+    def merge(self, part: Partial) -> bool:
+        """Add a part folded elsewhere, if none of its events repeats; say whether it was added.
+
+        A part with a repeated id, within itself or with the dedup window, is refused whole
+        and left for the caller to fold event by event, so the result is always that of
+        folding the same events here in order.
+        """
+        if part.duplicates or not self.recent.isdisjoint(part.event_ids):
+            return False
+        self.recent.extend_new(part.event_ids)
+        batch = self.batch
+        batch.touched = True
+        batch.total += part.total
+        batch.bots += part.bots
+        servers = batch.by_server_name
+        for name, count in part.by_server_name.items():
+            servers[name] = servers.get(name, 0) + count
+        batch.users.update(part.users)
+        batch.event_ids += part.event_ids
+        c = self.counters
+        c.counted += part.total
+        c.canaries += part.canaries
+        c.invalid += part.invalid
+        if part.invalid:
+            self.last_error = part.last_error
+        if part.last_dt is not None:
+            c.last_dt = part.last_dt
+        return True
 
     def take(self) -> Batch:
         """Hand over the deltas folded so far and start a new batch."""

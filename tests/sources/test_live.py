@@ -30,8 +30,10 @@ from tests.support.eventstreams import (
     inject,
     malformed_events,
 )
+from wikipulse.consumer import ConsumerState
+from wikipulse.feeds import RawEvent
 from wikipulse.generate import GeneratorOptions, write
-from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
+from wikipulse.ingest import Pipeline
 from wikipulse.sources.live import LiveSource
 from wikipulse.stores.memory import MemoryStore
 

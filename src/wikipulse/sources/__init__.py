@@ -1,1 +1,1 @@
-"""Event sources: where raw RecentChange events and their stream positions come from."""
+"""Event sources that are not files: the live EventStreams client."""

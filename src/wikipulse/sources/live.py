@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from wikipulse.ingest import ConsumerState, RawEvent
+from wikipulse.consumer import ConsumerState
+from wikipulse.feeds import RawEvent
+from wikipulse.retry import Backoff
 from wikipulse.sse import SSEParser
 
 if TYPE_CHECKING:
@@ -68,13 +70,12 @@ class LiveSource:
         self.state = state
         self._stall_timeout = stall_timeout
         self._connect_timeout = connect_timeout
-        self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._forbidden_retry = forbidden_retry
         self._transport = transport
         self._sleep = sleep
         self._clock = clock
-        self._rng = rng or random.Random()  # noqa: S311  # jitter, not a secret
+        self._retry = Backoff(backoff_initial, max(backoff_max, backoff_initial), rng)
         # Only the host goes into logs: a URL may carry credentials in its userinfo.
         self._host = httpx.URL(url).host
         #: The id of the last event dispatched; sent as Last-Event-ID on every reconnect.
@@ -112,7 +113,6 @@ class LiveSource:
             write=self._connect_timeout,
             pool=self._connect_timeout,
         )
-        failures = 0
         attempts = 0
         async with httpx.AsyncClient(
             transport=self._transport, timeout=timeout, follow_redirects=True
@@ -128,7 +128,7 @@ class LiveSource:
                         self._accept(resp)
                         self.state.connected = True
                         self.state.forbidden = False
-                        self.state.last_error = None
+                        self.state.source_error = None
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
                         parser = SSEParser(self.last_id)
@@ -166,13 +166,14 @@ class LiveSource:
                     self.state.connected = False
                 # Back-off grows over connections that delivered nothing, and resets after one
                 # that did: the routine 15-minute close must not look like an error storm.
-                failures = 0 if delivered else failures + 1
+                if delivered:
+                    self._retry.reset()
                 if delay is None:
-                    delay = self._backoff(failures)
+                    delay = self._retry.next_delay()
                 elif not delivered:
                     # Retry-After is the least to wait, never a licence to hammer: a server
                     # answering "Retry-After: 0" again and again still meets the back-off.
-                    delay = max(delay, self._backoff(failures))
+                    delay = max(delay, self._retry.next_delay())
                 delay = max(delay, self.retry_floor)
                 if delay > 0:
                     log.info("reconnecting in %.2fs", delay)
@@ -219,13 +220,8 @@ class LiveSource:
             return None
         return min(max(when.timestamp() - self._clock(), 0.0), cap)
 
-    def _backoff(self, failures: int) -> float:
-        """Full jitter: uniform between zero and the exponentially growing ceiling."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2 ** min(failures - 1, 60))
-        return self._rng.uniform(0, ceiling)
-
     def _failed(self, reason: str, *, forbidden: bool = False) -> None:
-        self.state.last_error = reason
+        self.state.source_error = reason
         if forbidden:
             self.state.forbidden = True
             log.error("%s; retrying in %.0fs", reason, self._forbidden_retry)

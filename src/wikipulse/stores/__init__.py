@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -10,12 +11,16 @@ if TYPE_CHECKING:
     from wikipulse.stats import Batch, Stats
 
 __all__ = [
+    "STORES",
+    "ConfigurableStore",
     "ResumePoint",
     "StatsStore",
     "StoreError",
+    "StoreSpec",
     "StoreUnavailable",
     "make_store",
     "migrate",
+    "store_class",
 ]
 
 
@@ -54,43 +59,60 @@ class StatsStore(Protocol):
         """Release connections and files."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """One kind of store: its name and where its adapter lives (imported only when used)."""
+
+    name: str
+    module: str
+    cls: str
+    summary: str
+
+
+#: Every kind of store, in one place: `make_store`, `migrate`, `--store` and the settings read
+#: it. Adding a store touches this table and its adapter module, nothing else.
+STORES: dict[str, StoreSpec] = {
+    spec.name: spec
+    for spec in (
+        StoreSpec(
+            "memory", "wikipulse.stores.memory", "MemoryStore", "in process, forgotten at exit"
+        ),
+        StoreSpec("sqlite", "wikipulse.stores.sqlite", "SQLiteStore", "one file (the default)"),
+        StoreSpec("postgres", "wikipulse.stores.postgres", "PostgresStore", "PostgreSQL"),
+        StoreSpec(
+            "cassandra", "wikipulse.stores.cassandra", "CassandraStore", "Cassandra/ScyllaDB"
+        ),
+    )
+}
+
+
+class ConfigurableStore(StatsStore, Protocol):
+    """A store class as the registry knows it: built from settings, able to migrate."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConfigurableStore:
+        """Build a store from the service settings (not yet opened)."""
+        ...
+
+    async def migrate(self) -> None:
+        """Create the schema; running it again changes nothing."""
+
+
+def store_class(name: str) -> type[ConfigurableStore]:
+    """The adapter class of a store kind, importing its module (and driver) only now."""
+    try:
+        spec = STORES[name]
+    except KeyError:
+        raise StoreError(f"unknown store {name!r}; choose one of {', '.join(STORES)}") from None
+    found: type[ConfigurableStore] = getattr(importlib.import_module(spec.module), spec.cls)
+    return found
+
+
 def make_store(settings: Settings) -> StatsStore:
     """Build the store the settings name (not yet opened)."""
-    # Imported here so that a deployment only loads the driver of the store it uses.
-    if settings.store == "memory":
-        from wikipulse.stores.memory import MemoryStore
-
-        return MemoryStore()
-    if settings.store == "sqlite":
-        from wikipulse.stores.sqlite import SQLiteStore
-
-        return SQLiteStore.from_settings(settings)
-    if settings.store == "postgres":
-        from wikipulse.stores.postgres import PostgresStore
-
-        return PostgresStore.from_settings(settings)
-    if settings.store == "cassandra":
-        from wikipulse.stores.cassandra import CassandraStore
-
-        return CassandraStore.from_settings(settings)
-    raise ValueError(f"unknown store {settings.store!r}")  # settings validation prevents this
+    return store_class(settings.store).from_settings(settings)
 
 
 async def migrate(settings: Settings) -> None:
     """Create the schema of the configured store; running it again changes nothing."""
-    if settings.store == "memory":
-        return
-    if settings.store == "sqlite":
-        from wikipulse.stores.sqlite import SQLiteStore
-
-        await SQLiteStore.from_settings(settings).migrate()
-    elif settings.store == "postgres":
-        from wikipulse.stores.postgres import PostgresStore
-
-        await PostgresStore.from_settings(settings).migrate()
-    elif settings.store == "cassandra":
-        from wikipulse.stores.cassandra import CassandraStore
-
-        await CassandraStore.from_settings(settings).migrate()
-    else:
-        raise ValueError(f"unknown store {settings.store!r}")
+    await store_class(settings.store).from_settings(settings).migrate()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
 
 __all__ = ["MemoryStore"]
 
@@ -17,6 +22,14 @@ class MemoryStore:
         self._servers: dict[str, int] = {}
         self._users: set[str] = set()
         self._position: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryStore:
+        """A new, empty store: it has no settings."""
+        return cls()
+
+    async def migrate(self) -> None:
+        """Nothing to create."""
 
     async def open(self) -> None:
         """Nothing to connect to."""

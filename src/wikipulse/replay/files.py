@@ -1,21 +1,18 @@
-"""Replay a recorded stream file (NDJSON or a raw SSE capture) through the pipeline."""
+"""Read a recorded stream file (NDJSON or a raw SSE capture) as a source for the pipeline."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import BinaryIO, Literal
 
-from wikipulse.sources.parallel import RangeFolder, replay_parallel
+from wikipulse.feeds import Feed, Lines
+from wikipulse.replay.parallel import RangeFolder, folded_ranges
 from wikipulse.sse import SSEParser
 
-if TYPE_CHECKING:
-    # Only for annotations: `replay` imports this module before it forks its workers.
-    from wikipulse.ingest import Pipeline
-
-__all__ = ["Format", "detect_format", "read_format", "replay_file"]
+__all__ = ["PARALLEL_MIN_BYTES", "Format", "detect_format", "file_feed", "read_format"]
 
 log = logging.getLogger(__name__)
 
@@ -41,42 +38,42 @@ def read_format(path: Path) -> Format:
         return detect_format(f.read(4096))
 
 
-async def replay_file(
+async def file_feed(
     path: Path,
-    pipeline: Pipeline,
     progress: Callable[[int], None] | None = None,
     folder: RangeFolder | None = None,
-) -> Format:
-    """Feed every event of the file to the pipeline, commit, and return the format found.
+) -> AsyncIterator[Feed]:
+    """Every event of the file, as blocks of lines, folded ranges or single SSE events.
 
     With a `RangeFolder` (made for this file), an NDJSON file is decoded by its workers.
+    `progress` is told how many bytes have been read, after each item.
     """
     fmt = read_format(path)
     if fmt == "ndjson" and folder is not None:
-        await replay_parallel(folder, pipeline, progress)
-        return fmt
+        async for folded in folded_ranges(folder, progress):
+            yield folded
+        return
     with path.open("rb") as f:
         if fmt == "ndjson":
             while lines := list(islice(f, _CHUNK_LINES)):
-                await pipeline.fold_lines(lines)
+                yield Lines(lines)
                 if progress is not None:
                     progress(f.tell())
         else:
-            await _replay_sse(f.read, pipeline, progress)
-    await pipeline.flush()
-    return fmt
+            async for event in _sse_events(f, progress):
+                yield event
 
 
-async def _replay_sse(
-    read: Callable[[int], bytes], pipeline: Pipeline, progress: Callable[[int], None] | None
-) -> None:
+async def _sse_events(
+    f: BinaryIO, progress: Callable[[int], None] | None
+) -> AsyncIterator[tuple[bytes, str | None]]:
     parser = SSEParser()
     done = 0
-    while block := read(_BLOCK):
+    while block := f.read(_BLOCK):
         done += len(block)
         for event in parser.feed(block):
             if event.type == "message":
-                await pipeline.add(event.data, event.id)
+                yield event.data, event.id
             else:
                 log.warning("skipped an %r event: %.200r", event.type, event.data)
         if progress is not None:

@@ -1,11 +1,14 @@
-"""Replay NDJSON on several cores: workers decode byte ranges, the parent merges in order.
+"""Replay NDJSON on several cores: workers decode byte ranges, the pipeline merges in order.
 
 Decoding JSON is most of the cost of a replay, and it does not depend on what came before,
 so worker processes each decode one byte range of the file and fold it into partial deltas
-as if it held no duplicates. The parent takes the partials in file order and checks each
-range's event ids against the exact deduplication window; only when a range repeats an id
-(rare: a replay by timestamp) does the parent fold that range again itself, one event at a
-time. The result is therefore identical to the sequential replay.
+as if it held no duplicates. The parent yields the partials in file order to the pipeline,
+whose aggregator checks each range's event ids against the exact deduplication window; only
+when a range repeats an id (rare: a replay by timestamp) does it fold that range again, one
+event at a time. The result is therefore identical to the sequential replay.
+
+Nothing here imports asyncio or the pipeline: `replay` forks the workers before either is
+loaded, so that no thread or event loop state is copied into them.
 """
 
 from __future__ import annotations
@@ -16,22 +19,21 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from wikipulse.stats import Aggregator, RecentIds
-
-if TYPE_CHECKING:
-    # Not at run time: the workers are forked before the event loop machinery is imported.
-    from wikipulse.ingest import Pipeline
+from wikipulse.feeds import Folded
+from wikipulse.stats import Aggregator, Partial, RecentIds
 
 __all__ = [
     "RangeFolder",
     "RangeResult",
+    "default_workers",
     "fold_range",
+    "folded_ranges",
     "iter_range",
     "read_range",
-    "replay_parallel",
     "split_ranges",
 ]
 
@@ -195,44 +197,26 @@ class RangeFolder:
         self.close()
 
 
-async def replay_parallel(
-    folder: RangeFolder,
-    pipeline: Pipeline,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    """Merge the folder's results into the pipeline in file order, and commit."""
+def _partial(result: RangeResult) -> Partial:
+    return Partial(
+        total=result.total,
+        bots=result.bots,
+        by_server_name=result.by_server_name,
+        event_ids=_unpack(result.ids),
+        users=_unpack(result.users),
+        duplicates=result.duplicates,
+        canaries=result.canaries,
+        invalid=result.invalid,
+        last_error=result.last_error,
+        last_dt=result.last_dt,
+    )
+
+
+async def folded_ranges(
+    folder: RangeFolder, progress: Callable[[int], None] | None = None
+) -> AsyncIterator[Folded]:
+    """The folder's ranges in file order, as parts for the pipeline to merge."""
     async for result in folder.results():
-        _merge(pipeline, folder.path, result)
-        await pipeline.commit_if_full()
+        yield Folded(_partial(result), partial(read_range, folder.path, result.start, result.end))
         if progress is not None:
             progress(result.end)
-    await pipeline.flush()
-
-
-def _merge(pipeline: Pipeline, path: Path, result: RangeResult) -> None:
-    agg = pipeline.aggregator
-    ids = _unpack(result.ids)
-    if result.duplicates or not agg.recent.isdisjoint(ids):
-        # The range repeats an event: fold it again, exactly, against the real window.
-        lines = read_range(path, result.start, result.end)
-        invalid = agg.counters.invalid
-        agg.fold(lines)
-        pipeline.note_invalid(agg.counters.invalid - invalid, agg.last_error)
-        return
-    agg.recent.extend_new(ids)
-    batch = agg.batch
-    batch.touched = True
-    batch.total += result.total
-    batch.bots += result.bots
-    servers = batch.by_server_name
-    for name, count in result.by_server_name.items():
-        servers[name] = servers.get(name, 0) + count
-    batch.users.update(_unpack(result.users))
-    batch.event_ids += ids
-    c = agg.counters
-    c.counted += result.total
-    c.canaries += result.canaries
-    c.invalid += result.invalid
-    if result.last_dt is not None:
-        c.last_dt = result.last_dt
-    pipeline.note_invalid(result.invalid, result.last_error)
