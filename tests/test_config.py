@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wikipulse.config import ConfigError, load_settings, parse_users
+from wikipulse.stores import STORES, make_store
 
 HASH = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$3e0M1Bq6dX6k4mZ6Yq1nVg"
 SECRET = "s" * 32
@@ -134,3 +135,20 @@ def test_a_misspelt_setting_in_dotenv_is_refused(tmp_path: Path) -> None:
     dotenv.write_text("WIKIPULSE_PORTT=7001\n")
     with pytest.raises(ConfigError, match="WIKIPULSE_PORTT"):
         load_settings({}, env_file=dotenv)
+
+
+@pytest.mark.parametrize("name", list(STORES))
+def test_every_registered_store_is_a_valid_setting_and_builds(name: str) -> None:
+    """Each store in the registry is accepted by the settings and builds its adapter class."""
+    settings = load_settings({"WIKIPULSE_STORE": name}, env_file=None)
+    assert settings.store == name
+    assert type(make_store(settings)).__name__ == STORES[name].cls
+
+
+def test_replay_offers_exactly_the_registered_stores() -> None:
+    """`replay --store` lists the registry's stores, no more and no fewer."""
+    from wikipulse.cli import _parser
+
+    replay = _parser()._subparsers._group_actions[0].choices["replay"]  # type: ignore[union-attr]
+    (store,) = [a for a in replay._actions if a.dest == "store"]
+    assert tuple(store.choices or ()) == tuple(STORES)

@@ -250,3 +250,38 @@ async def test_parallel_replay_equals_sequential_when_the_window_forgets(
     assert (await parallel.store.snapshot()) == (await sequential.store.snapshot())
     assert parallel.state.counters == sequential.state.counters
     assert sequential.state.counters.invalid == 1
+
+
+_FORK_PROBE = """
+import sys
+import wikipulse.replay.files, wikipulse.replay.parallel as parallel
+wikipulse.replay.files.PARALLEL_MIN_BYTES = 0  # fork workers even for a small file
+loaded_at_fork = []
+real_init = parallel.RangeFolder.__init__
+def init(self, *args, **kwargs):
+    watched = ("asyncio", "wikipulse.ingest", "wikipulse.config", "pydantic", "httpx")
+    loaded_at_fork.extend(name for name in watched if name in sys.modules)
+    real_init(self, *args, **kwargs)
+parallel.RangeFolder.__init__ = init
+from wikipulse.cli import main
+code = main(["replay", sys.argv[1], "--workers", "2", "--quiet"])
+print("LOADED", ",".join(loaded_at_fork), "CODE", code, file=sys.stderr)
+"""
+
+
+def test_replay_forks_its_workers_before_asyncio_is_imported(tmp_path: Path) -> None:
+    """`replay` forks its decoding workers before asyncio, the pipeline or the settings load."""
+    data = generate(tmp_path, 2000, seed=8)
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_PROBE, str(data)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "LOADED  CODE 0" in result.stderr, result.stderr  # nothing loaded, exit 0
+    assert (
+        json.loads(result.stdout)["total"]
+        == expected_stats(data.read_bytes().splitlines())["total"]
+    )

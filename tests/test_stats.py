@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.counting import expected_stats
-from wikipulse.stats import Aggregator, Outcome, RecentIds, Stats
+from wikipulse.stats import Aggregator, Outcome, Partial, RecentIds, Stats
 
 
 def _event(i: str, user: str | None = "u", bot: bool = False, server: str = "s") -> bytes:
@@ -118,3 +118,41 @@ def test_fold_and_add_raw_agree_with_an_independent_count(lines: list[bytes]) ->
             one_by_one.add_raw(line)
     assert _snapshot(folded) == _snapshot(one_by_one) == expected_stats(lines)
     assert folded.counters == one_by_one.counters
+
+
+def _partial_of(lines: list[bytes]) -> Partial:
+    """Fold lines apart, as a worker does, and hand over the part."""
+    worker = Aggregator(RecentIds(1))
+    worker.fold(lines, dedup=False)
+    b, c = worker.batch, worker.counters
+    ids = b.event_ids
+    return Partial(
+        b.total, b.bots, b.by_server_name, ids, sorted(b.users), len(ids) - len(set(ids)),
+        c.canaries, c.invalid, worker.last_error, c.last_dt,
+    )  # fmt: skip
+
+
+def test_merging_parts_equals_folding_in_order() -> None:
+    """Parts folded apart and merged give what folding every event here gives."""
+    lines = [
+        _event(str(i), user=f"u{i % 7}", bot=i % 3 == 0, server=f"s{i % 4}") for i in range(90)
+    ]
+    lines[40] = b"{broken"
+    whole = Aggregator(RecentIds(1000))
+    whole.fold(lines)
+    merged = Aggregator(RecentIds(1000))
+    for start in range(0, 90, 30):
+        assert merged.merge(_partial_of(lines[start : start + 30]))
+    assert _snapshot(merged) == _snapshot(whole)
+    assert merged.batch.event_ids == whole.batch.event_ids
+    assert (merged.counters.counted, merged.counters.invalid) == (89, 1)
+
+
+def test_a_part_that_repeats_an_event_is_refused_whole() -> None:
+    """A part sharing an id with the window, or repeating one, changes nothing."""
+    agg = Aggregator(RecentIds(1000))
+    agg.fold([_event("a"), _event("b")])
+    before = (_snapshot(agg), agg.counters.counted, len(agg.recent))
+    assert not agg.merge(_partial_of([_event("c"), _event("b")]))  # "b" is in the window
+    assert not agg.merge(_partial_of([_event("d"), _event("d")]))  # repeated within the part
+    assert (_snapshot(agg), agg.counters.counted, len(agg.recent)) == before

@@ -64,8 +64,6 @@ CREATE TABLE IF NOT EXISTS wp_users (name text COLLATE "C" PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS wp_recent (
     seq bigserial PRIMARY KEY, end_offset bigint NOT NULL, ids text[] NOT NULL
 );
--- The first schema recognised retried commits by an event id instead of a batch token.
-ALTER TABLE wp_state ADD COLUMN IF NOT EXISTS last_batch text;
 """
 _LOCK_STATE = "SELECT ids_end, last_batch FROM wp_state WHERE id = 1 FOR UPDATE"
 # The inserted rows are the new users: their count keeps distinct_users exact.

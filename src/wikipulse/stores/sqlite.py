@@ -208,9 +208,6 @@ class SQLiteStore:
 
 def _create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(state)")}
-    if "last_batch" not in columns:  # schema 1 recognised retries by an event id instead
-        conn.execute("ALTER TABLE state ADD COLUMN last_batch TEXT")
     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 
