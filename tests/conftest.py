@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# Beside the checkout; a git worktree in a folder of worktrees finds it one level further up.
+SHARED = next(
+    (p / "shared" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
+    ROOT.parent / "shared",
+)
 DATA_DIR = SHARED / "data"
 GENERATOR = SHARED / "tools" / "gen_recentchange.py"
 

@@ -483,6 +483,8 @@ async def test_status_answers_while_the_stream_is_unreachable() -> None:
             "last_error": "connect failed: timed out",
             "user_agent_refused": False,
             "store_ok": True,
+            "oversized_events": 0,
+            "redirects_refused": 0,
         },
     }
 

@@ -35,6 +35,8 @@ class ConsumerState:
     last_error: str | None = None
     forbidden: bool = False  # the server refused our User-Agent (HTTP 403)
     store_ok: bool = True
+    oversized_events: int = 0  # connections dropped for a line or event over the size limit
+    redirects_refused: int = 0  # redirects to another scheme or host, not followed
     counters: Counters = field(default_factory=Counters)
 
     @property
@@ -67,6 +69,8 @@ class ConsumerState:
             "last_error": self.last_error,
             "user_agent_refused": self.forbidden,
             "store_ok": self.store_ok,
+            "oversized_events": self.oversized_events,
+            "redirects_refused": self.redirects_refused,
         }
 
 
