@@ -16,6 +16,7 @@ from wikipulse.api import consumer_running, router
 from wikipulse.auth import Authenticator, prepare_credentials
 from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
+from wikipulse.ratelimit import LoginGuard
 from wikipulse.stores import StatsStore, make_store
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ def build_app(
     app.state.settings = settings
     app.state.consumer = consumer_state
     app.state.auth = authenticator
+    app.state.login_guard = LoginGuard.from_settings(settings)
     app.state.store = None  # set while the lifespan runs; `/stats` answers 503 until then
     app.state.consumer_task = None
     app.state.metrics = metrics

@@ -26,6 +26,7 @@ __all__ = [
     "ALGORITHM",
     "Authenticator",
     "InvalidToken",
+    "LoginBusy",
     "bearer_subject",
     "hash_password",
     "prepare_credentials",
@@ -42,11 +43,17 @@ _LEEWAY_SECONDS = 10
 _MAX_TOKEN_CHARS = 4096
 # argon2 takes tens of MiB per check: bound how many run at once.
 _CONCURRENT_CHECKS = 4
+#: Checks waiting or running at once; past that `authenticate` refuses at once (LoginBusy).
+DEFAULT_QUEUE_MAX = 8
 DEFAULT_ADMIN = "admin"
 
 
 class InvalidToken(Exception):
     """Raised when a bearer token is not one this service issued, or is no longer valid."""
+
+
+class LoginBusy(Exception):
+    """Raised when so many password checks are queued that another would wait too long."""
 
 
 def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:
@@ -66,6 +73,7 @@ class Authenticator:
         audience: str,
         ttl_seconds: int,
         hasher: PasswordHasher | None = None,
+        queue_max: int = DEFAULT_QUEUE_MAX,
     ) -> None:
         if len(secret.get_secret_value().encode()) < 32:
             raise ValueError("the JWT secret must be at least 32 bytes")
@@ -78,6 +86,8 @@ class Authenticator:
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash = self._make_dummy_hash()
         self._limiter = anyio.CapacityLimiter(_CONCURRENT_CHECKS)
+        self._queue_max = queue_max
+        self._queued = 0
 
     @property
     def usernames(self) -> frozenset[str]:
@@ -105,11 +115,26 @@ class Authenticator:
             return False
         return stored is not None
 
+    @property
+    def queue_full(self) -> bool:
+        """Whether another check now would be refused with LoginBusy."""
+        return self._queued >= self._queue_max
+
     async def authenticate(self, username: str, password: str) -> bool:
-        """`check_password` in a worker thread, so the event loop keeps serving meanwhile."""
-        return await anyio.to_thread.run_sync(
-            self.check_password, username, password, limiter=self._limiter
-        )
+        """`check_password` in a worker thread, so the event loop keeps serving meanwhile.
+
+        At most `queue_max` checks wait or run at once: beyond that LoginBusy is raised at
+        once, so a flood cannot queue minutes of argon2 work in front of anyone else.
+        """
+        if self.queue_full:
+            raise LoginBusy(f"{self._queued} password checks in progress")
+        self._queued += 1
+        try:
+            return await anyio.to_thread.run_sync(
+                self.check_password, username, password, limiter=self._limiter
+            )
+        finally:
+            self._queued -= 1
 
     def issue(self, subject: str, now: float | None = None) -> str:
         """Sign a token for the subject that expires after the configured lifetime."""
@@ -192,6 +217,7 @@ def prepare_credentials(
         audience=settings.jwt_audience,
         ttl_seconds=settings.jwt_ttl_seconds,
         hasher=hasher,
+        queue_max=settings.login_queue_max,
     )
 
 
