@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from wikipulse import __version__
 from wikipulse.api import consumer_running, router
 from wikipulse.auth import Authenticator, prepare_credentials
+from wikipulse.docs import install_docs
 from wikipulse.ingest import ConsumerState, Pipeline, RawEvent
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.ratelimit import LoginGuard
@@ -100,7 +101,10 @@ def build_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from local assets, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.consumer = consumer_state
     app.state.auth = authenticator
