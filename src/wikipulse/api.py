@@ -200,7 +200,7 @@ async def login(request: Request, response: Response) -> TokenResponse:
             headers={"Retry-After": str(refusal.retry_after)},
         )
     try:
-        accepted = await auth.authenticate(form.username, form.password)
+        accepted = await auth.authenticate(form.username, form.password, address)
     except LoginBusy:
         raise _busy() from None
     if not accepted:

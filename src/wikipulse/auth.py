@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -88,6 +89,9 @@ class Authenticator:
         self._limiter = anyio.CapacityLimiter(_CONCURRENT_CHECKS)
         self._queue_max = queue_max
         self._queued = 0
+        # One check at a time per client address: the others from it wait their turn here,
+        # so one address never holds more than one of the worker slots others need too.
+        self._per_client: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @property
     def usernames(self) -> frozenset[str]:
@@ -120,21 +124,38 @@ class Authenticator:
         """Whether another check now would be refused with LoginBusy."""
         return self._queued >= self._queue_max
 
-    async def authenticate(self, username: str, password: str) -> bool:
+    async def authenticate(self, username: str, password: str, client: str | None = None) -> bool:
         """`check_password` in a worker thread, so the event loop keeps serving meanwhile.
 
         At most `queue_max` checks wait or run at once: beyond that LoginBusy is raised at
-        once, so a flood cannot queue minutes of argon2 work in front of anyone else.
+        once, so a flood cannot queue minutes of argon2 work in front of anyone else. The
+        checks of one `client` (address) run one after another, so a flood from one address
+        takes one worker, not all of them, and someone elsewhere waits about one check.
         """
         if self.queue_full:
             raise LoginBusy(f"{self._queued} password checks in progress")
         self._queued += 1
         try:
-            return await anyio.to_thread.run_sync(
-                self.check_password, username, password, limiter=self._limiter
-            )
+            if client is None:
+                return await self._check(username, password)
+            lock, users = self._per_client.get(client) or (asyncio.Lock(), 0)
+            self._per_client[client] = (lock, users + 1)
+            try:
+                async with lock:
+                    return await self._check(username, password)
+            finally:
+                lock, users = self._per_client[client]
+                if users == 1:
+                    del self._per_client[client]
+                else:
+                    self._per_client[client] = (lock, users - 1)
         finally:
             self._queued -= 1
+
+    async def _check(self, username: str, password: str) -> bool:
+        return await anyio.to_thread.run_sync(
+            self.check_password, username, password, limiter=self._limiter
+        )
 
     def issue(self, subject: str, now: float | None = None) -> str:
         """Sign a token for the subject that expires after the configured lifetime."""
