@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if isinstance(exc, StoreError):
-            print(f"wikipulse: store error: {exc}", file=sys.stderr)
+            from wikipulse.redact import redact_text  # a driver may echo the DSN
+
+            print(f"wikipulse: store error: {redact_text(str(exc))}", file=sys.stderr)
             return EXIT_FAILURE
         raise
     return result

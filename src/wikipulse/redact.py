@@ -26,6 +26,7 @@ _SECRET_FIELD = re.compile(
     r"""(?ix)
     (["']?\b(?:password|passwd|pwd|secret|token|access_token|api_key|apikey|key|auth
         |authorization|jwt_secret|credentials?)["']?\s*[=:]\s*)
+    (?!(?:bearer|basic)\s)  # an Authorization value: its credential is masked above
     (["']?)([^\s"',&}]+)
     """
 )
