@@ -230,8 +230,12 @@ async def test_a_bystander_logs_in_quickly_during_a_flood_from_another_address()
             good = await _login(bystander, "alice", PASSWORD)
             waited = time.perf_counter() - started
             codes = sorted(r.status_code for r in await asyncio.gather(*attack))
+    hasher = PasswordHasher()
+    check_started = time.perf_counter()
+    hasher.verify(hasher.hash(PASSWORD), PASSWORD)
+    one_check = time.perf_counter() - check_started  # several times longer on a loaded machine
     assert good.status_code == 200
-    assert waited < 2.0, f"the bystander waited {waited:.2f}s"
+    assert waited < max(2.0, 4 * one_check), f"the bystander waited {waited:.2f}s"
     assert codes.count(401) == 5
     assert codes.count(429) == 45
 
