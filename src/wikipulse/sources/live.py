@@ -9,13 +9,14 @@ events it sends twice are dropped downstream by their ``meta.id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -151,35 +152,36 @@ class LiveSource:
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
                         parser = SSEParser(self.last_id, self._max_event_bytes)
-                        async for chunk in self._body(resp):
-                            too_large: EventTooLarge | None = None
-                            try:
-                                events = parser.feed(chunk)
-                            except EventTooLarge as exc:
-                                too_large, events = exc, exc.events
-                            for event in events:
-                                if event.id is not None:
-                                    # The id at dispatch, not the parser's: an id read from
-                                    # an event cut mid-way must not move the resume point.
-                                    self.last_id = event.id
-                                if event.type == "message":
-                                    delivered += 1
-                                    self.state.last_event_at = self._clock()
-                                    yield event.data, event.id or None
-                                elif event.type == "error":
-                                    log.warning(
-                                        "server sent an error event: %s",
-                                        event.data[:500].decode("utf-8", "replace"),
+                        async with contextlib.aclosing(self._body(resp)) as body:
+                            async for chunk in body:
+                                too_large: EventTooLarge | None = None
+                                try:
+                                    events = parser.feed(chunk)
+                                except EventTooLarge as exc:
+                                    too_large, events = exc, exc.events
+                                for event in events:
+                                    if event.id is not None:
+                                        # The id at dispatch, not the parser's: an id read from
+                                        # an event cut mid-way must not move the resume point.
+                                        self.last_id = event.id
+                                    if event.type == "message":
+                                        delivered += 1
+                                        self.state.last_event_at = self._clock()
+                                        yield event.data, event.id or None
+                                    elif event.type == "error":
+                                        log.warning(
+                                            "server sent an error event: %s",
+                                            event.data[:500].decode("utf-8", "replace"),
+                                        )
+                                    else:
+                                        log.debug("ignoring SSE event of type %r", event.type)
+                                if too_large is not None:
+                                    self.state.oversized_events += 1
+                                    raise _ConnectionEnded(
+                                        f"the stream sent {too_large}; dropped the connection"
                                     )
-                                else:
-                                    log.debug("ignoring SSE event of type %r", event.type)
-                            if too_large is not None:
-                                self.state.oversized_events += 1
-                                raise _ConnectionEnded(
-                                    f"the stream sent {too_large}; dropped the connection"
-                                )
-                            if parser.retry is not None:
-                                self.retry_floor = parser.retry / 1000
+                                if parser.retry is not None:
+                                    self.retry_floor = parser.retry / 1000
                     log.info("stream ended after %d events; reconnecting", delivered)
                     delay = 0.0 if delivered else None
                 except _ConnectionEnded as exc:
@@ -218,7 +220,7 @@ class LiveSource:
                 "(only the stream's own scheme and host are followed)"
             )
 
-    async def _body(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _body(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
         """The body's bytes, inflated step by step if the server compressed it anyway.
 
         We ask for `identity`; a server that still sends gzip or deflate is decoded in
