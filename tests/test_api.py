@@ -699,6 +699,7 @@ async def test_docs_reference_only_local_assets_that_are_served() -> None:
         links = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", docs.text)
         fetched = {link: await client.get(link) for link in links}
         redoc = await client.get("/redoc")
+        demo = await client.get("/docs/assets/index.html")
     assert docs.status_code == 200
     assert "://" not in docs.text
     assert sorted(links) == [
@@ -710,3 +711,4 @@ async def test_docs_reference_only_local_assets_that_are_served() -> None:
     assert {link: r.status_code for link, r in fetched.items()} == dict.fromkeys(links, 200)
     assert fetched["/docs/assets/swagger-ui-bundle.js"].content.startswith(b"/*!")
     assert redoc.status_code == 404
+    assert demo.status_code == 404  # only the page's own assets are served

@@ -9,21 +9,39 @@ has no such package, is not offered.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from starlette.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, HTMLResponse
 from swagger_ui_bundle import swagger_ui_path
 
 __all__ = ["ASSETS_PATH", "DOCS_PATH", "install_docs"]
 
 DOCS_PATH = "/docs"
 ASSETS_PATH = "/docs/assets"
+#: The only files served: what the page loads (the package also has demo pages).
+_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+_ASSETS_DIR = Path(str(swagger_ui_path))
 
 
 def install_docs(app: FastAPI) -> None:
     """Serve Swagger UI at /docs from local assets; build the app with `docs_url=None`."""
-    app.mount(ASSETS_PATH, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(f"{ASSETS_PATH}/{{name}}", include_in_schema=False)
+    async def swagger_asset(name: str) -> FileResponse:
+        media_type = _ASSETS.get(name)
+        if media_type is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "not found")
+        return FileResponse(
+            _ASSETS_DIR / name,
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
