@@ -181,7 +181,9 @@ def test_token_buckets_refill_one_token_per_interval_and_forget_the_oldest() -> 
     assert buckets.wait("a") == 0.0  # forgotten: a full bucket again
 
 
-async def test_a_full_check_queue_answers_503_with_retry_after() -> None:
+async def test_a_full_check_queue_answers_503_with_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """With one check allowed in flight and one running, the next login gets 503 at once."""
     clock = FakeClock()
     app = _app(clock, queue_max=1)
@@ -210,6 +212,10 @@ async def test_a_full_check_queue_answers_503_with_retry_after() -> None:
             after = await _login(second, "bob", PASSWORD)
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
+    assert busy.json() == {"detail": "too many logins at once; try again shortly"}
+    assert [r.getMessage() for r in caplog.records if "too many password" in r.getMessage()] == [
+        "login of user 'bob' from 127.0.0.3 refused: too many password checks at once"
+    ]
     assert done.status_code == 200
     assert after.status_code == 200
 

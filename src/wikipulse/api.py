@@ -188,9 +188,7 @@ async def login(request: Request, response: Response) -> TokenResponse:
     address = client_address(peer, request.headers, guard.trusted_proxies)
     # Checked before a token is taken, and nothing awaits between here and the check.
     if auth.queue_full:
-        log.warning(
-            "login of user %r from %s refused: password checks queue full", form.username, address
-        )
+        guard.busy(address, form.username)
         raise _busy()
     refusal = guard.attempt(address, form.username)
     if refusal is not None:

@@ -121,26 +121,35 @@ class LoginGuard:
         if by_address or by_user:
             reason = "client address" if by_address >= by_user else "user name"
             refusal = Refusal(reason, max(1, math.ceil(max(by_address, by_user))))
-            self._log_refusal(address, username, refusal)
+            self._log_refusal(
+                "login rate limit reached (%s) for user %r from %s; retry after %ds",
+                refusal.reason,
+                username,
+                address,
+                refusal.retry_after,
+            )
             return refusal
         self.by_address.take(address)
         self.by_user.take(username)
         return None
 
-    def _log_refusal(self, address: str, username: str, refusal: Refusal) -> None:
+    def busy(self, address: str, username: str) -> None:
+        """Log (at most once per interval) a login refused because the check queue is full."""
+        self._log_refusal(
+            "login of user %r from %s refused: too many password checks at once",
+            username,
+            address,
+        )
+
+    def _log_refusal(self, msg: str, *args: object) -> None:
         now = self._clock()
         if now < self._next_log:
             self._held += 1
             return
-        held = f" ({self._held} more refused since the last such line)" if self._held else ""
-        log.warning(
-            "login rate limit reached (%s) for user %r from %s; retry after %ds%s",
-            refusal.reason,
-            username,
-            address,
-            refusal.retry_after,
-            held,
-        )
+        if self._held:
+            msg += " (%d more logins refused since the last such line)"
+            args = (*args, self._held)
+        log.warning(msg, *args)
         self._held = 0
         self._next_log = now + _REFUSAL_LOG_INTERVAL
 
