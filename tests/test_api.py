@@ -484,6 +484,8 @@ async def test_status_answers_while_the_stream_is_unreachable() -> None:
             "last_error": "connect failed: timed out",
             "user_agent_refused": False,
             "store_ok": True,
+            "oversized_events": 0,
+            "redirects_refused": 0,
         },
     }
 
@@ -691,3 +693,25 @@ def test_the_ready_probe_fails_where_the_liveness_probe_passes(
         '{"ready":false,"reasons":["the statistics store is not open",'
         '"the stream consumer is not running"]}\n'
     )
+
+
+async def test_docs_reference_only_local_assets_that_are_served() -> None:
+    """/docs loads Swagger UI from this service only: every src/href is local and answers 200."""
+    async with running(_app()) as client:
+        docs = await client.get("/docs")
+        links = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", docs.text)
+        fetched = {link: await client.get(link) for link in links}
+        redoc = await client.get("/redoc")
+        demo = await client.get("/docs/assets/index.html")
+    assert docs.status_code == 200
+    assert "://" not in docs.text
+    assert sorted(links) == [
+        "/docs/assets/favicon-32x32.png",
+        "/docs/assets/swagger-ui-bundle.js",
+        "/docs/assets/swagger-ui.css",
+        "/openapi.json",
+    ]
+    assert {link: r.status_code for link, r in fetched.items()} == dict.fromkeys(links, 200)
+    assert fetched["/docs/assets/swagger-ui-bundle.js"].content.startswith(b"/*!")
+    assert redoc.status_code == 404
+    assert demo.status_code == 404  # only the page's own assets are served

@@ -80,6 +80,7 @@ async def test_metrics_expose_the_documented_families_in_text_format() -> None:
         "wikipulse_events_consumed",
         "wikipulse_events_dropped",
         "wikipulse_stream_reconnects",
+        "wikipulse_stream_connections_cut",
         "wikipulse_stream_lag_seconds",
         "wikipulse_stream_connected",
         "wikipulse_consumer_running",

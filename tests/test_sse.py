@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wikipulse.sse import SSEEvent, SSEParser
+from wikipulse.sse import EventTooLarge, SSEEvent, SSEParser
 
 BOM = b"\xef\xbb\xbf"
 
@@ -239,3 +240,49 @@ def test_encoded_events_parse_back(
             expected.append(SSEEvent(block.type or "message", b"\n".join(block.data), last_id))
     chunks = data.draw(_splits(stream))
     assert parse(*chunks) == expected
+
+
+def test_an_endless_line_costs_linear_time() -> None:
+    """20 MB of one unfinished line fed in 4 KiB chunks is scanned once, not once per chunk."""
+    parser = SSEParser()
+    piece = b"x" * 4096
+    started = time.process_time()
+    assert parser.feed(b"data: ") == []
+    for _ in range(20 * 1024 * 1024 // len(piece)):
+        assert parser.feed(piece) == []
+    assert parser.feed(b"\n\n") == [SSEEvent("message", piece * 5120, None)]
+    # Quadratic copying would move ~50 GB here; linear work takes a fraction of a second.
+    assert time.process_time() - started < 3.0
+
+
+def test_a_line_longer_than_the_limit_raises_with_the_events_before_it() -> None:
+    """An unfinished line one byte over the limit raises, handing over the events completed."""
+    parser = SSEParser(max_event_bytes=100)
+    with pytest.raises(EventTooLarge) as caught:
+        parser.feed(b"id: 1\ndata: ok\n\ndata: " + b"y" * 95)
+    assert caught.value.events == [SSEEvent("message", b"ok", "1")]
+    assert caught.value.limit == 100
+
+
+def test_a_line_of_exactly_the_limit_is_accepted() -> None:
+    """A data line of exactly the limit (field name included) still makes an event."""
+    parser = SSEParser(max_event_bytes=100)
+    line = b"data:" + b"z" * 95
+    assert parser.feed(line + b"\n\n") == [SSEEvent("message", b"z" * 95, None)]
+
+
+def test_a_complete_overlong_line_in_one_chunk_raises() -> None:
+    """A whole line over the limit, ended within the same chunk, raises too."""
+    parser = SSEParser(max_event_bytes=100)
+    with pytest.raises(EventTooLarge) as caught:
+        parser.feed(b"data: " + b"y" * 200 + b"\n\n")
+    assert caught.value.events == []
+
+
+def test_many_short_data_lines_over_the_limit_raise() -> None:
+    """An event built of many short data lines is limited by its total size."""
+    parser = SSEParser(max_event_bytes=100)
+    for _ in range(11):  # 11 lines of 9 bytes each (value and joining LF): 99 bytes
+        assert parser.feed(b"data: 12345678\n") == []
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"data: 12345678\n")

@@ -12,7 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wikipulse import __version__
-from wikipulse.auth import bearer_subject
+from wikipulse.auth import LoginBusy, bearer_subject
+from wikipulse.ratelimit import client_address
 
 if TYPE_CHECKING:
     from wikipulse.bootstrap import Services
@@ -168,21 +169,50 @@ async def get_metrics(request: Request) -> Response:
         413: {"model": ErrorResponse, "description": "Body too large"},
         415: {"model": ErrorResponse, "description": "Neither JSON nor a form"},
         422: {"description": "Malformed body: not a user name and password"},
+        429: {
+            "model": ErrorResponse,
+            "description": "Too many attempts from this address or for this user; see Retry-After",
+        },
+        503: {"model": ErrorResponse, "description": "Too many logins at once; see Retry-After"},
     },
 )
 async def login(request: Request, response: Response) -> TokenResponse:
-    """Exchange a user name and password for a bearer token."""
+    """Exchange a user name and password for a bearer token.
+
+    Attempts are rate-limited per client address and per user name (429 with Retry-After),
+    and the password checks waiting at once are bounded (503 with Retry-After).
+    """
     form = await _read_login(request)
-    auth = _services(request).auth
-    if not await auth.authenticate(form.username, form.password):
+    services = _services(request)
+    auth, guard = services.auth, services.login_guard
+    peer = request.client.host if request.client else None
+    address = client_address(peer, request.headers, guard.trusted_proxies)
+    # Checked before a token is taken, and nothing awaits between here and the check.
+    if auth.queue_full:
+        guard.busy(address, form.username)
+        raise _busy()
+    refusal = guard.attempt(address, form.username)
+    if refusal is not None:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="too many login attempts; try again later",
+            headers={"Retry-After": str(refusal.retry_after)},
+        )
+    try:
+        accepted = await auth.authenticate(form.username, form.password, address)
+    except LoginBusy:
+        raise _busy() from None
+    if not accepted:
         # One answer whether the user exists or not, so names cannot be probed.
-        log.info("login refused")
+        log.warning(
+            "login refused: wrong password or unknown user %r from %s", form.username, address
+        )
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    log.info("login: token issued to %r", form.username)
+    log.info("login: token issued to %r from %s", form.username, address)
     response.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: tokens are not cached
     return TokenResponse(access_token=auth.issue(form.username), expires_in=auth.ttl_seconds)
 
@@ -210,6 +240,14 @@ async def get_stats(
         raise _unavailable("the statistics store is unavailable; try again shortly") from None
     body: dict[str, Any] = snapshot.to_dict()
     return body
+
+
+def _busy() -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail="too many logins at once; try again shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _unavailable(detail: str) -> HTTPException:

@@ -23,8 +23,10 @@ from wikipulse.bootstrap import (
     store_for,
 )
 from wikipulse.consumer import ConsumerState
+from wikipulse.docs import install_docs
 from wikipulse.ingest import Pipeline
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
+from wikipulse.ratelimit import LoginGuard
 from wikipulse.stores import StatsStore
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ def build_app(
         auth=auth if auth is not None else prepare_credentials(settings),
         metrics=metrics,
         clock=clock,
+        login_guard=LoginGuard.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -99,7 +102,10 @@ def build_app(
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from local assets, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.services = services
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sys
@@ -26,6 +27,7 @@ __all__ = [
     "ALGORITHM",
     "Authenticator",
     "InvalidToken",
+    "LoginBusy",
     "bearer_subject",
     "hash_password",
     "prepare_credentials",
@@ -42,11 +44,17 @@ _LEEWAY_SECONDS = 10
 _MAX_TOKEN_CHARS = 4096
 # argon2 takes tens of MiB per check: bound how many run at once.
 _CONCURRENT_CHECKS = 4
+#: Checks waiting or running at once; past that `authenticate` refuses at once (LoginBusy).
+DEFAULT_QUEUE_MAX = 8
 DEFAULT_ADMIN = "admin"
 
 
 class InvalidToken(Exception):
     """Raised when a bearer token is not one this service issued, or is no longer valid."""
+
+
+class LoginBusy(Exception):
+    """Raised when so many password checks are queued that another would wait too long."""
 
 
 def hash_password(password: str, hasher: PasswordHasher | None = None) -> str:
@@ -66,6 +74,7 @@ class Authenticator:
         audience: str,
         ttl_seconds: int,
         hasher: PasswordHasher | None = None,
+        queue_max: int = DEFAULT_QUEUE_MAX,
     ) -> None:
         if len(secret.get_secret_value().encode()) < 32:
             raise ValueError("the JWT secret must be at least 32 bytes")
@@ -78,6 +87,11 @@ class Authenticator:
         self._hasher = hasher or PasswordHasher()
         self._dummy_hash = self._make_dummy_hash()
         self._limiter = anyio.CapacityLimiter(_CONCURRENT_CHECKS)
+        self._queue_max = queue_max
+        self._queued = 0
+        # One check at a time per client address: the others from it wait their turn here,
+        # so one address never holds more than one of the worker slots others need too.
+        self._per_client: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @property
     def usernames(self) -> frozenset[str]:
@@ -105,8 +119,40 @@ class Authenticator:
             return False
         return stored is not None
 
-    async def authenticate(self, username: str, password: str) -> bool:
-        """`check_password` in a worker thread, so the event loop keeps serving meanwhile."""
+    @property
+    def queue_full(self) -> bool:
+        """Whether another check now would be refused with LoginBusy."""
+        return self._queued >= self._queue_max
+
+    async def authenticate(self, username: str, password: str, client: str | None = None) -> bool:
+        """`check_password` in a worker thread, so the event loop keeps serving meanwhile.
+
+        At most `queue_max` checks wait or run at once: beyond that LoginBusy is raised at
+        once, so a flood cannot queue minutes of argon2 work in front of anyone else. The
+        checks of one `client` (address) run one after another, so a flood from one address
+        takes one worker, not all of them, and someone elsewhere waits about one check.
+        """
+        if self.queue_full:
+            raise LoginBusy(f"{self._queued} password checks in progress")
+        self._queued += 1
+        try:
+            if client is None:
+                return await self._check(username, password)
+            lock, users = self._per_client.get(client) or (asyncio.Lock(), 0)
+            self._per_client[client] = (lock, users + 1)
+            try:
+                async with lock:
+                    return await self._check(username, password)
+            finally:
+                lock, users = self._per_client[client]
+                if users == 1:
+                    del self._per_client[client]
+                else:
+                    self._per_client[client] = (lock, users - 1)
+        finally:
+            self._queued -= 1
+
+    async def _check(self, username: str, password: str) -> bool:
         return await anyio.to_thread.run_sync(
             self.check_password, username, password, limiter=self._limiter
         )
@@ -192,6 +238,7 @@ def prepare_credentials(
         audience=settings.jwt_audience,
         ttl_seconds=settings.jwt_ttl_seconds,
         hasher=hasher,
+        queue_max=settings.login_queue_max,
     )
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from wikipulse.auth import Authenticator
     from wikipulse.config import Settings
     from wikipulse.metrics import Metrics
+    from wikipulse.ratelimit import LoginGuard
 
 __all__ = ["EventSource", "Services", "live_source", "make_pipeline", "run_consumer", "store_for"]
 
@@ -93,6 +94,7 @@ class Services:
     auth: Authenticator
     metrics: Metrics
     clock: Callable[[], float]
+    login_guard: LoginGuard
     #: Set while the app's lifespan runs; `/stats` answers 503 until then.
     store: StatsStore | None = None
     consumer_task: asyncio.Task[None] | None = field(default=None)

@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wikipulse: configuration error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if isinstance(exc, StoreError):
-            print(f"wikipulse: store error: {exc}", file=sys.stderr)
+            from wikipulse.redact import redact_text  # a driver may echo the DSN
+
+            print(f"wikipulse: store error: {redact_text(str(exc))}", file=sys.stderr)
             return EXIT_FAILURE
         raise
     return result
@@ -234,7 +236,20 @@ def _serve(args: argparse.Namespace) -> int:
     # that kills the process (exit -15/143) after a clean stop; this one exits 0 instead,
     # and also stops a process that gets SIGTERM before uvicorn took the signal over.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    from wikipulse.httpserver import guarded_h11_protocol
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        # Header timeout and connection cap (uvicorn has neither before the first request).
+        http=guarded_h11_protocol(
+            settings.http_header_timeout_seconds, settings.http_max_connections
+        ),
+        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
+    )
     return EXIT_OK
 
 

@@ -109,6 +109,21 @@ class Settings(BaseSettings):
     batch_max_ms: int = Field(500, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Hardening (README, Operations). A line or event of the stream longer than this drops
+    # the connection; real events are about 1 KB.
+    max_event_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    # Login attempts: a burst of this many per client address and per user name, then one
+    # every `login_interval_seconds`.
+    login_burst: int = Field(5, ge=1)
+    login_interval_seconds: float = Field(5.0, gt=0)
+    # Password checks waiting or running at once; more are answered 503 at once.
+    login_queue_max: int = Field(8, ge=1)
+    # Comma-separated addresses of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: Annotated[frozenset[str], NoDecode] = frozenset()
+    # HTTP server: time to send a request's headers, keep-alive idle time, connection cap.
+    http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    http_keepalive_timeout_seconds: int = Field(5, ge=1, le=300)
+    http_max_connections: int = Field(1000, ge=1)
 
     @field_validator("store")
     @classmethod
@@ -144,6 +159,13 @@ class Settings(BaseSettings):
             raise ValueError("is a placeholder; generate one with `openssl rand -hex 32`")
         if len(secret.encode()) < 32:
             raise ValueError("must be at least 32 bytes; generate one with `openssl rand -hex 32`")
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("users", mode="before")

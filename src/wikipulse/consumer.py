@@ -24,6 +24,8 @@ class ConsumerState:
     last_event_at: float | None = None  # wall-clock time of the last event received
     forbidden: bool = False  # the server refused our User-Agent (HTTP 403)
     store_ok: bool = True
+    oversized_events: int = 0  # connections dropped for a line or event over the size limit
+    redirects_refused: int = 0  # redirects to another scheme or host, not followed
     #: Why the last connection to the stream failed; cleared when a connection succeeds.
     source_error: str | None = None
     #: Why the last commit failed; cleared by the next successful commit.
@@ -62,6 +64,8 @@ class ConsumerState:
             "last_error": self.last_error,
             "user_agent_refused": self.forbidden,
             "store_ok": self.store_ok,
+            "oversized_events": self.oversized_events,
+            "redirects_refused": self.redirects_refused,
         }
 
 

@@ -144,6 +144,16 @@ class _ConsumerCollector:
             "Connections to the stream after the first.",
             value=value(state.reconnects),
         )
+        cut = CounterMetricFamily(
+            f"{PREFIX}_stream_connections_cut",
+            "Stream connections dropped by the consumer: oversized_event (a line or event over "
+            "WIKIPULSE_MAX_EVENT_BYTES) or redirect_refused (a redirect to another host).",
+            labels=["reason"],
+        )
+        if sample:
+            cut.add_metric(["oversized_event"], state.oversized_events)
+            cut.add_metric(["redirect_refused"], state.redirects_refused)
+        yield cut
         lag = state.lag_seconds(self._clock()) if sample else None
         if lag is not None or not sample:  # no sample rather than a made-up one before an event
             yield GaugeMetricFamily(

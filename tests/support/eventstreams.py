@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
+import gzip
 import json
 import random
 import re
@@ -29,8 +31,10 @@ __all__ = [
     "EQIAD_TOPIC",
     "EventStreamsServer",
     "Faults",
+    "Hostile",
     "RecordedRequest",
     "canary_event",
+    "gzip_bomb",
     "inject",
     "malformed_events",
 ]
@@ -40,6 +44,10 @@ CODFW_TOPIC = "codfw.mediawiki.recentchange"
 STREAM_PATH = "/v2/stream/recentchange"
 IdFormat = Literal["offset", "timestamp"]
 LineEnding = Literal["lf", "crlf", "cr", "mixed"]
+#: Answers of a hostile server: a data line that never ends, a gzip body inflating to one
+#: (sent although the client asked for identity), a redirect to another host (127.0.0.2), a
+#: redirect to the same host and scheme.
+Hostile = Literal["endless_line", "gzip_bomb", "redirect_offhost", "redirect_samehost"]
 
 _BASE_OFFSET = 5_600_000_000
 _BASE_TIMESTAMP_MS = 1_793_534_400_000
@@ -49,7 +57,22 @@ _LIBRARY_AGENT = re.compile(
     re.IGNORECASE,
 )
 _EOLS: dict[str, bytes] = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
-_REASONS = {200: "OK", 403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    302: "Found",
+    307: "Temporary Redirect",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+#: The endless line and the gzip bomb's inflated line: 50 MB without a line end.
+HOSTILE_LINE_BYTES = 50 * 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """`data: ` and 50 MB of one letter, gzipped: about 50 KB on the wire."""
+    return gzip.compress(b"data: " + b"a" * HOSTILE_LINE_BYTES, compresslevel=9)
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,8 @@ class Faults:
     forbid_library_agents: bool = True
     #: After the last event: "close" the stream, or "hold" it open and silent.
     when_done: Literal["close", "hold"] = "close"
+    #: Request numbers (1-based) answered in a hostile way (see `Hostile`).
+    hostile: Mapping[int, Hostile] = field(default_factory=dict)
 
     @classmethod
     def everything(cls, *, close_every: int = 150, stall_seconds: float = 2.0) -> Faults:
@@ -385,8 +410,36 @@ class EventStreamsServer:
             await self._simple(writer, status, b"Slow down.", extra)
         elif number in faults.html:
             await self._simple(writer, 200, b"<html>maintenance</html>", {}, "text/html")
+        elif number in faults.hostile:
+            await self._hostile(writer, faults.hostile[number], path)
         else:
             await self._stream(reader, writer, headers.get("last-event-id"))
+
+    async def _hostile(self, writer: asyncio.StreamWriter, kind: Hostile, path: str) -> None:
+        if kind == "redirect_offhost":
+            target = f"http://127.0.0.2:{self.port}{path}"
+            await self._simple(writer, 302, b"moved", {"Location": target})
+        elif kind == "redirect_samehost":
+            target = f"http://{self.host}:{self.port}{STREAM_PATH}?moved=1"
+            await self._simple(writer, 307, b"moved", {"Location": target})
+        elif kind == "gzip_bomb":
+            body = gzip_bomb()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Content-Encoding: gzip\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(body)
+                + body
+            )
+            await writer.drain()
+        else:  # an endless line, until the client hangs up or 50 MB are out
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            )
+            await self._send(writer, b"data: ")
+            piece = b"a" * 65536
+            for _ in range(HOSTILE_LINE_BYTES // len(piece)):
+                await self._send(writer, piece)
 
     async def _simple(
         self,

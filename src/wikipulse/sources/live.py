@@ -9,20 +9,23 @@ events it sends twice are dropped downstream by their ``meta.id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import httpx
 
 from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import RawEvent
+from wikipulse.redact import redact_text
 from wikipulse.retry import Backoff
-from wikipulse.sse import SSEParser
+from wikipulse.sse import EventTooLarge, SSEParser
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -34,6 +37,13 @@ log = logging.getLogger(__name__)
 # RFC 9110 says delay-seconds is an integer; a decimal costs nothing to accept.
 _DELAY_SECONDS = re.compile(r"\s*(\d{1,9}(?:\.\d+)?)\s*")
 _EVENT_STREAM = "text/event-stream"
+#: Redirects followed within the stream's own scheme and host.
+_MAX_REDIRECTS = 5
+#: Decompressed bytes produced per step, so that a compression bomb never sits in memory.
+_INFLATE_STEP = 64 * 1024
+#: Decompressed bytes allowed per compressed byte (JSON compresses ~10:1; bombs ~1000:1).
+_MAX_INFLATE_RATIO = 100
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 
 class _ConnectionEnded(Exception):
@@ -60,6 +70,7 @@ class LiveSource:
         backoff_initial: float,
         backoff_max: float,
         forbidden_retry: float,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.time,
@@ -72,12 +83,15 @@ class LiveSource:
         self._connect_timeout = connect_timeout
         self._backoff_max = backoff_max
         self._forbidden_retry = forbidden_retry
+        self._max_event_bytes = max_event_bytes
         self._transport = transport
         self._sleep = sleep
         self._clock = clock
         self._retry = Backoff(backoff_initial, max(backoff_max, backoff_initial), rng)
         # Only the host goes into logs: a URL may carry credentials in its userinfo.
-        self._host = httpx.URL(url).host
+        origin = httpx.URL(url)
+        self._host = origin.host
+        self._origin = (origin.scheme, origin.host, origin.port)
         #: The id of the last event dispatched; sent as Last-Event-ID on every reconnect.
         self.last_id: str | None = None
         #: The server's `retry:` field, in seconds: the least we wait before reconnecting.
@@ -100,6 +114,7 @@ class LiveSource:
             backoff_initial=settings.backoff_initial_seconds,
             backoff_max=settings.backoff_max_seconds,
             forbidden_retry=settings.forbidden_retry_seconds,
+            max_event_bytes=settings.max_event_bytes,
             transport=transport,
         )
 
@@ -115,7 +130,12 @@ class LiveSource:
         )
         attempts = 0
         async with httpx.AsyncClient(
-            transport=self._transport, timeout=timeout, follow_redirects=True
+            transport=self._transport,
+            timeout=timeout,
+            follow_redirects=True,
+            max_redirects=_MAX_REDIRECTS,
+            # Called for every request, redirects included: only the stream's own origin.
+            event_hooks={"request": [self._same_origin]},
         ) as client:
             while True:
                 if attempts:
@@ -131,37 +151,48 @@ class LiveSource:
                         self.state.source_error = None
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
-                        parser = SSEParser(self.last_id)
-                        async for chunk in resp.aiter_bytes():
-                            for event in parser.feed(chunk):
-                                if event.id is not None:
-                                    # The id at dispatch, not the parser's: an id read from
-                                    # an event cut mid-way must not move the resume point.
-                                    self.last_id = event.id
-                                if event.type == "message":
-                                    delivered += 1
-                                    self.state.last_event_at = self._clock()
-                                    yield event.data, event.id or None
-                                elif event.type == "error":
-                                    log.warning(
-                                        "server sent an error event: %s",
-                                        event.data[:500].decode("utf-8", "replace"),
+                        parser = SSEParser(self.last_id, self._max_event_bytes)
+                        async with contextlib.aclosing(self._body(resp)) as body:
+                            async for chunk in body:
+                                too_large: EventTooLarge | None = None
+                                try:
+                                    events = parser.feed(chunk)
+                                except EventTooLarge as exc:
+                                    too_large, events = exc, exc.events
+                                for event in events:
+                                    if event.id is not None:
+                                        # The id at dispatch, not the parser's: an id read from
+                                        # an event cut mid-way must not move the resume point.
+                                        self.last_id = event.id
+                                    if event.type == "message":
+                                        delivered += 1
+                                        self.state.last_event_at = self._clock()
+                                        yield event.data, event.id or None
+                                    elif event.type == "error":
+                                        log.warning(
+                                            "server sent an error event: %s",
+                                            event.data[:500].decode("utf-8", "replace"),
+                                        )
+                                    else:
+                                        log.debug("ignoring SSE event of type %r", event.type)
+                                if too_large is not None:
+                                    self.state.oversized_events += 1
+                                    raise _ConnectionEnded(
+                                        f"the stream sent {too_large}; dropped the connection"
                                     )
-                                else:
-                                    log.debug("ignoring SSE event of type %r", event.type)
-                            if parser.retry is not None:
-                                self.retry_floor = parser.retry / 1000
+                                if parser.retry is not None:
+                                    self.retry_floor = parser.retry / 1000
                     log.info("stream ended after %d events; reconnecting", delivered)
                     delay = 0.0 if delivered else None
                 except _ConnectionEnded as exc:
-                    delay = exc.delay
+                    delay = 0.0 if delivered and exc.delay is None else exc.delay
                     self._failed(exc.reason, forbidden=exc.forbidden)
                 except httpx.ReadTimeout:
                     delay = 0.0 if delivered else None
                     self._failed(f"no data for {self._stall_timeout:g}s (stalled connection)")
                 except httpx.HTTPError as exc:
                     delay = 0.0 if delivered else None
-                    self._failed(f"{type(exc).__name__}: {exc}")
+                    self._failed(redact_text(f"{type(exc).__name__}: {exc}"))
                 finally:
                     self.state.connected = False
                 # Back-off grows over connections that delivered nothing, and resets after one
@@ -179,8 +210,65 @@ class LiveSource:
                     log.info("reconnecting in %.2fs", delay)
                 await self._sleep(delay)  # even sleep(0) lets the rest of the service run
 
+    async def _same_origin(self, request: httpx.Request) -> None:
+        """Refuse a request (a redirect) to another scheme, host or port than the stream's."""
+        url = request.url
+        if (url.scheme, url.host, url.port) != self._origin:
+            self.state.redirects_refused += 1
+            port = f":{url.port}" if url.port is not None else ""
+            raise _ConnectionEnded(
+                f"refused a redirect from {self._host} to {url.scheme}://{url.host}{port} "
+                "(only the stream's own scheme and host are followed)"
+            )
+
+    async def _body(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
+        """The body's bytes, inflated step by step if the server compressed it anyway.
+
+        We ask for `identity`; a server that still sends gzip or deflate is decoded in
+        bounded steps (never the whole inflation of a chunk at once) and at most
+        _MAX_INFLATE_RATIO times the compressed size, so a compression bomb costs neither
+        memory nor minutes of CPU.
+        """
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            async for chunk in response.aiter_raw():
+                yield chunk
+            return
+        if encoding in ("gzip", "x-gzip"):
+            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif encoding == "deflate":
+            inflater = zlib.decompressobj(zlib.MAX_WBITS)
+        else:
+            raise _ConnectionEnded(f"unsupported Content-Encoding {encoding!r}")
+        received = inflated = 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+            pending = chunk
+            while True:
+                try:
+                    out = inflater.decompress(pending, _INFLATE_STEP)
+                except zlib.error as exc:
+                    raise _ConnectionEnded(f"corrupt {encoding} body: {exc}") from None
+                pending = inflater.unconsumed_tail
+                inflated += len(out)
+                if inflated > received * _MAX_INFLATE_RATIO + self._max_event_bytes:
+                    self.state.oversized_events += 1
+                    raise _ConnectionEnded(
+                        f"the {encoding} body inflates more than {_MAX_INFLATE_RATIO} times "
+                        "(a compression bomb); dropped the connection"
+                    )
+                if out:
+                    yield out
+                if not pending and len(out) < _INFLATE_STEP:
+                    break
+
     def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": self.user_agent, "Accept": _EVENT_STREAM}
+        headers = {
+            "User-Agent": self.user_agent,
+            "Accept": _EVENT_STREAM,
+            # No compression: a compressed body can inflate without limit (see _body).
+            "Accept-Encoding": "identity",
+        }
         if self.last_id:
             headers["Last-Event-ID"] = self.last_id
         return headers

@@ -1,0 +1,147 @@
+"""The HTTP server's connection guard: header timeout and a cap on open connections.
+
+uvicorn closes a keep-alive connection that stays idle after a response
+(`timeout_keep_alive`), but a connection that never sends a complete request is kept open for
+ever: nothing times out before the first request, nor while a request's headers trickle in.
+`guarded_h11_protocol` makes uvicorn's h11 protocol class
+
+- close a connection whose request headers are not complete `header_timeout` seconds after it
+  opened, or after the previous response ended (so also a slow-loris that sends a byte now
+  and then, which stops the keep-alive timer), and
+- refuse a connection beyond `max_connections` open ones at once: it gets a bare 503 and is
+  closed, and a warning says so (at most once per interval, with how many were refused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, ClassVar
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["GuardedH11Protocol", "guarded_h11_protocol"]
+
+log = logging.getLogger(__name__)
+
+_REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 20\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections"
+)
+_LIMIT_LOG_INTERVAL = 10.0
+
+
+class _LimitLog:
+    """Shared by every connection of a server: when the cap was last logged, and since then."""
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.held = 0
+
+    def refused(self, open_connections: int, limit: int) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.held += 1
+            return
+        held = f"; {self.held} more refused since the last such line" if self.held else ""
+        log.warning(
+            "HTTP connection limit reached: %d open (WIKIPULSE_HTTP_MAX_CONNECTIONS=%d), "
+            "refusing new connections with 503%s",
+            open_connections,
+            limit,
+            held,
+        )
+        self.held = 0
+        self.next_at = now + _LIMIT_LOG_INTERVAL
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and a connection cap (see the module)."""
+
+    header_timeout: ClassVar[float] = 10.0
+    max_connections: ClassVar[int | None] = None
+    limit_log: ClassVar[_LimitLog] = _LimitLog()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Register the connection, or refuse it when too many are open; start the timer."""
+        limit = self.max_connections
+        open_now = len(self.server_state.connections)
+        super().connection_made(transport)
+        if limit is not None and open_now >= limit:
+            self._refused = True
+            self.limit_log.refused(open_now, limit)
+            transport.write(_REFUSED)
+            transport.close()
+            return
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        """Ignore whatever a refused connection still sends."""
+        if not self._refused:
+            super().data_received(data)
+
+    def handle_events(self) -> None:
+        """Parse as uvicorn does; once a new request's headers are in, stop the header timer."""
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before:
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        """After a response, the next request's headers have `header_timeout` again."""
+        super().on_response_complete()
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and let uvicorn clean up."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being answered: not ours to cut
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+        log.debug(
+            "closing the connection of %s: no complete request headers within %gs",
+            client,
+            self.header_timeout,
+        )
+        with contextlib.suppress(h11.LocalProtocolError):
+            self.conn.send(h11.ConnectionClosed())
+        self.transport.close()
+
+
+def guarded_h11_protocol(
+    header_timeout: float, max_connections: int | None
+) -> type[GuardedH11Protocol]:
+    """A protocol class for `uvicorn.run(http=...)` with these limits and its own limit log."""
+    return type(
+        "WikipulseH11Protocol",
+        (GuardedH11Protocol,),
+        {
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
+            "limit_log": _LimitLog(),
+        },
+    )
