@@ -61,7 +61,9 @@ def _app(
         queue_max=queue_max,
     )
     app = build_app(settings, store=MemoryStore(), source=FakeSource(), auth=auth)
-    app.state.services.login_guard = LoginGuard(burst=5, interval=5.0, trusted_proxies=trusted, clock=clock)
+    app.state.services.login_guard = LoginGuard(
+        burst=5, interval=5.0, trusted_proxies=trusted, clock=clock
+    )
     return app
 
 
