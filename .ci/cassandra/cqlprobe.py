@@ -9,6 +9,7 @@ its cassandra-driver) exists.
     cqlprobe.py all HOST [PORT]        exit 0 if a read at consistency ALL of a keyspace that
                                        every node replicates (system_distributed, RF 3) succeeds,
                                        i.e. the coordinator HOST sees every replica as up
+    cqlprobe.py schema HOST [PORT]     prints HOST's schema version (nodes agree when equal)
 
 Any failure exits 1 with a one-line reason on stderr.
 """
@@ -147,7 +148,7 @@ def _first_column(payload: bytes) -> list[bytes | None]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (3, 4) or argv[1] not in ("ping", "peers", "all"):
+    if len(argv) not in (3, 4) or argv[1] not in ("ping", "peers", "all", "schema"):
         print(__doc__, file=sys.stderr)
         return 2
     command, host = argv[1], argv[2]
@@ -166,6 +167,12 @@ def main(argv: list[str]) -> int:
                 ):
                     if cell is not None:
                         print(ipaddress.ip_address(cell))
+            elif command == "schema":
+                conn.startup()
+                for cell in conn.query_first_column(
+                    "SELECT schema_version FROM system.local", CONSISTENCY_ONE
+                ):
+                    print(cell.hex() if cell is not None else "none")
             else:
                 conn.startup()
                 conn.query_first_column(
