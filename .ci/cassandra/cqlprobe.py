@@ -79,7 +79,8 @@ class Connection:
         if op == OP_ERROR:
             code = struct.unpack(">i", payload[:4])[0]
             (msg_len,) = struct.unpack(">H", payload[4:6])
-            raise ProbeError(f"error 0x{code:04x}: {payload[6 : 6 + msg_len].decode(errors='replace')}")
+            message = payload[6 : 6 + msg_len].decode(errors="replace")
+            raise ProbeError(f"error 0x{code:04x}: {message}")
         return op, payload
 
     def startup(self) -> None:
@@ -101,7 +102,7 @@ def _skip_type(payload: bytes, pos: int) -> int:
     (type_id,) = struct.unpack(">H", payload[pos : pos + 2])
     pos += 2
     if type_id == 0x0000:  # custom: a class name
-        (n,) = struct.unpack(">H", payload[pos : pos + 2])
+        n: int = struct.unpack(">H", payload[pos : pos + 2])[0]
         return pos + 2 + n
     if type_id in (0x0020, 0x0022):  # list, set
         return _skip_type(payload, pos)
