@@ -23,7 +23,10 @@ from wikipulse.bootstrap import (
     store_for,
 )
 from wikipulse.consumer import ConsumerState
+from wikipulse.dashboard import router as dashboard_router
 from wikipulse.ingest import Pipeline
+from wikipulse.live import CommitObservers, LiveFeed, store_stats
+from wikipulse.live import router as live_router
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.stores import StatsStore
 
@@ -72,12 +75,15 @@ def build_app(
         clock=clock,
     )
 
+    live = LiveFeed(min_interval=settings.batch_max_ms / 1000)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_store = store_for(settings, store)
         await the_store.open()
         try:
-            pipeline = make_pipeline(settings, the_store, consumer_state, metrics)
+            observers = CommitObservers(metrics, live)
+            pipeline = make_pipeline(settings, the_store, consumer_state, observers)
             position = await pipeline.resume()
             the_source = source if source is not None else live_source(settings, consumer_state)
             consumer = asyncio.create_task(
@@ -86,9 +92,11 @@ def build_app(
             )
             services.store = the_store
             services.consumer_task = consumer
+            live.stats = store_stats(the_store)
             try:
                 yield
             finally:
+                await live.aclose()
                 await _stop(consumer, pipeline, shutdown_grace)
         finally:
             services.store = None
@@ -102,7 +110,10 @@ def build_app(
     )
     app.state.services = services
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.state.live = live
     app.include_router(router)
+    app.include_router(live_router)
+    app.include_router(dashboard_router)
     return app
 
 
