@@ -18,8 +18,6 @@ from wikipulse import __version__
 from wikipulse.stores import STORES
 
 if TYPE_CHECKING:
-    import socket
-
     from wikipulse.config import Settings
     from wikipulse.replay.parallel import RangeFolder
 
@@ -236,19 +234,12 @@ def _serve(args: argparse.Namespace) -> int:
     # that kills the process (exit -15/143) after a clean stop; this one exits 0 instead,
     # and also stops a process that gets SIGTERM before uvicorn took the signal over.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from wikipulse.live import live_feed
-
-    feed = live_feed(app)
-
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            feed.close()  # end the /stats/live streams, or uvicorn waits for them for ever
-            await super().shutdown(sockets)
+    from wikipulse.live import LiveServer
 
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False
     )
-    server = Server(config)
+    server = LiveServer(config)
     server.run()
     # uvicorn.run exits 3 when the app fails to start; so does this.
     return EXIT_OK if server.started else 3

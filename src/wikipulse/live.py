@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import jwt
 import msgspec
+import uvicorn
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 
@@ -28,6 +29,8 @@ from wikipulse.auth import bearer_subject
 from wikipulse.retry import RateLimitedLog
 
 if TYPE_CHECKING:
+    import socket
+
     from fastapi import FastAPI
 
     from wikipulse.ingest import CommitObserver
@@ -38,6 +41,7 @@ __all__ = [
     "BucketProvider",
     "CommitObservers",
     "LiveFeed",
+    "LiveServer",
     "StatsProvider",
     "live_feed",
     "router",
@@ -224,6 +228,22 @@ def live_feed(app: FastAPI) -> LiveFeed:
     """The app's live feed (`app.state.live`)."""
     feed: LiveFeed = app.state.live
     return feed
+
+
+class LiveServer(uvicorn.Server):
+    """uvicorn's server, which ends the `/stats/live` streams first when it shuts down.
+
+    uvicorn waits for every open response before it stops, and a live stream never ends by
+    itself: without this, SIGTERM would hang until the clients went away.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """End the live streams, then shut down as uvicorn does."""
+        app = self.config.app
+        feed = getattr(getattr(app, "state", None), "live", None)
+        if isinstance(feed, LiveFeed):
+            feed.close()
+        await super().shutdown(sockets)
 
 
 def _token_expiry(request: Request) -> float | None:
