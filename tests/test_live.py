@@ -45,8 +45,8 @@ def _feed(numbers: Numbers, interval: float = 0.01, keepalive: float = 5.0) -> L
     return feed
 
 
-async def _next(stream: AsyncIterator[bytes], timeout: float = 2.0) -> bytes:
-    return await asyncio.wait_for(anext(stream), timeout)
+async def _next(stream: AsyncIterator[bytes]) -> bytes:
+    return await asyncio.wait_for(anext(stream), 2.0)
 
 
 async def test_a_client_gets_the_current_statistics_at_once_then_each_change() -> None:

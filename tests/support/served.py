@@ -50,7 +50,11 @@ class QueueSource:
             self._queue.put((line, str(self._fed)))
 
     async def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
-        """Yield what was fed, polling every few milliseconds while there is nothing."""
+        """Yield what was fed, polling every few milliseconds while there is nothing.
+
+        Like a network source, it lets the event loop run between chunks (of 50 events).
+        """
+        n = 0
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -58,6 +62,9 @@ class QueueSource:
                 await asyncio.sleep(0.005)
                 continue
             yield item
+            n += 1
+            if n % 50 == 0:
+                await asyncio.sleep(0)
 
 
 class FakeWindows:
