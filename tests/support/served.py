@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from wikipulse.app import build_app
 from wikipulse.auth import Authenticator
 from wikipulse.config import load_settings
+from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import RawEvent
 from wikipulse.live import LiveServer, live_feed
 from wikipulse.stores.memory import MemoryStore
@@ -98,14 +99,17 @@ class FakeWindows:
         newest = max((t for t, _ in timed), default=datetime(2024, 1, 1, tzinfo=UTC))
         until = newest.replace(second=0, microsecond=0) + timedelta(minutes=1)
         since = until - timedelta(hours=1)
+        minutes: list[list[dict[str, Any]]] = [[] for _ in range(60)]
+        for t, e in timed:
+            index = int((t - since).total_seconds() // 60)
+            if 0 <= index < 60:
+                minutes[index].append(e)
         buckets = []
-        for i in range(60):
-            start = since + timedelta(minutes=i)
-            inside = [e for t, e in timed if start <= t < start + timedelta(minutes=1)]
+        for i, inside in enumerate(minutes):
             bots = sum(1 for e in inside if e.get("bot"))
             buckets.append(
                 {
-                    "start": _z(start),
+                    "start": _z(since + timedelta(minutes=i)),
                     "total": len(inside),
                     "bots": bots,
                     "non_bots": len(inside) - bots,
@@ -181,7 +185,9 @@ def make_app(source: QueueSource, *, batch_max_ms: int = 50, **settings: Any) ->
         batch_max_ms=batch_max_ms,
         **settings,
     )
-    return build_app(config, store=MemoryStore(), source=source, auth=auth)
+    # The queue stands for a stream the consumer is connected to.
+    state = ConsumerState(connected=True)
+    return build_app(config, store=MemoryStore(), source=source, state=state, auth=auth)
 
 
 def without_windows(app: FastAPI) -> FastAPI:

@@ -160,7 +160,7 @@
     $("non-bots").textContent = String(stats.non_bots);
     const wikis = Object.entries(stats.by_server_name).slice(0, 30);
     fillList($("wikis-all-time"), wikis.map(([wiki, count]) => ({ name: wiki, count })));
-    setLive(`live · updated ${new Date().toLocaleTimeString()}`, "on");
+    setLive(`live · ${new Date().toLocaleTimeString([], { hour12: false })}`, "on");
   }
 
   function fillList(list, items) {
@@ -210,7 +210,7 @@
     }
     $("c-connected").textContent = body.connected ? "connected" : "disconnected";
     $("c-connected").className = body.connected ? "ok" : "bad";
-    $("c-lag").textContent = body.lag_seconds === null ? "–" : `${body.lag_seconds.toFixed(1)} s`;
+    $("c-lag").textContent = body.lag_seconds === null ? "–" : duration(body.lag_seconds);
     $("c-consumed").textContent = String(body.events_consumed);
     $("c-reconnects").textContent = String(body.reconnects);
     $("c-store").textContent = body.store_ok ? "ok" : "failing";
@@ -219,12 +219,20 @@
     $("c-error").className = body.last_error ? "bad" : "";
   }
 
+  function duration(seconds) {
+    const abs = Math.abs(seconds);
+    if (abs < 120) return `${seconds.toFixed(1)} s`;
+    if (abs < 7200) return `${Math.round(seconds / 60)} min`;
+    if (abs < 172800) return `${Math.round(seconds / 3600)} h`;
+    return `${Math.round(seconds / 86400)} days`;
+  }
+
   // ---------------------------------------------------------------- events per minute
 
   async function refreshSeries() {
     const response = await authorized("/stats/timeseries?step=60");
     if (response.status === 404) {
-      $("rate-chart").hidden = true;
+      $("rate-chart").setAttribute("hidden", "");
       return note("rate-note", "This server has no time windows (/stats/timeseries), so there is no chart.");
     }
     if (!response.ok) return note("rate-note", `The last hour is unavailable (HTTP ${response.status}).`);
@@ -264,7 +272,7 @@
 
   function drawChart() {
     const chart = $("rate-chart");
-    chart.hidden = false;
+    chart.removeAttribute("hidden"); // an SVG element has no `hidden` property
     const width = chart.clientWidth || 720;
     const height = chart.clientHeight || 230;
     const left = 44, right = 6, top = 8, bottom = 22;
