@@ -149,6 +149,9 @@ def test_the_dashboard_shows_stats_and_follows_them_without_reload(
         assert _stats(base, total=after["total"]) == after
         _expect_totals(page, after)
         assert page.evaluate("window.notReloaded") is True
+        newest = windows.timeseries()["buckets"][-1]  # pushed as `event: bucket`
+        title = f"{newest['start'][11:16]} UTC: {newest['total']} events, {newest['bots']} by bots"
+        expect(chart.locator("g title").last).to_have_text(title)
         expect(consumer).to_contain_text(str(after["total"]))
 
         page.screenshot(path=tmp_path / "dashboard.png", full_page=True)

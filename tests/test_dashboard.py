@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from html.parser import HTMLParser
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,13 @@ async def test_the_page_and_its_files_are_left_out_of_the_api_docs() -> None:
     assert "/stats/live" in paths
     assert "/" not in paths
     assert "/static/{name}" not in paths
+
+
+def test_the_static_files_are_package_data() -> None:
+    """pyproject ships `static/*` with the package, so a wheel install serves the page too."""
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = project["tool"]["setuptools"]["package-data"]["wikipulse"]
+    static = root / "src" / "wikipulse" / "static"
+    for name in [*STATIC_FILES, "index.html"]:
+        assert any((static / name).relative_to(static.parent).match(p) for p in patterns), name

@@ -243,12 +243,17 @@
     drawChart();
   }
 
+  // The newest minute, pushed by /stats/live: replaces the last bar or adds the next one; a
+  // gap of more than one minute reloads the hour.
   function addBucket(bucket) {
     if (!buckets.length) return;
     const last = buckets[buckets.length - 1];
-    if (bucket.start === last.start) buckets[buckets.length - 1] = bucket;
-    else if (bucket.start > last.start) buckets = [...buckets.slice(1), bucket];
+    const ahead = Date.parse(bucket.start) - Date.parse(last.start);
+    if (ahead === 0) buckets[buckets.length - 1] = bucket;
+    else if (ahead === 60000) buckets = [...buckets.slice(1), bucket];
+    else if (ahead > 0) return refreshSeries().catch(() => {});
     else return;
+    seriesUntil = new Date(Date.parse(bucket.start) + 60000).toISOString().replace(".000Z", "Z");
     drawChart();
   }
 
