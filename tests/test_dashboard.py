@@ -42,6 +42,7 @@ class _Collector(HTMLParser):
         self.urls: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Note the test id and the URL of a tag, if it has them."""
         values = dict(attrs)
         if values.get("data-testid"):
             self.test_ids.add(str(values["data-testid"]))

@@ -164,18 +164,38 @@ async def test_the_bucket_provider_adds_a_bucket_event_and_close_ends_streams() 
     assert [m async for m in stream] == []
 
 
+async def test_a_failing_bucket_provider_leaves_the_statistics_going_out() -> None:
+    """When the newest minute cannot be read, the message holds the statistics alone."""
+    feed = _feed(Numbers())
+
+    async def bucket() -> dict[str, Any]:
+        raise ConnectionError("windows unavailable")
+
+    feed.bucket = bucket
+    stream = feed.messages()
+    message = await _next(stream)
+    assert _stats(message) == {"total": 0}
+    assert b"event: bucket" not in message
+    await stream.aclose()
+    await feed.aclose()
+
+
 def test_commit_observers_tell_every_observer() -> None:
     """The fan-in of observers calls each one, successes and failures alike."""
     calls: list[str] = []
 
     class Recorder:
+        """Notes each call with its name."""
+
         def __init__(self, name: str) -> None:
             self.name = name
 
         def commit_succeeded(self, seconds: float) -> None:
+            """Note a success."""
             calls.append(f"{self.name} ok {seconds}")
 
         def commit_failed(self, seconds: float) -> None:
+            """Note a failure."""
             calls.append(f"{self.name} failed {seconds}")
 
     both = CommitObservers(Recorder("a"), Recorder("b"))

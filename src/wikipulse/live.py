@@ -220,7 +220,11 @@ class LiveFeed:
         message = _event("stats", await stats())
         bucket_provider = self.bucket
         if bucket_provider is not None:
-            bucket = await bucket_provider()
+            try:
+                bucket = await bucket_provider()
+            except Exception as exc:  # the totals still go out without it
+                self._error_log.warning("live bucket not read: %s: %s", type(exc).__name__, exc)
+                bucket = None
             if bucket is not None:
                 message += _event("bucket", bucket)
         return message
