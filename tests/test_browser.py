@@ -161,6 +161,10 @@ def test_the_dashboard_shows_stats_and_follows_them_without_reload(
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll
         expect(wikis.first.locator(".name")).to_be_visible()
 
+        page.get_by_role("button", name="Log out").click()
+        expect(page.get_by_test_id("username")).to_be_visible()
+        assert page.evaluate("sessionStorage.length") == 0
+
 
 def _save_for_the_readme(shot: Path) -> None:
     target = os.environ.get("WIKIPULSE_SCREENSHOT")
@@ -193,3 +197,14 @@ def test_without_time_windows_the_page_says_so_and_still_shows_totals(
         expect(page.get_by_test_id("rate-chart")).to_be_hidden()
         expect(page.get_by_test_id("top-note")).to_contain_text("no time windows")
         expect(page.get_by_test_id("top-wikis")).to_be_hidden()
+
+
+def test_an_expired_session_asks_to_log_in_again(page: Page) -> None:
+    """The stream's `expired` event brings the form back with a message and forgets the token."""
+    with serving(make_app(QueueSource(), ttl_seconds=2)) as base:
+        _log_in(page, base)
+        expect(page.get_by_test_id("total")).to_have_text("0")
+        error = page.get_by_test_id("login-error")
+        expect(error).to_have_text("Your session has expired; please log in again.", timeout=8000)
+        assert page.evaluate("sessionStorage.length") == 0
+        expect(page.get_by_test_id("total")).to_be_hidden()

@@ -168,14 +168,16 @@ def _z(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def make_app(source: QueueSource, *, batch_max_ms: int = 50, **settings: Any) -> FastAPI:
+def make_app(
+    source: QueueSource, *, batch_max_ms: int = 50, ttl_seconds: int = 900, **settings: Any
+) -> FastAPI:
     """The real app with the memory store, user `alice` and the queue as its stream."""
     auth = Authenticator(
         SecretStr(SECRET),
         {"alice": FAST.hash(PASSWORD)},
         issuer="wikipulse",
         audience="wikipulse-api",
-        ttl_seconds=900,
+        ttl_seconds=ttl_seconds,
         hasher=FAST,
     )
     config = load_settings(

@@ -15,6 +15,7 @@
   let buckets = []; // the last hour, oldest first, as /stats/timeseries gives them
   let seriesUntil = null; // the `until` of the last timeseries answer (newest event time)
   let timers = [];
+  let session = 0; // bumped by each login and logout, so that an old reconnect loop stops
 
   // ---------------------------------------------------------------- login and logout
 
@@ -31,6 +32,7 @@
   }
 
   function logout(message) {
+    session += 1;
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     if (stream) stream.abort();
@@ -90,8 +92,9 @@
   }
 
   async function follow() {
+    const mine = session;
     let delay = 1000;
-    while (token) {
+    while (token && mine === session) {
       const controller = new AbortController();
       stream = controller;
       try {
@@ -108,7 +111,7 @@
       } catch (err) {
         if (controller.signal.aborted) return;
       }
-      if (!token) return;
+      if (!token || mine !== session) return;
       setLive("reconnecting…", "off");
       await new Promise((resolve) => setTimeout(resolve, delay));
       delay = Math.min(delay * 2, 15000);
@@ -348,6 +351,7 @@
   }
 
   async function start() {
+    session += 1;
     $("login-view").hidden = true;
     $("dashboard-view").hidden = false;
     $("logout").hidden = false;
