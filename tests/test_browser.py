@@ -36,7 +36,8 @@ from wikipulse.generate import GeneratorOptions, write_file
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(120)]
 
-CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's Chromium; another build can be named by WIKIPULSE_TEST_CHROMIUM.
+CHROMIUM = Path(os.environ.get("WIKIPULSE_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
