@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support.served import PASSWORD, QueueSource, make_app, serving
-from wikipulse.live import EXPIRED, KEEPALIVE, CommitObservers, LiveFeed
+from wikipulse.broadcast import EXPIRED, KEEPALIVE, CommitObservers, LiveFeed
 
 pytestmark = pytest.mark.anyio
 
@@ -250,3 +250,6 @@ def test_the_endpoint_needs_a_token_and_streams_what_stats_says() -> None:
                 name, body = _read_message(lines)
             assert (name, body) == ("stats", http.get("/stats", headers=auth).json())
             assert (body["bots"], body["non_bots"], body["distinct_users"]) == (1, 1, 2)
+            metrics = http.get("/metrics").text
+            assert "\nwikipulse_live_clients 1.0\n" in metrics
+            assert "\nwikipulse_live_messages_published_total 2.0\n" in metrics

@@ -22,10 +22,11 @@ from wikipulse.bootstrap import (
     run_consumer,
     store_for,
 )
+from wikipulse.broadcast import CommitObservers, LiveFeed, store_stats
 from wikipulse.consumer import ConsumerState
 from wikipulse.dashboard import router as dashboard_router
 from wikipulse.ingest import Pipeline
-from wikipulse.live import CommitObservers, LiveFeed, store_stats
+from wikipulse.live import LiveCollector
 from wikipulse.live import router as live_router
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.stores import StatsStore
@@ -76,6 +77,7 @@ def build_app(
     )
 
     live = LiveFeed(min_interval=settings.batch_max_ms / 1000)
+    metrics.registry.register(LiveCollector(live))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
