@@ -94,6 +94,8 @@ async def test_metrics_expose_the_documented_families_in_text_format() -> None:
         "wikipulse_http_requests_created",
         "wikipulse_http_request_duration_seconds",
         "wikipulse_http_request_duration_seconds_created",
+        "wikipulse_live_clients",
+        "wikipulse_live_messages_published",
     }
 
 

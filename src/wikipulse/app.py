@@ -22,9 +22,13 @@ from wikipulse.bootstrap import (
     run_consumer,
     store_for,
 )
+from wikipulse.broadcast import CommitObservers, LiveFeed, store_stats
 from wikipulse.consumer import ConsumerState
+from wikipulse.dashboard import router as dashboard_router
 from wikipulse.docs import install_docs
 from wikipulse.ingest import Pipeline
+from wikipulse.live import LiveCollector
+from wikipulse.live import router as live_router
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.ratelimit import LoginGuard
 from wikipulse.stores import StatsStore
@@ -73,14 +77,18 @@ def build_app(
         metrics=metrics,
         clock=clock,
         login_guard=LoginGuard.from_settings(settings),
+        live=LiveFeed(min_interval=settings.batch_max_ms / 1000),
     )
+    live = services.live
+    metrics.registry.register(LiveCollector(live))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_store = store_for(settings, store)
         await the_store.open()
         try:
-            pipeline = make_pipeline(settings, the_store, consumer_state, metrics)
+            observers = CommitObservers(metrics, live)
+            pipeline = make_pipeline(settings, the_store, consumer_state, observers)
             position = await pipeline.resume()
             the_source = source if source is not None else live_source(settings, consumer_state)
             consumer = asyncio.create_task(
@@ -89,9 +97,11 @@ def build_app(
             )
             services.store = the_store
             services.consumer_task = consumer
+            live.stats = store_stats(the_store)
             try:
                 yield
             finally:
+                await live.aclose()
                 await _stop(consumer, pipeline, shutdown_grace)
         finally:
             services.store = None
@@ -109,6 +119,8 @@ def build_app(
     app.state.services = services
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)
+    app.include_router(live_router)
+    app.include_router(dashboard_router)
     return app
 
 

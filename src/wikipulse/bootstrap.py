@@ -21,6 +21,7 @@ from wikipulse.stores import StatsStore, make_store
 
 if TYPE_CHECKING:
     from wikipulse.auth import Authenticator
+    from wikipulse.broadcast import LiveFeed
     from wikipulse.config import Settings
     from wikipulse.metrics import Metrics
     from wikipulse.ratelimit import LoginGuard
@@ -95,6 +96,8 @@ class Services:
     metrics: Metrics
     clock: Callable[[], float]
     login_guard: LoginGuard
+    #: The fan-out of `/stats/live`, told about every commit.
+    live: LiveFeed
     #: Set while the app's lifespan runs; `/stats` answers 503 until then.
     store: StatsStore | None = None
     consumer_task: asyncio.Task[None] | None = field(default=None)

@@ -237,8 +237,9 @@ def _serve(args: argparse.Namespace) -> int:
     # and also stops a process that gets SIGTERM before uvicorn took the signal over.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     from wikipulse.httpserver import guarded_h11_protocol
+    from wikipulse.live import LiveServer
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -250,7 +251,10 @@ def _serve(args: argparse.Namespace) -> int:
         ),
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,
     )
-    return EXIT_OK
+    server = LiveServer(config)
+    server.run()
+    # uvicorn.run exits 3 when the app fails to start; so does this.
+    return EXIT_OK if server.started else 3
 
 
 async def _check_store(settings: Settings) -> None:
