@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GENERATOR
+from tests.stores.fake_cql import FakeCluster
 from wikipulse.stores import StatsStore
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.stores.postgres import PostgresStore
@@ -50,6 +51,13 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return lines + lines[-130:-100]  # repeats within the dedup window: counted once
 
 
+def _unreachable(reason: str) -> None:
+    """Skip a test whose server is out of reach, or fail it on CI, where the server must be up."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: store tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 def _postgres_reachable() -> str | None:
     import asyncpg  # type: ignore[import-untyped]
 
@@ -74,7 +82,7 @@ def postgres_skip_reason() -> str | None:
 def postgres_schema(postgres_skip_reason: str | None) -> Iterator[str]:
     """A fresh schema for one test, dropped afterwards."""
     if postgres_skip_reason:
-        pytest.skip(postgres_skip_reason)
+        _unreachable(postgres_skip_reason)
     schema = f"wp_test_{uuid.uuid4().hex[:12]}"
     yield schema
     import asyncpg
@@ -87,11 +95,32 @@ def postgres_schema(postgres_skip_reason: str | None) -> Iterator[str]:
     asyncio.run(drop())
 
 
-@pytest.fixture
-def cassandra_keyspace() -> Iterator[str]:
-    """A fresh keyspace for one test on the cluster named by the environment, else skip."""
+def _cassandra_reachable() -> str | None:
     if not CASSANDRA_HOSTS:
-        pytest.skip("set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this")
+        return "set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this"
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(CASSANDRA_HOSTS.split(","), connect_timeout=3)
+    try:
+        cluster.connect().shutdown()
+    except Exception as exc:
+        return f"Cassandra at WIKIPULSE_TEST_CASSANDRA_HOSTS is unreachable: {exc}"
+    finally:
+        cluster.shutdown()
+    return None
+
+
+@pytest.fixture(scope="session")
+def cassandra_skip_reason() -> str | None:
+    """Why the Cassandra tests cannot run, or None if they can."""
+    return _cassandra_reachable()
+
+
+@pytest.fixture
+def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
+    """A fresh keyspace for one test on the cluster named by the environment, dropped after."""
+    if cassandra_skip_reason:
+        _unreachable(cassandra_skip_reason)
     keyspace = f"wp_test_{uuid.uuid4().hex[:12]}"
     yield keyspace
     from cassandra.cluster import Cluster
@@ -107,6 +136,7 @@ KINDS = [
     "memory",
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.postgres),
+    "cassandra-fake",
     pytest.param("cassandra", marks=pytest.mark.cassandra),
 ]
 
@@ -134,11 +164,24 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
         return StoreKind(name, True, postgres)
     from wikipulse.stores.cassandra import CassandraStore
 
+    if name == "cassandra-fake":
+        node = FakeCluster()
+
+        def fake(cls: type[Any] = CassandraStore) -> StatsStore:
+            return cls(  # type: ignore[no-any-return]
+                keyspace="ks", dedup_window=WINDOW, create_schema=True, session=node.session()
+            )
+
+        return StoreKind(name, True, fake)
     keyspace = request.getfixturevalue("cassandra_keyspace")
 
     def cassandra(cls: type[Any] = CassandraStore) -> StatsStore:
         return cls(  # type: ignore[no-any-return]
-            CASSANDRA_HOSTS.split(","), keyspace=keyspace, dedup_window=WINDOW, consistency="ONE"
+            CASSANDRA_HOSTS.split(","),
+            keyspace=keyspace,
+            dedup_window=WINDOW,
+            consistency="ONE",
+            create_schema=True,
         )
 
     return StoreKind(name, True, cassandra)
