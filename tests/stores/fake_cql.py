@@ -210,6 +210,10 @@ class FakeCluster:
         """Add a fault for requests that `matches(cql, params)` selects."""
         self.faults.append(Fault(matches, mode, **kw))
 
+    def run(self, keyspace: str, cql: str, params: Sequence[Any] = ()) -> Rows:
+        """Execute a statement at once, as another client of the node would."""
+        return self.apply(keyspace, _bind(parse(cql), params))
+
     def land_held(self) -> list[Rows]:
         """Apply the held requests now, as a write delayed in the network would land."""
         held, self.held = self.held, []

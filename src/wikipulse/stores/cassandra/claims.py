@@ -79,17 +79,18 @@ class Claims:
         belong to another process of the same ingester that committed since it loaded them.
         """
         limit = asyncio.Semaphore(_IN_FLIGHT)
-        refreshed: list[asyncio.Task[None]] = []
+        rereads: dict[str, asyncio.Task[None]] = {}  # one read per unknown epoch met
 
         async def reread() -> None:
             self.epochs.update(await refresh())
 
         async def verdict(row: Mapping[str, Any]) -> Verdict:
             found = self.classify(row, seq)
-            if found is Verdict.ORPHAN and row["epoch"] not in self.epochs:
-                if not refreshed:
-                    refreshed.append(asyncio.ensure_future(reread()))
-                await refreshed[0]
+            epoch = row["epoch"]
+            if found is Verdict.ORPHAN and epoch not in self.epochs:
+                if epoch not in rereads:
+                    rereads[epoch] = asyncio.ensure_future(reread())
+                await rereads[epoch]
                 found = self.classify(row, seq)
             return found
 
