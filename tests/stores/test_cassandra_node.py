@@ -42,7 +42,7 @@ async def store(cassandra_keyspace: str) -> AsyncIterator[CassandraStore]:
 def _largest_batch(start: int, users: int) -> Batch:
     """A batch as big as the pipeline makes: default max events, real-sized ids and names."""
     n = BATCH_MAX_EVENTS
-    batch = Batch(
+    return Batch(
         total=n,
         bots=n // 4,
         by_server_name={f"s{i}.wikipedia.org": n // 400 for i in range(400)},
@@ -51,7 +51,6 @@ def _largest_batch(start: int, users: int) -> Batch:
         position='[{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":123456789}]',
         touched=True,
     )
-    return batch
 
 
 async def test_the_largest_batch_the_pipeline_makes_is_accepted(store: CassandraStore) -> None:
