@@ -15,7 +15,8 @@ from wikipulse.stores import StoreError, StoreUnavailable
 from wikipulse.stores.cassandra import CassandraStore, driver
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+# The thread method: an event loop spinning on fake futures swallows the signal method's error.
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30, method="thread")]
 
 KS = "ks"
 

@@ -13,7 +13,7 @@ from wikipulse.stats import Batch
 from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
 
-pytestmark = [pytest.mark.anyio, pytest.mark.cassandra, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.anyio, pytest.mark.cassandra, pytest.mark.timeout(240, method="thread")]
 
 BATCH_MAX_EVENTS = Settings.model_fields["batch_max_events"].default
 DEDUP_WINDOW = Settings.model_fields["dedup_window"].default
