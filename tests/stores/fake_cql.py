@@ -69,7 +69,7 @@ def _value(text: str) -> Any:
 def _pairs(text: str) -> list[tuple[str, str, Any]]:
     out = []
     for part in re.split(r"\s+AND\s+", text.strip(), flags=re.I):
-        m = re.fullmatch(r"(\w+)\s*(=|<=|>=|<|>)\s*(.+)", part.strip())
+        m = re.fullmatch(r"(\w+)\s*(=|<=|>=|<|>|IN)\s*(.+)", part.strip())
         if m is None:
             raise InvalidRequest(f"fake CQL cannot parse {part!r}")
         out.append((m[1], m[2], _value(m[3])))
@@ -394,10 +394,16 @@ def _merge(old: Any, value: Any) -> Any:
 def _holds(have: Any, op: str, want: Any) -> bool:
     if have is None:
         return False
-    return bool(
-        {"=": have == want, "<": have < want, "<=": have <= want, ">": have > want,
-         ">=": have >= want}[op]
-    )  # fmt: skip
+    if op == "IN":
+        return bool(have in want)
+    compare: dict[str, Callable[[Any, Any], bool]] = {
+        "=": lambda a, b: a == b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    return compare[op](have, want)
 
 
 class FakeSession:

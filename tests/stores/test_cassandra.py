@@ -13,7 +13,7 @@ from wikipulse.config import load_settings
 from wikipulse.stats import Batch
 from wikipulse.stores import StoreError, StoreUnavailable
 from wikipulse.stores.cassandra import CassandraStore, driver
-from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS
+from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, shard_of, statement
 
 # The thread method: an event loop spinning on fake futures swallows the signal method's error.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30, method="thread")]
@@ -46,12 +46,13 @@ def _batch(users: Sequence[str], ids: Sequence[str], **servers: int) -> Batch:
 
 
 def _claim(node: FakeCluster, name: str) -> tuple[str, str, int]:
-    (row,) = node.run(KS, "SELECT ingester_id, epoch, seq FROM users WHERE name = ?", [name])
+    cql = "SELECT ingester_id, epoch, seq FROM users WHERE shard = ? AND name = ?"
+    (row,) = node.run(KS, cql, [shard_of(name), name])
     return row["ingester_id"], row["epoch"], row["seq"]
 
 
-def _is_batch(cql: str, params: Sequence[Any]) -> bool:
-    return cql.startswith("BEGIN BATCH")
+def _is_commit(cql: str, params: Sequence[Any]) -> bool:
+    return cql.startswith("BEGIN BATCH UPDATE ingesters")
 
 
 async def _distinct(node: FakeCluster) -> int:
@@ -76,18 +77,21 @@ async def test_an_orphan_another_process_took_over_and_committed_is_not_reclaime
     """Re-claiming an orphan is conditional: a claim committed meanwhile is left alone."""
     node = FakeCluster()
     dead = await _opened(node, "a")
-    node.fail(_is_batch, "before")
+    node.fail(_is_commit, "before")
     with pytest.raises(StoreUnavailable):
         await dead.commit(_batch(["U"], ["e1"]))  # U is claimed, the batch never lands
     late = await _opened(node, "a")
 
     def other_process_takes_u_over_and_commits() -> None:
-        node.run(KS, "UPDATE users SET ingester_id = 'a', epoch = 'e3', seq = 1 WHERE name = 'U'")
+        cql = (
+            "UPDATE users SET ingester_id = 'a', epoch = 'e3', seq = 1 WHERE shard = ? AND name = ?"
+        )
+        node.run(KS, cql, [shard_of("U"), "U"])
         params = [1, "t3", 1, 0, 1, "e1", {"x.org": 1}, "a", 0, "a", "e3", 1]
         assert node.run(KS, STATEMENTS["state"], params) == [{"[applied]": True}]
 
     node.fail(
-        lambda cql, p: cql.startswith("UPDATE users") and p[1] == late._claims.epoch,
+        lambda cql, p: "UPDATE users" in cql and p[1] == late._claims.epoch,
         "call",
         hook=other_process_takes_u_over_and_commits,
     )
@@ -106,12 +110,14 @@ async def test_a_claim_lost_to_another_ingester_in_a_race_is_not_counted() -> No
     await _opened(node, "b")
 
     def b_claims_and_commits_first() -> None:
-        assert node.run(KS, STATEMENTS["claim"], ["U", "b", "eb", 1]) == [{"[applied]": True}]
+        assert node.run(KS, statement("claim*1"), [shard_of("U"), "U", "b", "eb", 1]) == [
+            {"[applied]": True}
+        ]
         params = [1, "tb", 1, 0, 1, "e0", {"x.org": 1}, "b", 0, "b", "eb", 1]
         assert node.run(KS, STATEMENTS["state"], params) == [{"[applied]": True}]
 
     node.fail(
-        lambda cql, p: cql.startswith("INSERT INTO users") and p[0] == "U",
+        lambda cql, p: "INSERT INTO users" in cql and "U" in p[1::5],
         "call",
         hook=b_claims_and_commits_first,
     )
@@ -159,7 +165,7 @@ async def test_a_commit_whose_ack_was_lost_counts_once_when_retried() -> None:
     node = FakeCluster()
     store = await _opened(node)
     batch = _batch(["U", "V"], ["e1", "e2", "e3"])
-    node.fail(_is_batch, "after")
+    node.fail(_is_commit, "after")
     with pytest.raises(StoreUnavailable):
         await store.commit(batch)
     await store.commit(batch)
@@ -176,7 +182,7 @@ async def test_a_batch_landing_late_after_a_restart_changes_nothing() -> None:
     node = FakeCluster()
     dead = await _opened(node)
     await dead.commit(_batch(["u1"], ["e1"]))
-    node.fail(_is_batch, "hold")
+    node.fail(_is_commit, "hold")
     with pytest.raises(StoreUnavailable):
         await dead.commit(_batch(["u2", "u3"], ["e2", "e3"]))
     restarted = await _opened(node)
@@ -195,7 +201,7 @@ async def test_orphans_of_a_crash_are_counted_once_after_restart() -> None:
     """Users claimed by a batch that never landed are counted by the replay, once."""
     node = FakeCluster()
     dead = await _opened(node)
-    node.fail(_is_batch, "before")
+    node.fail(_is_commit, "before")
     with pytest.raises(StoreUnavailable):
         await dead.commit(_batch(["u1", "u2"], ["e1"]))
     restarted = await _opened(node)
@@ -243,9 +249,12 @@ async def test_users_this_process_saw_counted_cost_no_round_trip() -> None:
     await store.commit(_batch(["U", "V"], ["e1"]))
     node.log.clear()
     await store.commit(_batch(["U", "V", "W"], ["e2"]))
-    claims = [p[0] for cql, p, _ in node.log if cql.startswith("INSERT INTO users")]
-    assert claims == ["W"]
-    assert [cql.split()[0] for cql, _, _ in node.log] == ["INSERT", "BEGIN"]
+    claims = [p[1::5] for cql, p, _ in node.log if "INSERT INTO users" in cql]
+    assert claims == [["W"]]
+    assert [cql.split()[:4] for cql, _, _ in node.log] == [
+        ["BEGIN", "BATCH", "INSERT", "INTO"],  # the claim of W
+        ["BEGIN", "BATCH", "UPDATE", "ingesters"],  # the commit
+    ]
 
 
 # --- driver boundary ------------------------------------------------------------------------

@@ -15,11 +15,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from wikipulse.stores.cassandra.schema import CLAIMS_PER_BATCH, shard_of
+
 __all__ = ["Claims", "Execute", "Verdict"]
 
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
 
-_IN_FLIGHT = 128  # concurrent claims per batch, to bound the load on the cluster
+_IN_FLIGHT = 64  # shards claimed at once per batch, to bound the load on the cluster
 _REMEMBERED = 200_000  # users known to be counted, skipped without a round trip
 
 
@@ -78,7 +80,6 @@ class Claims:
         `refresh` reads the committed epochs again: an epoch this process does not know may
         belong to another process of the same ingester that committed since it loaded them.
         """
-        limit = asyncio.Semaphore(_IN_FLIGHT)
         rereads: dict[str, asyncio.Task[None]] = {}  # one read per unknown epoch met
 
         async def reread() -> None:
@@ -94,20 +95,71 @@ class Claims:
                 found = self.classify(row, seq)
             return found
 
-        async def one(name: str) -> int:
-            async with limit:
-                # No read first: a claim that fails returns the row that holds the name.
-                row = (await execute("claim", [name, self.me, self.epoch, seq]))[0]
-                if row["[applied]"]:
-                    return 1
-                found = await verdict(row)
-                while found is Verdict.ORPHAN:
-                    was = [row["ingester_id"], row["epoch"], row["seq"]]
-                    row = (await execute("reclaim", [self.me, self.epoch, seq, name, *was]))[0]
-                    if row["[applied]"]:
-                        return 1
-                    found = await verdict(row)
-                return int(found is Verdict.MINE)
+        async def shard(number: int, todo: list[str]) -> int:
+            counted = 0
+            for start in range(0, len(todo), CLAIMS_PER_BATCH):
+                counted += await self._claim_group(
+                    number, todo[start : start + CLAIMS_PER_BATCH], seq, execute, verdict
+                )
+            return counted
 
-        todo = sorted(name for name in names if name not in self._known)
-        return sum(await asyncio.gather(*(one(name) for name in todo)))
+        shards: dict[int, list[str]] = {}
+        for name in sorted(set(names)):
+            if name not in self._known:
+                shards.setdefault(shard_of(name), []).append(name)
+        limit = asyncio.Semaphore(_IN_FLIGHT)
+
+        async def limited(number: int, todo: list[str]) -> int:
+            async with limit:
+                return await shard(number, todo)
+
+        return sum(await asyncio.gather(*(limited(n, t) for n, t in shards.items())))
+
+    async def _claim_group(
+        self,
+        shard: int,
+        names: list[str],
+        seq: int,
+        execute: Execute,
+        verdict: Callable[[Mapping[str, Any]], Awaitable[Verdict]],
+    ) -> int:
+        """Claim some users of one shard by conditional batches; return how many count here."""
+        me, epoch = self.me, self.epoch
+        counted = 0
+        # No read first: most users of a batch are new, and a batch that does not apply
+        # writes nothing -- then one SERIAL read says which claims exist and whose they are.
+        insert: list[str] = names
+        reclaim: list[Mapping[str, Any]] = []
+        while insert or reclaim:
+            left: list[str] = []
+            if insert:
+                params = [x for n in insert for x in (shard, n, me, epoch, seq)]
+                if (await execute(f"claim*{len(insert)}", params))[0]["[applied]"]:
+                    counted += len(insert)
+                else:
+                    left += insert
+            if reclaim:
+                params = []
+                for old in reclaim:
+                    was = [old["ingester_id"], old["epoch"], old["seq"]]
+                    params += [me, epoch, seq, shard, old["name"], *was]
+                if (await execute(f"reclaim*{len(reclaim)}", params))[0]["[applied]"]:
+                    counted += len(reclaim)
+                else:
+                    left += [old["name"] for old in reclaim]
+            if not left:
+                break
+            # Someone holds at least one of these names: see whose each claim is.
+            claims = {row["name"]: row for row in await execute("claims", [shard, left])}
+            insert, reclaim = [], []
+            for name in left:
+                held = claims.get(name)
+                if held is None:
+                    insert.append(name)
+                    continue
+                found = await verdict(held)
+                if found is Verdict.MINE:
+                    counted += 1
+                elif found is Verdict.ORPHAN:
+                    reclaim.append(held)
+        return counted

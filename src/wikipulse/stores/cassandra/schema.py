@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-__all__ = ["SLOTS", "STATEMENTS", "schema_cql"]
+import zlib
+
+__all__ = [
+    "CLAIMS_PER_BATCH",
+    "SLOTS",
+    "STATEMENTS",
+    "USER_SHARDS",
+    "schema_cql",
+    "shard_of",
+    "statement",
+]
 
 #: How many rows of `kind = 'recent'` hold the dedup window: a ring overwritten in place, so
 #: trimming the window never writes a tombstone (see the package docstring).
 SLOTS = 64
+#: Users are spread over this many partitions of `users`, so that one conditional batch per
+#: shard claims many users in one Paxos round instead of one round per user.
+USER_SHARDS = 256
+#: The most claims one conditional batch carries (larger groups go in several rounds).
+CLAIMS_PER_BATCH = 100
+
+_CLAIM = (
+    "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?) "
+    "IF NOT EXISTS; "
+)
+_RECLAIM = (
+    "UPDATE users SET ingester_id = ?, epoch = ?, seq = ? WHERE shard = ? AND name = ? "
+    "IF ingester_id = ? AND epoch = ? AND seq = ?; "
+)
 
 _STATE = (
     "UPDATE ingesters SET seq = ?, token = ?, total = ?, bots = ?, distinct_users = ?, "
@@ -27,12 +51,25 @@ STATEMENTS = {
     "VALUES (?, 0, 0, 0, 0) IF NOT EXISTS",
     "snapshot": "SELECT DISTINCT ingester_id, total, bots, distinct_users, by_server "
     "FROM ingesters",
-    "claim": "INSERT INTO users (name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?) IF NOT EXISTS",
-    "reclaim": "UPDATE users SET ingester_id = ?, epoch = ?, seq = ? WHERE name = ? "
-    "IF ingester_id = ? AND epoch = ? AND seq = ?",
+    # The claims of some users of one shard, read at SERIAL when a claim batch did not apply.
+    "claims": "SELECT name, ingester_id, epoch, seq FROM users WHERE shard = ? AND name IN ?",
     "state": f"BEGIN BATCH {_STATE}APPLY BATCH",
     "state+recent": f"BEGIN BATCH {_STATE}{_RECENT}APPLY BATCH",
 }
+
+
+def statement(name: str) -> str:
+    """The CQL of a statement by name: one of `STATEMENTS`, or `claim*N` / `reclaim*N`."""
+    if name in STATEMENTS:
+        return STATEMENTS[name]
+    kind, _, count = name.partition("*")
+    one = {"claim": _CLAIM, "reclaim": _RECLAIM}[kind]
+    return f"BEGIN BATCH {one * int(count)}APPLY BATCH"
+
+
+def shard_of(user: str) -> int:
+    """The `users` partition a user name belongs to (stable across processes and versions)."""
+    return zlib.crc32(user.encode()) % USER_SHARDS
 
 
 def schema_cql(keyspace: str, replication: str) -> list[str]:
@@ -48,5 +85,6 @@ def schema_cql(keyspace: str, replication: str) -> list[str]:
         "last_seq bigint, ids frozen<list<text>>, "
         "PRIMARY KEY ((ingester_id), kind, name))",
         f"CREATE TABLE IF NOT EXISTS {k}.users ("
-        "name text PRIMARY KEY, ingester_id text, epoch text, seq bigint)",
+        "shard int, name text, ingester_id text, epoch text, seq bigint, "
+        "PRIMARY KEY ((shard), name))",
     ]

@@ -14,7 +14,7 @@ from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
-from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql
+from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -132,7 +132,7 @@ class CassandraStore:
         _, serial = driver.consistency_levels(self._consistency)
         for name, cql in STATEMENTS.items():
             self._stmts[name] = await driver.blocking(session.prepare, cql)
-        for name in ("load", "epochs"):
+        for name in ("load", "epochs", "claims"):
             # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
             self._stmts[name].consistency_level = serial
         part = await self._load()
@@ -277,6 +277,11 @@ class CassandraStore:
         await driver.wait_for_schema(session)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
-        if self._session is None:
+        session = self._session
+        if session is None:
             raise RuntimeError("the Cassandra store is not open")
-        return await driver.result(self._session.execute_async(self._stmts[name], params))
+        prepared = self._stmts.get(name)
+        if prepared is None:  # a claim batch of a size not met before: prepared once
+            prepared = await driver.blocking(session.prepare, statement(name))
+            self._stmts[name] = prepared
+        return await driver.result(session.execute_async(prepared, params))
