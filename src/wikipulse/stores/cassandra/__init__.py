@@ -28,14 +28,18 @@ and the retry is a success; otherwise another writer with the same ingester id c
 the store raises a `StoreError` instead of overwriting its totals.
 
 Distinct users must be exact across ingesters, so `users` holds one row per user name with a
-*claim*: the (ingester, epoch, seq) of the commit that counted it. Before its batch, the ingester
-inserts a claim for each of the batch's users it has not seen counted (`IF NOT EXISTS`; a failed
-insert returns the existing claim, so there is no read first). A user counts as new in this batch
-if the claim is this very attempt's, or is an orphan of this ingester (its epoch never committed
-that seq); orphans are re-claimed `IF` the old claim is unchanged and counted. Claims by committed
-batches, or by other ingesters, are already counted. A retried batch (same token) keeps its epoch
-and seq, so its earlier claims stay its own. Snapshot cost stays constant: it sums the static rows
-of the (few) ingesters and never counts the users table.
+*claim*: the (ingester, epoch, seq) of the commit that counted it. The rows are spread over
+`USER_SHARDS` partitions by a hash of the name, so that claims go by *conditional batches*, one
+per shard and round (up to `CLAIMS_PER_BATCH` claims each), not by one lightweight transaction
+(four round trips) per user. Before its commit, the ingester inserts a claim for each of the
+batch's users it has not yet seen counted (`IF NOT EXISTS` on every row, no read first). A batch
+that applies counts all its users. One that does not (some name is held) writes nothing; a SERIAL
+read of those names says whose each claim is, and the next round inserts the absent names and
+re-claims this ingester's orphans (`IF` the old claim is unchanged). A user counts as new in this
+batch if the claim is this very attempt's, or is an orphan of this ingester (its epoch never
+committed that seq). Claims by committed batches, or by other ingesters, are already counted. A
+retried batch (same token) keeps its epoch and seq, so its earlier claims stay its own. Snapshot
+cost stays constant: it sums the static rows of the (few) ingesters and never counts `users`.
 
 Crash between writes: claims written but the batch not -> nothing was counted and the position
 did not move; the replay after restart meets the same events, finds its orphaned claims and
@@ -48,8 +52,9 @@ active and standby; the `IF seq` fence stops the second writer at its first comm
 made before being fenced may still race the active one's (a user can then be counted twice), so
 a deployment runs one active process per id.
 
-Cost per batch: one Paxos round for the commit, one per user this process has not yet seen
-counted (a bounded memory of confirmed users skips the rest).
+Cost per batch: one Paxos round for the commit, and per shard holding users this process has not
+yet seen counted (a bounded memory of confirmed users skips the rest) one Paxos round when all
+of them are new, else two or three rounds and a SERIAL read.
 """
 
 from __future__ import annotations
