@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import GENERATOR
 from tests.stores.fake_cql import FakeCluster
 from wikipulse.stores import StatsStore
+from wikipulse.stores.cassandra.driver import connection_class
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.stores.postgres import PostgresStore
 from wikipulse.stores.sqlite import SQLiteStore
@@ -25,6 +26,7 @@ POSTGRES_DSN = os.environ.get(
     "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
 CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "")
+CASSANDRA_PORT = int(os.environ.get("WIKIPULSE_TEST_CASSANDRA_PORT", "9042"))
 WINDOW = 400  # smaller than the event files, so that trimming the window is exercised
 
 
@@ -100,7 +102,12 @@ def _cassandra_reachable() -> str | None:
         return "set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this"
     from cassandra.cluster import Cluster
 
-    cluster = Cluster(CASSANDRA_HOSTS.split(","), connect_timeout=3)
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","),
+        port=CASSANDRA_PORT,
+        connect_timeout=3,
+        connection_class=connection_class(),
+    )
     try:
         cluster.connect().shutdown()
     except Exception as exc:
@@ -125,7 +132,9 @@ def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
     yield keyspace
     from cassandra.cluster import Cluster
 
-    cluster = Cluster(CASSANDRA_HOSTS.split(","))
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","), port=CASSANDRA_PORT, connection_class=connection_class()
+    )
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
@@ -178,6 +187,7 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
     def cassandra(cls: type[Any] = CassandraStore) -> StatsStore:
         return cls(  # type: ignore[no-any-return]
             CASSANDRA_HOSTS.split(","),
+            port=CASSANDRA_PORT,
             keyspace=keyspace,
             dedup_window=WINDOW,
             consistency="ONE",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.stores.conftest import CASSANDRA_HOSTS
+from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT
 from wikipulse.config import Settings
 from wikipulse.stats import Batch
 from wikipulse.stores import StoreError
@@ -22,6 +22,7 @@ DEDUP_WINDOW = Settings.model_fields["dedup_window"].default
 def _store(keyspace: str, ingester: str = "a", **kwargs: object) -> CassandraStore:
     return CassandraStore(
         CASSANDRA_HOSTS.split(","),
+        port=CASSANDRA_PORT,
         keyspace=keyspace,
         ingester_id=ingester,
         consistency="ONE",
