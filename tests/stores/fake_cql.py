@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import InvalidRequest, OperationTimedOut
+from cassandra.protocol import SyntaxException
 from cassandra.query import UNSET_VALUE
 
 Rows = list[dict[str, Any]]
+#: Some of CQL's reserved words, which a real node refuses as bare column names.
+_RESERVED = {"token", "select", "from", "where", "and", "in", "to", "using", "batch", "limit"}
 _PARAM = object()  # marks a bound value's place in a parsed statement
 
 
@@ -250,6 +253,8 @@ class FakeCluster:
             ck = [c.strip() for c in (key[2] or "").split(",") if c.strip()]
         for col in re.split(r",\s*(?![^<]*>)", body):
             words = col.split()
+            if words[0].lower() in _RESERVED:
+                raise SyntaxException(f"mismatched input '{words[0]}' expecting ')'")
             columns[words[0]] = words[1]
             if "STATIC" in words:
                 static.add(words[0])

@@ -8,7 +8,7 @@ are not idempotent (a retried increment counts twice), so this store never incre
 on the server. Each ingester owns one partition of `ingesters`, keyed by `ingester_id`:
 
 - static columns hold its *cumulative* totals (total, bots, distinct_users, by_server map),
-  its position, `seq` (the number of batches it has committed) and `token` (the batch token
+  its position, `seq` (the number of batches it has committed) and `batch_token` (the token
   of the last commit);
 - `kind = 'epoch'` rows record, for each run of the process (and each batch given up), the last
   `seq` committed in that run;

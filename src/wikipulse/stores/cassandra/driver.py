@@ -77,11 +77,17 @@ async def connect(
     """Connect to the cluster; return (cluster, session) or raise StoreUnavailable."""
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
     from cassandra.query import dict_factory
 
     level, serial = consistency_levels(consistency)
     profile = ExecutionProfile(
-        consistency_level=level, serial_consistency_level=serial, row_factory=dict_factory
+        # Token-aware: each statement goes to a replica of its partition (and the driver warns
+        # that a policy left implicit will become an error).
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        consistency_level=level,
+        serial_consistency_level=serial,
+        row_factory=dict_factory,
     )
     auth = None
     if username is not None:

@@ -33,7 +33,7 @@ _RECLAIM = (
 )
 
 _STATE = (
-    "UPDATE ingesters SET seq = ?, token = ?, total = ?, bots = ?, distinct_users = ?, "
+    "UPDATE ingesters SET seq = ?, batch_token = ?, total = ?, bots = ?, distinct_users = ?, "
     "position = ?, by_server = by_server + ? WHERE ingester_id = ? IF seq = ?; "
     "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'epoch', ?, ?); "
 )
@@ -44,8 +44,8 @@ _RECENT = (
 #: Every statement the store prepares, by name; a commit is one of the two `state` batches.
 STATEMENTS = {
     # The whole partition of one ingester, read once at SERIAL consistency on open.
-    "load": "SELECT kind, name, seq, token, total, bots, distinct_users, position, by_server, "
-    "last_seq, ids FROM ingesters WHERE ingester_id = ?",
+    "load": "SELECT kind, name, seq, batch_token, total, bots, distinct_users, position, "
+    "by_server, last_seq, ids FROM ingesters WHERE ingester_id = ?",
     "epochs": "SELECT name, last_seq FROM ingesters WHERE ingester_id = ? AND kind = 'epoch'",
     "init": "INSERT INTO ingesters (ingester_id, seq, total, bots, distinct_users) "
     "VALUES (?, 0, 0, 0, 0) IF NOT EXISTS",
@@ -80,7 +80,7 @@ def schema_cql(keyspace: str, replication: str) -> list[str]:
         # Ids are a frozen list: overwriting one cell leaves no tombstone behind.
         f"CREATE TABLE IF NOT EXISTS {k}.ingesters ("
         "ingester_id text, kind text, name text, "
-        "seq bigint STATIC, token text STATIC, total bigint STATIC, bots bigint STATIC, "
+        "seq bigint STATIC, batch_token text STATIC, total bigint STATIC, bots bigint STATIC, "
         "distinct_users bigint STATIC, position text STATIC, by_server map<text, bigint> STATIC, "
         "last_seq bigint, ids frozen<list<text>>, "
         "PRIMARY KEY ((ingester_id), kind, name))",

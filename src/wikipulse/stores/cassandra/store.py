@@ -42,7 +42,7 @@ def _parse(rows: driver.Rows) -> _Partition:
     part = _Partition()
     for row in rows:
         if part.seq is None and row.get("seq") is not None:
-            part.seq, part.token = row["seq"], row["token"]
+            part.seq, part.token = row["seq"], row["batch_token"]
             part.total, part.bots = row["total"] or 0, row["bots"] or 0
             part.users, part.position = row["distinct_users"] or 0, row["position"]
             part.servers = dict(row["by_server"] or {})
