@@ -21,7 +21,7 @@ __all__ = ["Claims", "Execute", "Verdict"]
 
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
 
-_IN_FLIGHT = 64  # shards claimed at once per batch, to bound the load on the cluster
+_IN_FLIGHT = 256  # claim batches in flight at once (all 256 shards), bounding the load
 _REMEMBERED = 200_000  # users known to be counted, skipped without a round trip
 
 
