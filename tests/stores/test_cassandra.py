@@ -242,6 +242,21 @@ async def test_a_long_replay_leaves_no_tombstone_and_a_bounded_partition() -> No
     assert point.position == ids[start - 1]
 
 
+async def test_batches_bigger_than_a_slot_keep_the_partition_to_the_window() -> None:
+    """Big batches each fill a slot; slots older than the window are emptied, not kept."""
+    node = FakeCluster()
+    store = await _opened(node, dedup_window=250)
+    ids = [f"e{i}" for i in range(100 * 60)]
+    for n in range(60):
+        await store.commit(_batch([], ids[n * 100 : (n + 1) * 100]))
+    cql = "SELECT kind, ids FROM ingesters WHERE ingester_id = ?"
+    held = sum(len(r["ids"] or ()) for r in node.run(KS, cql, ["a"]) if r["kind"] == "recent")
+    assert held == 300  # the three newest batches: the window (250) needs part of the third
+    assert node.tombstones == 0
+    point = await (await _opened(node, dedup_window=250)).resume_point()
+    assert point.recent_ids == ids[-250:]
+
+
 async def test_users_this_process_saw_counted_cost_no_round_trip() -> None:
     """Users counted by an earlier commit of this process are not claimed again, nor read."""
     node = FakeCluster()

@@ -59,10 +59,12 @@ STATEMENTS = {
 
 
 def statement(name: str) -> str:
-    """The CQL of a statement by name: one of `STATEMENTS`, or `claim*N` / `reclaim*N`."""
+    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N` or `state+...*N`."""
     if name in STATEMENTS:
         return STATEMENTS[name]
     kind, _, count = name.partition("*")
+    if kind == "state+recent+clear":  # also empties `count` window slots
+        return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
     one = {"claim": _CLAIM, "reclaim": _RECLAIM}[kind]
     return f"BEGIN BATCH {one * int(count)}APPLY BATCH"
 

@@ -54,6 +54,17 @@ def _parse(rows: driver.Rows) -> _Partition:
     return part
 
 
+def _beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]:
+    """The slots holding only ids older than the newest `window` ids."""
+    kept = 0
+    beyond = []
+    for slot, (_, count) in sorted(filled.items(), key=lambda item: -item[1][0]):
+        if kept >= window:
+            beyond.append(slot)
+        kept += count
+    return sorted(beyond)
+
+
 class CassandraStore:
     """Keep one ingester's cumulative statistics in Cassandra, fenced by its commit `seq`."""
 
@@ -92,6 +103,7 @@ class CassandraStore:
         self._state = _Partition()
         self._slot = 0
         self._slot_ids: list[str] = []
+        self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -153,8 +165,9 @@ class CassandraStore:
         """Make the partition read back this store's state."""
         self._state = part
         self._claims.epochs.update(part.epochs)
-        if part.slots:
-            _, self._slot, self._slot_ids = part.slots[-1]
+        self._filled = {slot: (last, len(ids)) for last, slot, ids in part.slots if ids}
+        if self._filled:
+            _, self._slot, self._slot_ids = max(s for s in part.slots if s[2])
         else:
             self._slot, self._slot_ids = 0, []
 
@@ -205,20 +218,26 @@ class CassandraStore:
             epoch,
             seq,
         ]
-        slot, slot_ids = self._slot, self._slot_ids
+        slot, slot_ids, filled = self._slot, self._slot_ids, self._filled
         shape = "state"
         if batch.event_ids:
             if len(slot_ids) >= self._slot_cap:
                 slot, slot_ids = (slot + 1) % SLOTS, []
-            slot_ids = [*slot_ids, *batch.event_ids]
+            slot_ids = [*slot_ids, *batch.event_ids][-self._window :]
             params += [me, f"{slot:04d}", seq, slot_ids]
-            shape = "state+recent"
+            filled = self._filled | {slot: (seq, len(slot_ids))}
+            cleared = _beyond_window(filled, self._window)
+            for old in cleared:
+                # An empty list overwrites the slot's cell: no tombstone, unlike a delete.
+                params += [me, f"{old:04d}", 0, []]
+                del filled[old]
+            shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
             await self._settle(batch, seq)
             return
         self._state = after
-        self._slot, self._slot_ids = slot, slot_ids
+        self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
 
     async def _settle(self, batch: Batch, seq: int) -> None:
