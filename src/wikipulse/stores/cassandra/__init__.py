@@ -52,6 +52,13 @@ active and standby; the `IF seq` fence stops the second writer at its first comm
 made before being fenced may still race the active one's (a user can then be counted twice), so
 a deployment runs one active process per id.
 
+Sizes: every batch here writes one partition, and Cassandra exempts single-partition batches from
+`batch_size_fail_threshold` (50 KiB by default in 5.0); what bounds them is `max_mutation_size`
+(half a commit-log segment: 16 MiB by default). A window slot holds at most `dedup_window` ids
+(~40 bytes each: 4 MB for the default 100,000), so the commit stays far below it whatever
+WIKIPULSE_BATCH_MAX_EVENTS is; the largest default batch (20,000 events) is tested on a real node.
+A `dedup_window` above ~350,000 ids could exceed it.
+
 Cost per batch: one Paxos round for the commit, and per shard holding users this process has not
 yet seen counted (a bounded memory of confirmed users skips the rest) one Paxos round when all
 of them are new, else two or three rounds and a SERIAL read.
