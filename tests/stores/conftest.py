@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.stores.fake_cql import FakeCluster
 from tests.support.generated import generate
 from wikipulse.stores import StatsStore
+from wikipulse.stores.cassandra.driver import connection_class
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.stores.postgres import PostgresStore
 from wikipulse.stores.sqlite import SQLiteStore
@@ -22,6 +24,7 @@ POSTGRES_DSN = os.environ.get(
     "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
 CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "")
+CASSANDRA_PORT = int(os.environ.get("WIKIPULSE_TEST_CASSANDRA_PORT", "9042"))
 WINDOW = 400  # smaller than the event files, so that trimming the window is exercised
 
 
@@ -40,6 +43,13 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     out = tmp_path_factory.mktemp("events")
     lines = generate(out, 3000, seed=7, canaries=5).read_bytes().splitlines()
     return lines + lines[-130:-100]  # repeats within the dedup window: counted once
+
+
+def _unreachable(reason: str) -> None:
+    """Skip a test whose server is out of reach, or fail it on CI, where the server must be up."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: store tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _postgres_reachable() -> str | None:
@@ -66,7 +76,7 @@ def postgres_skip_reason() -> str | None:
 def postgres_schema(postgres_skip_reason: str | None) -> Iterator[str]:
     """A fresh schema for one test, dropped afterwards."""
     if postgres_skip_reason:
-        pytest.skip(postgres_skip_reason)
+        _unreachable(postgres_skip_reason)
     schema = f"wp_test_{uuid.uuid4().hex[:12]}"
     yield schema
     import asyncpg
@@ -79,16 +89,44 @@ def postgres_schema(postgres_skip_reason: str | None) -> Iterator[str]:
     asyncio.run(drop())
 
 
-@pytest.fixture
-def cassandra_keyspace() -> Iterator[str]:
-    """A fresh keyspace for one test on the cluster named by the environment, else skip."""
+def _cassandra_reachable() -> str | None:
     if not CASSANDRA_HOSTS:
-        pytest.skip("set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this")
+        return "set WIKIPULSE_TEST_CASSANDRA_HOSTS to a reachable cluster to run this"
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","),
+        port=CASSANDRA_PORT,
+        connect_timeout=3,
+        connection_class=connection_class(),
+    )
+    try:
+        cluster.connect().shutdown()
+    except Exception as exc:
+        return f"Cassandra at WIKIPULSE_TEST_CASSANDRA_HOSTS is unreachable: {exc}"
+    finally:
+        cluster.shutdown()
+    return None
+
+
+@pytest.fixture(scope="session")
+def cassandra_skip_reason() -> str | None:
+    """Why the Cassandra tests cannot run, or None if they can."""
+    return _cassandra_reachable()
+
+
+@pytest.fixture
+def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
+    """A fresh keyspace for one test on the cluster named by the environment, dropped after."""
+    if cassandra_skip_reason:
+        _unreachable(cassandra_skip_reason)
     keyspace = f"wp_test_{uuid.uuid4().hex[:12]}"
     yield keyspace
     from cassandra.cluster import Cluster
 
-    cluster = Cluster(CASSANDRA_HOSTS.split(","))
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","), port=CASSANDRA_PORT, connection_class=connection_class()
+    )
     try:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
@@ -99,6 +137,7 @@ KINDS = [
     "memory",
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.postgres),
+    "cassandra-fake",
     pytest.param("cassandra", marks=pytest.mark.cassandra),
 ]
 
@@ -126,11 +165,25 @@ def kind(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKind:
         return StoreKind(name, True, postgres)
     from wikipulse.stores.cassandra import CassandraStore
 
+    if name == "cassandra-fake":
+        node = FakeCluster()
+
+        def fake(cls: type[Any] = CassandraStore) -> StatsStore:
+            return cls(  # type: ignore[no-any-return]
+                keyspace="ks", dedup_window=WINDOW, create_schema=True, session=node.session()
+            )
+
+        return StoreKind(name, True, fake)
     keyspace = request.getfixturevalue("cassandra_keyspace")
 
     def cassandra(cls: type[Any] = CassandraStore) -> StatsStore:
         return cls(  # type: ignore[no-any-return]
-            CASSANDRA_HOSTS.split(","), keyspace=keyspace, dedup_window=WINDOW, consistency="ONE"
+            CASSANDRA_HOSTS.split(","),
+            port=CASSANDRA_PORT,
+            keyspace=keyspace,
+            dedup_window=WINDOW,
+            consistency="ONE",
+            create_schema=True,
         )
 
     return StoreKind(name, True, cassandra)

@@ -1,0 +1,181 @@
+"""The cassandra-driver boundary: cluster set-up, its reactor, awaiting futures, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, RequestExecutionException
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionException
+
+from wikipulse.stores import StoreError, StoreUnavailable
+
+__all__ = [
+    "CqlSession",
+    "Rows",
+    "blocking",
+    "connect",
+    "connection_class",
+    "consistency_levels",
+    "result",
+    "translate",
+    "wait_for_schema",
+]
+
+log = logging.getLogger(__name__)
+
+Rows = list[dict[str, Any]]
+
+#: What a down or overloaded cluster raises: the caller waits and tries again.
+_UNAVAILABLE = (NoHostAvailable, OperationTimedOut, RequestExecutionException, ConnectionException)
+
+
+class CqlSession(Protocol):
+    """The part of `cassandra.cluster.Session` the store uses (faked in tests)."""
+
+    def set_keyspace(self, keyspace: str) -> None:
+        """Make `keyspace` the default of later statements (blocking)."""
+
+    def prepare(self, query: str) -> Any:
+        """Prepare a statement (blocking)."""
+
+    def execute_async(self, query: Any, parameters: Sequence[Any] | None = None) -> Any:
+        """Start a query and return its `ResponseFuture`."""
+
+
+def connection_class() -> type[Any]:
+    """The reactor to connect with: libev if its C extension loads here, else asyncio."""
+    try:
+        from cassandra.io.libevreactor import LibevConnection
+    except ImportError as exc:  # a source build without libev, or a platform with no wheel
+        log.info("libev reactor unavailable (%s); using the asyncio reactor", exc)
+        from cassandra.io.asyncioreactor import AsyncioConnection
+
+        return AsyncioConnection  # type: ignore[no-any-return]
+    return LibevConnection  # type: ignore[no-any-return]
+
+
+def consistency_levels(consistency: str) -> tuple[int, int]:
+    """The driver's (consistency, serial consistency) levels for a configured level name."""
+    level = ConsistencyLevel.name_to_value[consistency]
+    local = consistency.startswith("LOCAL")
+    serial = ConsistencyLevel.LOCAL_SERIAL if local else ConsistencyLevel.SERIAL
+    return level, serial
+
+
+async def connect(
+    hosts: Sequence[str],
+    *,
+    port: int,
+    consistency: str,
+    username: str | None,
+    password: str | None,
+) -> tuple[Any, CqlSession]:
+    """Connect to the cluster; return (cluster, session) or raise StoreUnavailable."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra.query import dict_factory
+
+    level, serial = consistency_levels(consistency)
+    profile = ExecutionProfile(
+        # Token-aware: each statement goes to a replica of its partition (and the driver warns
+        # that a policy left implicit will become an error).
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+        consistency_level=level,
+        serial_consistency_level=serial,
+        row_factory=dict_factory,
+    )
+    auth = None
+    if username is not None:
+        auth = PlainTextAuthProvider(username, password or "")
+    cluster = Cluster(
+        list(hosts),
+        port=port,
+        auth_provider=auth,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connection_class=connection_class(),
+    )
+    try:
+        session = await asyncio.to_thread(cluster.connect)
+    except Exception as exc:
+        await asyncio.to_thread(cluster.shutdown)
+        raise StoreUnavailable(f"Cassandra: {exc}") from exc
+    return cluster, session
+
+
+async def wait_for_schema(session: CqlSession) -> None:
+    """Wait until every node agrees on the schema, else raise StoreUnavailable."""
+    cluster = getattr(session, "cluster", None)
+    control = getattr(cluster, "control_connection", None)
+    if control is None:
+        return
+    agreed = await asyncio.to_thread(control.wait_for_schema_agreement)
+    if not agreed:
+        raise StoreUnavailable("Cassandra: the nodes do not agree on the schema yet")
+
+
+def translate(exc: BaseException) -> BaseException:
+    """The store error a driver error stands for, or the error itself if it is none."""
+    if isinstance(exc, InvalidRequest):
+        text = str(exc)
+        if "unconfigured table" in text or "does not exist" in text:
+            return StoreError(
+                f"Cassandra: {text}; create the schema with `wikipulse migrate` "
+                "(or set WIKIPULSE_MIGRATE_ON_START=true)"
+            )
+    elif isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"Cassandra: {exc}")
+    return exc
+
+
+async def blocking(call: Callable[[str], Any], arg: str) -> Any:
+    """Run a blocking driver call (prepare, set_keyspace) on a worker thread."""
+    try:
+        return await asyncio.to_thread(call, arg)
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+async def result(future: Any) -> Rows:
+    """Await a driver `ResponseFuture` without blocking the loop, gathering every page."""
+    loop = asyncio.get_running_loop()
+    # The driver calls the callbacks from its own thread, once per page, for as long as they
+    # stay registered: register once and point them at the future of the page awaited now.
+    page: list[asyncio.Future[Rows]] = [loop.create_future()]
+
+    def ok(rows: Any) -> None:
+        loop.call_soon_threadsafe(_settle, page[0], list(rows or ()), None)
+
+    def failed(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(_settle, page[0], None, exc)
+
+    future.add_callbacks(ok, failed)
+    rows: Rows = []
+    while True:
+        try:
+            rows += await page[0]
+        except Exception as exc:
+            mapped = translate(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        if not future.has_more_pages:
+            return rows
+        page[0] = loop.create_future()
+        future.start_fetching_next_page()
+
+
+def _settle(done: asyncio.Future[Rows], rows: Rows | None, exc: BaseException | None) -> None:
+    if done.done():
+        return  # cancelled by the awaiting task
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(rows or [])

@@ -1,0 +1,92 @@
+"""The CQL of the Cassandra store: its tables and every statement it prepares."""
+
+from __future__ import annotations
+
+import zlib
+
+__all__ = [
+    "CLAIMS_PER_BATCH",
+    "SLOTS",
+    "STATEMENTS",
+    "USER_SHARDS",
+    "schema_cql",
+    "shard_of",
+    "statement",
+]
+
+#: How many rows of `kind = 'recent'` hold the dedup window: a ring overwritten in place, so
+#: trimming the window never writes a tombstone (see the package docstring).
+SLOTS = 64
+#: Users are spread over this many partitions of `users`, so that one conditional batch per
+#: shard claims many users in one Paxos round instead of one round per user.
+USER_SHARDS = 256
+#: The most claims one conditional batch carries (larger groups go in several rounds).
+CLAIMS_PER_BATCH = 100
+
+_CLAIM = (
+    "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?) "
+    "IF NOT EXISTS; "
+)
+_RECLAIM = (
+    "UPDATE users SET ingester_id = ?, epoch = ?, seq = ? WHERE shard = ? AND name = ? "
+    "IF ingester_id = ? AND epoch = ? AND seq = ?; "
+)
+
+_STATE = (
+    "UPDATE ingesters SET seq = ?, batch_token = ?, total = ?, bots = ?, distinct_users = ?, "
+    "position = ?, by_server = by_server + ? WHERE ingester_id = ? IF seq = ?; "
+    "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'epoch', ?, ?); "
+)
+_RECENT = (
+    "INSERT INTO ingesters (ingester_id, kind, name, last_seq, ids) VALUES (?, 'recent', ?, ?, ?); "
+)
+
+#: Every statement the store prepares, by name; a commit is one of the two `state` batches.
+STATEMENTS = {
+    # The whole partition of one ingester, read once at SERIAL consistency on open.
+    "load": "SELECT kind, name, seq, batch_token, total, bots, distinct_users, position, "
+    "by_server, last_seq, ids FROM ingesters WHERE ingester_id = ?",
+    "epochs": "SELECT name, last_seq FROM ingesters WHERE ingester_id = ? AND kind = 'epoch'",
+    "init": "INSERT INTO ingesters (ingester_id, seq, total, bots, distinct_users) "
+    "VALUES (?, 0, 0, 0, 0) IF NOT EXISTS",
+    "snapshot": "SELECT DISTINCT ingester_id, total, bots, distinct_users, by_server "
+    "FROM ingesters",
+    # The claims of some users of one shard, read at SERIAL when a claim batch did not apply.
+    "claims": "SELECT name, ingester_id, epoch, seq FROM users WHERE shard = ? AND name IN ?",
+    "state": f"BEGIN BATCH {_STATE}APPLY BATCH",
+    "state+recent": f"BEGIN BATCH {_STATE}{_RECENT}APPLY BATCH",
+}
+
+
+def statement(name: str) -> str:
+    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N` or `state+...*N`."""
+    if name in STATEMENTS:
+        return STATEMENTS[name]
+    kind, _, count = name.partition("*")
+    if kind == "state+recent+clear":  # also empties `count` window slots
+        return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
+    one = {"claim": _CLAIM, "reclaim": _RECLAIM}[kind]
+    return f"BEGIN BATCH {one * int(count)}APPLY BATCH"
+
+
+def shard_of(user: str) -> int:
+    """The `users` partition a user name belongs to (stable across processes and versions)."""
+    return zlib.crc32(user.encode()) % USER_SHARDS
+
+
+def schema_cql(keyspace: str, replication: str) -> list[str]:
+    """The CQL statements that create the keyspace and tables, each idempotent."""
+    k = keyspace
+    return [
+        f"CREATE KEYSPACE IF NOT EXISTS {k} WITH replication = {replication}",
+        # Ids are a frozen list: overwriting one cell leaves no tombstone behind.
+        f"CREATE TABLE IF NOT EXISTS {k}.ingesters ("
+        "ingester_id text, kind text, name text, "
+        "seq bigint STATIC, batch_token text STATIC, total bigint STATIC, bots bigint STATIC, "
+        "distinct_users bigint STATIC, position text STATIC, by_server map<text, bigint> STATIC, "
+        "last_seq bigint, ids frozen<list<text>>, "
+        "PRIMARY KEY ((ingester_id), kind, name))",
+        f"CREATE TABLE IF NOT EXISTS {k}.users ("
+        "shard int, name text, ingester_id text, epoch text, seq bigint, "
+        "PRIMARY KEY ((shard), name))",
+    ]

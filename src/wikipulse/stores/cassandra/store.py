@@ -1,0 +1,306 @@
+"""`CassandraStore`: one ingester's cumulative statistics, committed by conditional batches."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from cassandra.query import UNSET_VALUE
+
+from wikipulse.stats import Batch, Stats
+from wikipulse.stores import ResumePoint, StoreError
+from wikipulse.stores.cassandra import driver
+from wikipulse.stores.cassandra.claims import Claims
+from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+
+if TYPE_CHECKING:
+    from wikipulse.config import Settings
+
+__all__ = ["CassandraStore"]
+
+
+@dataclass
+class _Partition:
+    """One ingester's partition as read back: its totals, epochs and window slots."""
+
+    seq: int | None = None
+    token: str | None = None
+    total: int = 0
+    bots: int = 0
+    users: int = 0
+    position: str | None = None
+    servers: dict[str, int] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    #: (seq of the last commit that wrote it, slot number, its ids), oldest first.
+    slots: list[tuple[int, int, list[str]]] = field(default_factory=list)
+
+
+def _parse(rows: driver.Rows) -> _Partition:
+    part = _Partition()
+    for row in rows:
+        if part.seq is None and row.get("seq") is not None:
+            part.seq, part.token = row["seq"], row["batch_token"]
+            part.total, part.bots = row["total"] or 0, row["bots"] or 0
+            part.users, part.position = row["distinct_users"] or 0, row["position"]
+            part.servers = dict(row["by_server"] or {})
+        if row.get("kind") == "epoch":
+            part.epochs[row["name"]] = row["last_seq"]
+        elif row.get("kind") == "recent":
+            part.slots.append((row["last_seq"], int(row["name"]), list(row["ids"] or ())))
+    part.slots.sort()
+    return part
+
+
+def _beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]:
+    """The slots holding only ids older than the newest `window` ids."""
+    kept = 0
+    beyond = []
+    for slot, (_, count) in sorted(filled.items(), key=lambda item: -item[1][0]):
+        if kept >= window:
+            beyond.append(slot)
+        kept += count
+    return sorted(beyond)
+
+
+class CassandraStore:
+    """Keep one ingester's cumulative statistics in Cassandra, fenced by its commit `seq`."""
+
+    def __init__(
+        self,
+        hosts: Sequence[str] = ("127.0.0.1",),
+        *,
+        port: int = 9042,
+        keyspace: str = "wikipulse",
+        replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        consistency: str = "LOCAL_QUORUM",
+        username: str | None = None,
+        password: str | None = None,
+        ingester_id: str = "default",
+        dedup_window: int = 100_000,
+        create_schema: bool = False,
+        session: driver.CqlSession | None = None,
+    ) -> None:
+        self._hosts = list(hosts)
+        self._port = port
+        self._keyspace = keyspace
+        self._replication = replication
+        self._consistency = consistency
+        self._username = username
+        self._password = password
+        self._me = ingester_id
+        self._window = dedup_window
+        # K - 1 full slots hold the whole window; the K-th is the one being filled.
+        self._slot_cap = max(1, math.ceil(dedup_window / (SLOTS - 1)))
+        self._create_schema = create_schema
+        self._session = session
+        self._own_cluster: Any = None
+        self._stmts: dict[str, Any] = {}
+        self._claims = Claims(ingester_id)
+        self._failed_token: str | None = None
+        self._state = _Partition()
+        self._slot = 0
+        self._slot_ids: list[str] = []
+        self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CassandraStore:
+        """Build the store from the `cassandra_*`, `ingester_id` and `dedup_window` settings."""
+        password = settings.cassandra_password
+        # Schema changes on a cluster are an operator's step (`wikipulse migrate`): opening
+        # creates tables only if WIKIPULSE_MIGRATE_ON_START is set explicitly.
+        migrate = "migrate_on_start" in settings.model_fields_set and settings.migrate_on_start
+        return cls(
+            [h.strip() for h in settings.cassandra_hosts.split(",") if h.strip()],
+            port=settings.cassandra_port,
+            keyspace=settings.cassandra_keyspace,
+            replication=settings.cassandra_replication,
+            consistency=settings.cassandra_consistency,
+            username=settings.cassandra_username,
+            password=password.get_secret_value() if password else None,
+            ingester_id=settings.ingester_id,
+            dedup_window=settings.dedup_window,
+            create_schema=migrate,
+        )
+
+    async def migrate(self) -> None:
+        """Create the keyspace and tables if they do not exist yet."""
+        session = await self._connect()
+        try:
+            await self._migrate(session)
+        finally:
+            await self.close()
+
+    async def open(self) -> None:
+        """Connect, create the schema if asked to, prepare statements, load this ingester."""
+        session = await self._connect()
+        if self._create_schema:
+            await self._migrate(session)
+        await driver.wait_for_schema(session)
+        # Statements name tables without a keyspace: the session is bound to it.
+        await driver.blocking(session.set_keyspace, self._keyspace)
+        _, serial = driver.consistency_levels(self._consistency)
+        for name, cql in STATEMENTS.items():
+            self._stmts[name] = await driver.blocking(session.prepare, cql)
+        for name in ("load", "epochs", "claims"):
+            # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
+            self._stmts[name].consistency_level = serial
+        part = await self._load()
+        if part.seq is None:
+            await self._execute("init", [self._me])
+            part = await self._load()
+        self._adopt(part)
+        self._claims.new_epoch()
+
+    async def _load(self) -> _Partition:
+        return _parse(await self._execute("load", [self._me]))
+
+    async def _epochs(self) -> dict[str, int]:
+        rows = await self._execute("epochs", [self._me])
+        return {row["name"]: row["last_seq"] for row in rows}
+
+    def _adopt(self, part: _Partition) -> None:
+        """Make the partition read back this store's state."""
+        self._state = part
+        self._claims.epochs.update(part.epochs)
+        self._filled = {slot: (last, len(ids)) for last, slot, ids in part.slots if ids}
+        if self._filled:
+            _, self._slot, self._slot_ids = max(s for s in part.slots if s[2])
+        else:
+            self._slot, self._slot_ids = 0, []
+
+    async def commit(self, batch: Batch) -> None:
+        """Claim the batch's new users, then write the new totals in one conditional batch."""
+        if batch.token == self._state.token:
+            return  # committed already: the caller retries a commit it thought had failed
+        if self._failed_token is not None and self._failed_token != batch.token:
+            # The failed batch was given up: what it claimed is orphaned.
+            self._claims.new_epoch()
+        self._failed_token = batch.token
+        await self._commit(batch)
+        self._failed_token = None
+
+    async def _commit(self, batch: Batch) -> None:
+        state = self._state
+        seq = (state.seq or 0) + 1
+        new_users = 0
+        if batch.users:
+            new_users = await self._claims.claim(batch.users, seq, self._execute, self._epochs)
+        servers = {
+            name: state.servers.get(name, 0) + count
+            for name, count in sorted(batch.by_server_name.items())
+        }
+        position = batch.position if batch.position is not None else state.position
+        after = _Partition(
+            seq=seq,
+            token=batch.token,
+            total=state.total + batch.total,
+            bots=state.bots + batch.bots,
+            users=state.users + new_users,
+            position=position,
+            servers=state.servers | servers,
+            epochs=state.epochs,
+        )
+        me, epoch = self._me, self._claims.epoch
+        params: list[Any] = [
+            seq,
+            batch.token,
+            after.total,
+            after.bots,
+            after.users,
+            UNSET_VALUE if position is None else position,
+            servers,
+            me,
+            state.seq,
+            me,
+            epoch,
+            seq,
+        ]
+        slot, slot_ids, filled = self._slot, self._slot_ids, self._filled
+        shape = "state"
+        if batch.event_ids:
+            if len(slot_ids) >= self._slot_cap:
+                slot, slot_ids = (slot + 1) % SLOTS, []
+            slot_ids = [*slot_ids, *batch.event_ids][-self._window :]
+            params += [me, f"{slot:04d}", seq, slot_ids]
+            filled = self._filled | {slot: (seq, len(slot_ids))}
+            cleared = _beyond_window(filled, self._window)
+            for old in cleared:
+                # An empty list overwrites the slot's cell: no tombstone, unlike a delete.
+                params += [me, f"{old:04d}", 0, []]
+                del filled[old]
+            shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
+        rows = await self._execute(shape, params)
+        if not rows[0]["[applied]"]:
+            await self._settle(batch, seq)
+            return
+        self._state = after
+        self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
+        self._claims.committed(seq, batch.users)
+
+    async def _settle(self, batch: Batch, seq: int) -> None:
+        """Another commit moved `seq` first: ours, acknowledged too late, or another writer's."""
+        part = await self._load()
+        if part.seq == seq and part.token == batch.token:
+            self._adopt(part)  # this batch landed before: it counted everything already
+            self._claims.committed(seq, batch.users)
+            return
+        raise StoreError(
+            f"Cassandra: another writer with ingester id {self._me!r} committed batch "
+            f"{part.seq} meanwhile; run one ingester per id (this one stops)"
+        )
+
+    async def snapshot(self) -> Stats:
+        """Sum the cumulative totals of every ingester; each row is one whole commit."""
+        total = bots = users = 0
+        servers: dict[str, int] = {}
+        for row in await self._execute("snapshot", []):
+            total += row["total"] or 0
+            bots += row["bots"] or 0
+            users += row["distinct_users"] or 0
+            for name, count in (row["by_server"] or {}).items():
+                servers[name] = servers.get(name, 0) + count
+        return Stats(total, users, bots, servers)
+
+    async def resume_point(self) -> ResumePoint:
+        """Read this ingester's position and the newest `dedup_window` event ids."""
+        part = await self._load()
+        ids = [i for _, _, slot in part.slots for i in slot]
+        return ResumePoint(part.position, ids[-self._window :])
+
+    async def close(self) -> None:
+        """Shut the cluster connection down (if this store made it)."""
+        cluster, self._own_cluster = self._own_cluster, None
+        if cluster is not None:
+            self._session = None
+            await asyncio.to_thread(cluster.shutdown)
+
+    async def _connect(self) -> driver.CqlSession:
+        if self._session is not None:
+            return self._session
+        cluster, session = await driver.connect(
+            self._hosts,
+            port=self._port,
+            consistency=self._consistency,
+            username=self._username,
+            password=self._password,
+        )
+        self._own_cluster, self._session = cluster, session
+        return session
+
+    async def _migrate(self, session: driver.CqlSession) -> None:
+        for cql in schema_cql(self._keyspace, self._replication):
+            await driver.result(session.execute_async(cql))
+        await driver.wait_for_schema(session)
+
+    async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
+        session = self._session
+        if session is None:
+            raise RuntimeError("the Cassandra store is not open")
+        prepared = self._stmts.get(name)
+        if prepared is None:  # a claim batch of a size not met before: prepared once
+            prepared = await driver.blocking(session.prepare, statement(name))
+            self._stmts[name] = prepared
+        return await driver.result(session.execute_async(prepared, params))
