@@ -20,6 +20,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from wikipulse.retry import RateLimitedLog
+
 if TYPE_CHECKING:
     from wikipulse.config import Settings
 
@@ -101,9 +103,12 @@ class LoginGuard:
         self.by_address = TokenBuckets(burst, interval, clock=clock, max_keys=max_keys)
         self.by_user = TokenBuckets(burst, interval, clock=clock, max_keys=max_keys)
         self.trusted_proxies = frozenset(trusted_proxies)
-        self._clock = clock
-        self._next_log = 0.0
-        self._held = 0
+        self._refusals = RateLimitedLog(
+            log,
+            _REFUSAL_LOG_INTERVAL,
+            clock,
+            held_note=" (%d more logins refused since the last such line)",
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LoginGuard:
@@ -121,7 +126,7 @@ class LoginGuard:
         if by_address or by_user:
             reason = "client address" if by_address >= by_user else "user name"
             refusal = Refusal(reason, max(1, math.ceil(max(by_address, by_user))))
-            self._log_refusal(
+            self._refusals.warning(
                 "login rate limit reached (%s) for user %r from %s; retry after %ds",
                 refusal.reason,
                 username,
@@ -135,23 +140,11 @@ class LoginGuard:
 
     def busy(self, address: str, username: str) -> None:
         """Log (at most once per interval) a login refused because the check queue is full."""
-        self._log_refusal(
+        self._refusals.warning(
             "login of user %r from %s refused: too many password checks at once",
             username,
             address,
         )
-
-    def _log_refusal(self, msg: str, *args: object) -> None:
-        now = self._clock()
-        if now < self._next_log:
-            self._held += 1
-            return
-        if self._held:
-            msg += " (%d more logins refused since the last such line)"
-            args = (*args, self._held)
-        log.warning(msg, *args)
-        self._held = 0
-        self._next_log = now + _REFUSAL_LOG_INTERVAL
 
 
 def client_address(

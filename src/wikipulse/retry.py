@@ -50,8 +50,10 @@ class RateLimitedLog:
         logger: logging.Logger,
         interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        held_note: str = " (%d similar messages suppressed)",
     ) -> None:
         self._log = logger
+        self._held_note = held_note
         self._interval = interval
         self._clock = clock
         self._next = 0.0
@@ -64,7 +66,7 @@ class RateLimitedLog:
             self._held += 1
             return
         if self._held:
-            msg += " (%d similar messages suppressed)"
+            msg += self._held_note
             args = (*args, self._held)
         self._log.warning(msg, *args)
         self._held = 0
