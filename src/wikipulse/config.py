@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     batch_max_ms: int = Field(500, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Time windows are kept this long behind the newest event time seen, then pruned.
+    window_retention_hours: float = Field(48.0, gt=0, le=24 * 366)
 
     @field_validator("store")
     @classmethod

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from wikipulse.feeds import Folded
 from wikipulse.stats import Aggregator, Partial, RecentIds
+from wikipulse.windows import WindowDelta
 
 __all__ = [
     "RangeFolder",
@@ -65,6 +66,7 @@ class RangeResult:
     invalid: int
     last_error: str
     last_dt: str | None
+    windows: WindowDelta
 
 
 def _pack(items: list[str]) -> str | list[str]:
@@ -142,6 +144,7 @@ def fold_range(path: Path, start: int, end: int) -> RangeResult:
         c.invalid,
         agg.last_error,
         c.last_dt,
+        b.windows.compact(),  # sums, not one tuple per event, travel back to the parent
     )
 
 
@@ -209,6 +212,7 @@ def _partial(result: RangeResult) -> Partial:
         invalid=result.invalid,
         last_error=result.last_error,
         last_dt=result.last_dt,
+        windows=result.windows,
     )
 
 
