@@ -1,0 +1,157 @@
+"""The SQLite store's time windows: three tables, written inside the store's commit.
+
+Tables, each holding minute rows (`g` = 60) and hour rows (`g` = 3600), keyed by bucket first:
+
+- `win_counts(g, bucket, server, type)`: events, bots, bytes added and removed;
+- `win_users(g, bucket, user, server)`: events per user and wiki (distinct users, top users);
+- `win_pages(g, bucket, server, title)`: events per page (top pages).
+
+A commit upserts the batch's rows of both granularities with one statement per table (the
+rows travel as one JSON array, read with `json_each`), in the same transaction as the counters
+and the position. Reads sum minute rows for the edges of a window and hour rows for the whole
+hours inside it. Pruning deletes a bounded number of rows per transaction, so a commit never
+waits long behind it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.windows import GRANULARITIES, MINUTE, WindowDelta
+
+__all__ = ["WINDOW_SCHEMA", "prune_chunk", "read_series", "read_span", "read_top", "write"]
+
+WINDOW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS win_counts (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, server TEXT NOT NULL, type TEXT NOT NULL,
+    events INTEGER NOT NULL, bots INTEGER NOT NULL,
+    added INTEGER NOT NULL, removed INTEGER NOT NULL,
+    PRIMARY KEY (g, bucket, server, type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS win_users (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, user TEXT NOT NULL, server TEXT NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (g, bucket, user, server)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS win_pages (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, server TEXT NOT NULL, title TEXT NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (g, bucket, server, title)
+) WITHOUT ROWID;
+"""
+
+_UPSERT_COUNTS = (
+    "INSERT INTO win_counts SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+    "value->>5, value->>6, value->>7 FROM json_each(?) WHERE true "
+    "ON CONFLICT DO UPDATE SET events = events + excluded.events, bots = bots + excluded.bots, "
+    "added = added + excluded.added, removed = removed + excluded.removed"
+)
+_UPSERT_KEYS = (
+    "INSERT INTO {table} SELECT value->>0, value->>1, value->>2, value->>3, value->>4 "
+    "FROM json_each(?) WHERE true ON CONFLICT DO UPDATE SET n = n + excluded.n"
+)
+_UPSERT_USERS = _UPSERT_KEYS.format(table="win_users")
+_UPSERT_PAGES = _UPSERT_KEYS.format(table="win_pages")
+_KEYS = {
+    "win_counts": "g, bucket, server, type",
+    "win_users": "g, bucket, user, server",
+    "win_pages": "g, bucket, server, title",
+}
+_encode = msgspec.json.Encoder().encode
+
+
+def write(conn: sqlite3.Connection, delta: WindowDelta) -> None:
+    """Upsert a batch's window rows, inside the caller's open transaction."""
+    if not delta:
+        return
+    counts: list[tuple[Any, ...]] = []
+    users: list[tuple[Any, ...]] = []
+    pages: list[tuple[Any, ...]] = []
+    for g, rows, user_counts, page_counts in delta.granular():
+        counts += [(g, b, s, t, *row) for (b, s, t), row in rows.items()]
+        users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
+        pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
+    conn.execute(_UPSERT_COUNTS, (_encode(counts),))
+    if users:
+        conn.execute(_UPSERT_USERS, (_encode(users),))
+    if pages:
+        conn.execute(_UPSERT_PAGES, (_encode(pages),))
+
+
+def read_span(conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """The oldest and newest minute kept."""
+    row = conn.execute(
+        "SELECT min(bucket), max(bucket) FROM win_counts WHERE g = ?", (MINUTE,)
+    ).fetchone()
+    return None if row[0] is None else (row[0], row[1])
+
+
+def read_series(conn: sqlite3.Connection, query: SeriesQuery) -> SeriesRows:
+    """The rows of a timeseries, in one read transaction."""
+    where = "g = :g AND bucket >= :since AND bucket < :until"
+    if query.server_name is not None:
+        where += " AND server = :server"
+    params = {
+        "step": query.step,
+        "g": query.granularity,
+        "since": query.since,
+        "until": query.until,
+        "server": query.server_name,
+    }
+    conn.execute("BEGIN")
+    try:
+        counts = conn.execute(
+            "SELECT bucket - bucket % :step AS b, type, sum(events), sum(bots), sum(added), "
+            f"sum(removed) FROM win_counts WHERE {where} GROUP BY b, type",  # noqa: S608
+            params,
+        ).fetchall()
+        users = conn.execute(
+            "SELECT bucket - bucket % :step AS b, count(DISTINCT user) FROM win_users "
+            f"WHERE {where} GROUP BY b",  # noqa: S608  # fixed text, values are bound
+            params,
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return SeriesRows(counts, users)
+
+
+def read_top(conn: sqlite3.Connection, query: TopQuery) -> list[TopItem]:
+    """The busiest keys, summed over the minute and hour ranges of the window."""
+    ranges = query.ranges()
+    if not ranges:
+        return []
+    where = " OR ".join("(g = ? AND bucket >= ? AND bucket < ?)" for _ in ranges)
+    params: list[int] = [v for r in ranges for v in (r.granularity, r.since, r.until)]
+    if query.by == "server_name":
+        sql = f"SELECT server, sum(events) AS c FROM win_counts WHERE {where} GROUP BY server"
+        order = "c DESC, server"
+    elif query.by == "user":
+        sql = f"SELECT user, sum(n) AS c FROM win_users WHERE {where} GROUP BY user"
+        order = "c DESC, user"
+    else:
+        sql = f"SELECT server, title, sum(n) AS c FROM win_pages WHERE {where} GROUP BY 1, 2"
+        order = "c DESC, server, title"
+    rows = conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*params, query.limit)).fetchall()
+    return [(tuple(row[:-1]), row[-1]) for row in rows]
+
+
+def prune_chunk(conn: sqlite3.Connection, cutoff: int, limit: int) -> int:
+    """Delete up to `limit` rows per table and granularity that end at or before `cutoff`."""
+    deleted = 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, key in _KEYS.items():
+            for g in GRANULARITIES:
+                deleted += conn.execute(
+                    f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "  # noqa: S608
+                    "WHERE g = ? AND bucket <= ? LIMIT ?)",
+                    (g, cutoff - g, limit),
+                ).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return deleted
