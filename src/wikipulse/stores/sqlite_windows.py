@@ -59,6 +59,27 @@ _KEYS = {
     "win_users": "g, bucket, user, server",
     "win_pages": "g, bucket, server, title",
 }
+# Only fixed text is formatted into these ({where} is made of fixed clauses); values are bound.
+_SERIES_COUNTS = (
+    "SELECT bucket - bucket % :step AS b, type, sum(events), sum(bots), sum(added), "
+    "sum(removed) FROM win_counts WHERE {where} GROUP BY b, type"
+)
+_SERIES_USERS = (
+    "SELECT bucket - bucket % :step AS b, count(DISTINCT user) FROM win_users "
+    "WHERE {where} GROUP BY b"
+)
+_TOP = {
+    "server_name": "SELECT server, sum(events) AS c FROM win_counts WHERE {where} "
+    "GROUP BY server ORDER BY c DESC, server LIMIT ?",
+    "user": "SELECT user, sum(n) AS c FROM win_users WHERE {where} "
+    "GROUP BY user ORDER BY c DESC, user LIMIT ?",
+    "page": "SELECT server, title, sum(n) AS c FROM win_pages WHERE {where} "
+    "GROUP BY server, title ORDER BY c DESC, server, title LIMIT ?",
+}
+_PRUNE = (
+    "DELETE FROM {table} WHERE ({key}) IN "
+    "(SELECT {key} FROM {table} WHERE g = ? AND bucket <= ? LIMIT ?)"
+)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -102,16 +123,8 @@ def read_series(conn: sqlite3.Connection, query: SeriesQuery) -> SeriesRows:
     }
     conn.execute("BEGIN")
     try:
-        counts = conn.execute(
-            "SELECT bucket - bucket % :step AS b, type, sum(events), sum(bots), sum(added), "
-            f"sum(removed) FROM win_counts WHERE {where} GROUP BY b, type",  # noqa: S608
-            params,
-        ).fetchall()
-        users = conn.execute(
-            "SELECT bucket - bucket % :step AS b, count(DISTINCT user) FROM win_users "
-            f"WHERE {where} GROUP BY b",  # noqa: S608  # fixed text, values are bound
-            params,
-        ).fetchall()
+        counts = conn.execute(_SERIES_COUNTS.format(where=where), params).fetchall()
+        users = conn.execute(_SERIES_USERS.format(where=where), params).fetchall()
     finally:
         conn.execute("COMMIT")
     return SeriesRows(counts, users)
@@ -124,16 +137,8 @@ def read_top(conn: sqlite3.Connection, query: TopQuery) -> list[TopItem]:
         return []
     where = " OR ".join("(g = ? AND bucket >= ? AND bucket < ?)" for _ in ranges)
     params: list[int] = [v for r in ranges for v in (r.granularity, r.since, r.until)]
-    if query.by == "server_name":
-        sql = f"SELECT server, sum(events) AS c FROM win_counts WHERE {where} GROUP BY server"
-        order = "c DESC, server"
-    elif query.by == "user":
-        sql = f"SELECT user, sum(n) AS c FROM win_users WHERE {where} GROUP BY user"
-        order = "c DESC, user"
-    else:
-        sql = f"SELECT server, title, sum(n) AS c FROM win_pages WHERE {where} GROUP BY 1, 2"
-        order = "c DESC, server, title"
-    rows = conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*params, query.limit)).fetchall()
+    sql = _TOP[query.by].format(where=where)
+    rows = conn.execute(sql, (*params, query.limit)).fetchall()
     return [(tuple(row[:-1]), row[-1]) for row in rows]
 
 
@@ -144,11 +149,8 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: int, limit: int) -> int:
     try:
         for table, key in _KEYS.items():
             for g in GRANULARITIES:
-                deleted += conn.execute(
-                    f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "  # noqa: S608
-                    "WHERE g = ? AND bucket <= ? LIMIT ?)",
-                    (g, cutoff - g, limit),
-                ).rowcount
+                sql = _PRUNE.format(table=table, key=key)
+                deleted += conn.execute(sql, (g, cutoff - g, limit)).rowcount
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
