@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from wikipulse import __version__
 from wikipulse.api import router
+from wikipulse.api_windows import router as windows_router
 from wikipulse.auth import Authenticator, prepare_credentials
 from wikipulse.bootstrap import (
     EventSource,
@@ -103,6 +104,7 @@ def build_app(
     app.state.services = services
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)
+    app.include_router(windows_router)
     return app
 
 
