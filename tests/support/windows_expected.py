@@ -75,13 +75,13 @@ def expected_series(
     events: list[Counted], step: int, since: int, until: int, server: str | None = None
 ) -> dict[str, Any]:
     """The /stats/timeseries body for [since, until) (already aligned to step)."""
+    grouped: dict[int, list[Counted]] = {}
+    for e in events:
+        if since <= e.second < until and (server is None or e.server == server):
+            grouped.setdefault(e.second - e.second % step, []).append(e)
     buckets = []
     for start in range(since, until, step):
-        inside = [
-            e
-            for e in events
-            if start <= e.second < start + step and (server is None or e.server == server)
-        ]
+        inside = grouped.get(start, [])
         by_type: dict[str, int] = {}
         for e in inside:
             by_type[e.kind] = by_type.get(e.kind, 0) + 1
