@@ -10,8 +10,8 @@ from tests.conftest import DATA_DIR
 from tests.stores.conftest import StoreKind
 from tests.stores.test_contract import (
     _ack_lost_on_commit,
-    _crash_on_commit,
     _Crash,
+    _crash_on_commit,
     _feed,
     _pipeline,
     opened,
