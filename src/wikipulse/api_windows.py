@@ -91,7 +91,7 @@ async def _newest(store: WindowStore) -> int | None:
 
 
 def _bad(exc: WindowQueryError) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc))
+    return HTTPException(422, str(exc))
 
 
 def _unavailable(exc: Exception) -> HTTPException:
