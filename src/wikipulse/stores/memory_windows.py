@@ -1,8 +1,8 @@
 """The memory store's time windows: per-bucket maps at minute and hour granularity.
 
-Committed deltas are kept as they come and indexed into the per-bucket maps when something
-reads them (or when many are waiting), so a replay that never asks for windows does not pay
-for indexing them; the data held is the same either way.
+Committed deltas are kept as they come (one tuple per event, see `WindowDelta`) and summed
+into the per-bucket maps when something reads them (or when many are waiting), so a replay
+that never asks for windows does not pay for summing them; the data held is the same.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from wikipulse.windows import GRANULARITIES, MINUTE, WindowDelta
 
 __all__ = ["MemoryWindows"]
 
-#: Index the waiting deltas once they hold this many events, to bound what waits.
-_INDEX_AFTER_EVENTS = 1_000_000
+#: Index the waiting deltas once they hold this many events (about a day of the live stream),
+#: so that a store nobody reads still prunes what falls out of the retention period.
+_INDEX_AFTER_EVENTS = 5_000_000
 
 _V = TypeVar("_V")
 _Rows = dict[tuple[str, str], list[int]]
