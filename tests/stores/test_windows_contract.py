@@ -188,3 +188,23 @@ def _retention_store(kind: StoreKind, hours: float) -> StatsStore:
         return base(*args, window_retention_hours=hours, **kwargs)
 
     return kind.make(with_retention)
+
+
+@pytest.mark.postgres
+async def test_postgres_without_window_tables_says_to_migrate(postgres_schema: str) -> None:
+    """A PostgreSQL schema from before the windows, opened without migrating, says to migrate."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from tests.stores.conftest import POSTGRES_DSN
+    from wikipulse.stores import StoreError
+    from wikipulse.stores.postgres import PostgresStore
+
+    await PostgresStore(POSTGRES_DSN, schema=postgres_schema).migrate()
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await conn.execute(f'DROP TABLE "{postgres_schema}".wp_win_counts')
+    finally:
+        await conn.close()
+    store = PostgresStore(POSTGRES_DSN, schema=postgres_schema, create_schema=False)
+    with pytest.raises(StoreError, match="wikipulse migrate"):
+        await store.open()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreUnavailable, postgres_windows
+from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, postgres_windows
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -171,7 +171,14 @@ class PostgresStore:
         if self._create_schema:
             async with self._connection() as conn:
                 await self._migrate(conn)
-        span = await self.window_span()
+        try:
+            span = await self.window_span()
+        except asyncpg.UndefinedTableError as exc:
+            await self.close()
+            raise StoreError(
+                f"PostgreSQL schema {self._schema!r} has no up-to-date wikipulse tables ({exc}); "
+                "run `wikipulse migrate`"
+            ) from exc
         self._pruner.note(span[1] if span else None)
 
     async def commit(self, batch: Batch) -> None:
