@@ -216,3 +216,32 @@ def test_replay_windows_prints_the_recording_s_windows(
     assert body["timeseries"] == expected_series(events, 60, since, until)
     for by in ("server_name", "user", "page"):
         assert body["top"][by] == expected_top(events, by, since, until, 10)
+
+
+def test_packed_events_sum_like_the_tuples(tmp_path: Path) -> None:
+    """Events packed column-wise (as workers send them) compact to the same maps."""
+    lines = generate(tmp_path, 500, seed=2, page_skew=3, rate=0.5).read_bytes().splitlines()
+    lines += [
+        _event(90, "2026-11-01T12:00:00Z", type="", user="", title="T", length={"new": 3}),
+        _event(91, "2026-11-01T12:00:00Z", type="edit", length={"old": 9, "new": 2}),
+    ]
+    plain, packed = Aggregator(RecentIds(10_000)), Aggregator(RecentIds(10_000))
+    plain.fold(lines)
+    packed.fold(lines)
+    delta = packed.take().windows.pack()
+    assert delta.raw == []
+    assert len(delta.packed) == 1
+    delta.compact()
+    want = plain.take().windows.compact()
+    assert (delta.counts, delta.users, delta.pages) == (want.counts, want.users, want.pages)
+    assert want.counts[(T0, "a.org", "unknown")] == [1, 0, 3, 0]
+
+
+def test_names_holding_nul_are_not_packed() -> None:
+    """A name with the separator in it keeps the events as tuples, still summed right."""
+    agg = Aggregator(RecentIds(10))
+    agg.fold([_event(1, "2026-11-01T12:00:00Z", user="a\u0000b", title="P")])
+    delta = agg.take().windows.pack()
+    assert delta.packed == []
+    assert len(delta.raw) == 1
+    assert delta.compact().users == {(T0, "a.org", "a\u0000b"): 1}

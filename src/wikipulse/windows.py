@@ -16,8 +16,9 @@ as 0; an event without `length` or without `length.new` adds nothing.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from operator import itemgetter
 
@@ -115,10 +116,12 @@ class WindowDelta:
     do); `compact` sums them into the three maps. Read the maps only after `compact`.
     """
 
-    __slots__ = ("counts", "pages", "parts", "raw", "users")
+    __slots__ = ("counts", "packed", "pages", "parts", "raw", "users")
 
     def __init__(self) -> None:
         self.raw: list[RawWindowEvent] = []
+        #: Recorded events packed column-wise to travel between processes (see `pack`).
+        self.packed: list[_Packed] = []
         #: Deltas merged in and not yet summed (`merge` costs nothing on the replay hot path).
         self.parts: list[WindowDelta] = []
         self.counts: RowCounts = {}
@@ -126,7 +129,34 @@ class WindowDelta:
         self.pages: KeyCounts = {}
 
     def __bool__(self) -> bool:
-        return bool(self.raw or self.counts or self.parts)
+        return bool(self.raw or self.counts or self.parts or self.packed)
+
+    def pack(self) -> WindowDelta:
+        """Pack the recorded events column-wise (a few long strings); return self.
+
+        A worker process sends its events to the parent this way: unpickling a few long
+        strings costs the parent a fraction of unpickling a tuple per event, and the parent
+        unpacks them only when it sums them up. Events whose names hold NUL stay as tuples.
+        """
+        raw = self.raw
+        if not raw:
+            return self
+        try:
+            packed = (
+                array("q", map(itemgetter(0), raw)).tobytes(),
+                _join(map(itemgetter(1), raw)),
+                _join([kind or "" for kind in map(itemgetter(2), raw)]),
+                bytes(map(itemgetter(3), raw)),
+                _join([user or "" for user in map(itemgetter(4), raw)]),
+                _join([title or "" for title in map(itemgetter(5), raw)]),
+                array("q", map(itemgetter(6), raw)).tobytes(),
+                len(raw),
+            )
+        except (OverflowError, _HasNul):
+            return self
+        self.packed.append(packed)
+        self.raw = []
+        return self
 
     def add(self, event: RecentChange) -> None:
         """Record one counted event; an event without a readable `meta.dt` is left out."""
@@ -149,6 +179,9 @@ class WindowDelta:
         parts, self.parts = self.parts, []
         for part in parts:
             self._add_maps(part.compact())
+        packed, self.packed = self.packed, []
+        for columns in packed:
+            self.raw += _unpack(columns)
         raw = self.raw
         if not raw:
             return self
@@ -156,7 +189,7 @@ class WindowDelta:
         counts = self.counts
         bots = Counter(map(_KEY, filter(itemgetter(3), raw)))
         for key, n in Counter(map(_KEY, raw)).items():
-            if key[2] is None:
+            if not key[2]:  # no type, or an empty one
                 key = (key[0], key[1], UNKNOWN_TYPE)
             row = counts.get(key)
             if row is None:
@@ -164,7 +197,7 @@ class WindowDelta:
             else:
                 row[0] += n
         for key, n in bots.items():
-            if key[2] is None:
+            if not key[2]:  # no type, or an empty one
                 key = (key[0], key[1], UNKNOWN_TYPE)
             counts[key][1] += n
         for minute, server, kind, _, _, _, diff in filter(itemgetter(6), raw):
@@ -209,6 +242,33 @@ class WindowDelta:
         self.compact()
         yield MINUTE, self.counts, self.users, self.pages
         yield HOUR, rollup_rows(self.counts), rollup(self.users), rollup(self.pages)
+
+
+#: Columns of packed events: minutes, servers, types, bots, users, titles, diffs, count.
+_Packed = tuple[bytes, str, str, bytes, str, str, bytes, int]
+_SEP = "\0"
+
+
+class _HasNul(ValueError):
+    """A name holds the separator, so its column cannot be joined."""
+
+
+def _join(names: Iterable[str]) -> str:
+    items = list(names)
+    joined = _SEP.join(items)
+    if joined.count(_SEP) != max(len(items) - 1, 0):
+        raise _HasNul
+    return joined
+
+
+def _unpack(columns: _Packed) -> list[RawWindowEvent]:
+    minutes_b, servers, kinds, bots, users, titles, diffs_b, count = columns
+    minutes, diffs = array("q"), array("q")
+    minutes.frombytes(minutes_b)
+    diffs.frombytes(diffs_b)
+    split = [c.split(_SEP) if count else [] for c in (servers, kinds, users, titles)]
+    flags = [bool(b) for b in bots]
+    return list(zip(minutes, split[0], split[1], flags, split[2], split[3], diffs, strict=True))
 
 
 def _add_counts(mine: KeyCounts, theirs: Mapping[tuple[int, str, str], int]) -> None:
