@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from wikipulse.windows import HOUR, MINUTE
+from wikipulse.windows import HOUR, MINUTE, STEPS
 
 __all__ = [
     "MAX_BUCKETS",
@@ -35,8 +35,6 @@ __all__ = [
     "top_query",
 ]
 
-#: The bucket sizes a timeseries may use, in seconds.
-STEPS = (60, 300, 3600)
 #: At most this many buckets in one timeseries.
 MAX_BUCKETS = 10_000
 TopKind = Literal["server_name", "user", "page"]

@@ -29,6 +29,7 @@ __all__ = [
     "HOUR",
     "MINUTE",
     "MINUTE_CACHE",
+    "STEPS",
     "UNKNOWN_TYPE",
     "KeyCounts",
     "RawWindowEvent",
@@ -42,8 +43,10 @@ __all__ = [
 
 MINUTE = 60
 HOUR = 3600
-#: The bucket sizes every store keeps, in seconds.
+#: The bucket sizes every store keeps rows of, per wiki, in seconds.
 GRANULARITIES = (MINUTE, HOUR)
+#: The timeseries steps; SQL stores also keep all-wiki totals and distinct users per step.
+STEPS = (60, 300, 3600)
 #: Where events without a `type` are counted in `by_type`.
 UNKNOWN_TYPE = "unknown"
 
@@ -236,6 +239,27 @@ class WindowDelta:
         """The newest minute in the delta, if any."""
         self.compact()
         return max((key[0] for key in self.counts), default=None)
+
+    def totals(self) -> list[tuple[int, int, str, int, int, int, int]]:
+        """Per (step, bucket, type) over all wikis, for steps 60, 300 and 3600: the sums."""
+        self.compact()
+        sums: dict[tuple[int, int, str], list[int]] = {}
+        for (minute, _, kind), row in self.counts.items():
+            for step in STEPS:
+                key = (step, minute - minute % step, kind)
+                have = sums.get(key)
+                if have is None:
+                    sums[key] = list(row)
+                else:
+                    for i in range(4):
+                        have[i] += row[i]
+        return [(g, b, t, r[0], r[1], r[2], r[3]) for (g, b, t), r in sums.items()]
+
+    def bucket_users(self) -> list[tuple[int, int, str]]:
+        """The distinct (step, bucket, user) of the delta, for steps 60, 300 and 3600."""
+        self.compact()
+        keys = {(step, m - m % step, user) for (m, _, user) in self.users for step in STEPS}
+        return sorted(keys)
 
     def granular(self) -> Iterator[tuple[int, RowCounts, KeyCounts, KeyCounts]]:
         """The compacted delta at each granularity kept: (seconds, counts, users, pages)."""

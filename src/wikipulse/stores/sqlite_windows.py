@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.windows import GRANULARITIES, MINUTE, WindowDelta
+from wikipulse.windows import MINUTE, STEPS, WindowDelta
 
 __all__ = ["WINDOW_SCHEMA", "prune_chunk", "read_series", "read_span", "read_top", "write"]
 
@@ -35,6 +35,20 @@ CREATE TABLE IF NOT EXISTS win_counts (
 CREATE TABLE IF NOT EXISTS win_users (
     g INTEGER NOT NULL, bucket INTEGER NOT NULL, user TEXT NOT NULL, server TEXT NOT NULL,
     n INTEGER NOT NULL, PRIMARY KEY (g, bucket, user, server)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS win_totals (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, type TEXT NOT NULL,
+    events INTEGER NOT NULL, bots INTEGER NOT NULL,
+    added INTEGER NOT NULL, removed INTEGER NOT NULL,
+    PRIMARY KEY (g, bucket, type)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS win_distinct (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, users INTEGER NOT NULL,
+    PRIMARY KEY (g, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS win_users5 (
+    g INTEGER NOT NULL, bucket INTEGER NOT NULL, user TEXT NOT NULL,
+    PRIMARY KEY (g, bucket, user)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS win_pages (
     g INTEGER NOT NULL, bucket INTEGER NOT NULL, server TEXT NOT NULL, title TEXT NOT NULL,
@@ -53,8 +67,33 @@ _UPSERT_KEYS = (
     "FROM json_each(?) WHERE true ON CONFLICT DO UPDATE SET n = n + excluded.n"
 )
 _UPSERT_USERS = _UPSERT_KEYS.format(table="win_users")
+_UPSERT_TOTALS = (
+    "INSERT INTO win_totals SELECT value->>0, value->>1, value->>2, value->>3, value->>4, "
+    "value->>5, value->>6 FROM json_each(?) WHERE true "
+    "ON CONFLICT DO UPDATE SET events = events + excluded.events, bots = bots + excluded.bots, "
+    "added = added + excluded.added, removed = removed + excluded.removed"
+)
+# Run before the users are written: how many of the batch's (step, bucket, user) are new.
+# Minute and hour users are found in win_users, 5-minute ones in win_users5.
+_NEW_USERS = (
+    "SELECT value->>0 AS g, value->>1 AS b, count(*) FROM json_each(?) WHERE NOT EXISTS ("
+    "SELECT 1 FROM win_users WHERE g = value->>0 AND bucket = value->>1 AND user = value->>2) "
+    "AND NOT EXISTS (SELECT 1 FROM win_users5 WHERE g = value->>0 AND bucket = value->>1 "
+    "AND user = value->>2) GROUP BY g, b"
+)
+_INSERT_USERS5 = (
+    "INSERT OR IGNORE INTO win_users5 SELECT value->>0, value->>1, value->>2 FROM json_each(?)"
+)
+_UPSERT_DISTINCT = (
+    "INSERT INTO win_distinct SELECT value->>0, value->>1, value->>2 FROM json_each(?) "
+    "WHERE true ON CONFLICT DO UPDATE SET users = users + excluded.users"
+)
 _UPSERT_PAGES = _UPSERT_KEYS.format(table="win_pages")
+FIVE_MINUTES = 300
 _KEYS = {
+    "win_totals": "g, bucket, type",
+    "win_distinct": "g, bucket",
+    "win_users5": "g, bucket, user",
     "win_counts": "g, bucket, server, type",
     "win_users": "g, bucket, user, server",
     "win_pages": "g, bucket, server, title",
@@ -63,6 +102,14 @@ _KEYS = {
 _SERIES_COUNTS = (
     "SELECT bucket - bucket % :step AS b, type, sum(events), sum(bots), sum(added), "
     "sum(removed) FROM win_counts WHERE {where} GROUP BY b, type"
+)
+_TOTALS = (
+    "SELECT bucket, type, events, bots, added, removed FROM win_totals "
+    "WHERE g = :step AND bucket >= :since AND bucket < :until"
+)
+_DISTINCT = (
+    "SELECT bucket, users FROM win_distinct WHERE g = :step "
+    "AND bucket >= :since AND bucket < :until"
 )
 _SERIES_USERS = (
     "SELECT bucket - bucket % :step AS b, count(DISTINCT user) FROM win_users "
@@ -95,7 +142,13 @@ def write(conn: sqlite3.Connection, delta: WindowDelta) -> None:
         users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
         pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
     conn.execute(_UPSERT_COUNTS, (_encode(counts),))
+    conn.execute(_UPSERT_TOTALS, (_encode(delta.totals()),))
     if users:
+        bucket_users = delta.bucket_users()
+        new = conn.execute(_NEW_USERS, (_encode(bucket_users),)).fetchall()
+        conn.execute(_UPSERT_DISTINCT, (_encode(new),))
+        fives = [key for key in bucket_users if key[0] == FIVE_MINUTES]
+        conn.execute(_INSERT_USERS5, (_encode(fives),))
         conn.execute(_UPSERT_USERS, (_encode(users),))
     if pages:
         conn.execute(_UPSERT_PAGES, (_encode(pages),))
@@ -123,8 +176,12 @@ def read_series(conn: sqlite3.Connection, query: SeriesQuery) -> SeriesRows:
     }
     conn.execute("BEGIN")
     try:
-        counts = conn.execute(_SERIES_COUNTS.format(where=where), params).fetchall()
-        users = conn.execute(_SERIES_USERS.format(where=where), params).fetchall()
+        if query.server_name is None:  # all wikis: the per-step totals, a few rows a bucket
+            counts = conn.execute(_TOTALS, params).fetchall()
+            users = conn.execute(_DISTINCT, params).fetchall()
+        else:
+            counts = conn.execute(_SERIES_COUNTS.format(where=where), params).fetchall()
+            users = conn.execute(_SERIES_USERS.format(where=where), params).fetchall()
     finally:
         conn.execute("COMMIT")
     return SeriesRows(counts, users)
@@ -148,7 +205,7 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: int, limit: int) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, key in _KEYS.items():
-            for g in GRANULARITIES:
+            for g in STEPS:
                 sql = _PRUNE.format(table=table, key=key)
                 deleted += conn.execute(sql, (g, cutoff - g, limit)).rowcount
         conn.execute("COMMIT")
