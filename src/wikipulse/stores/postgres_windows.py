@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.windows import GRANULARITIES, MINUTE, WindowDelta
+from wikipulse.windows import MINUTE, STEPS, WindowDelta
 
 __all__ = ["WINDOW_DDL", "prune_chunk", "read_series", "read_span", "read_top", "write"]
 
@@ -26,6 +26,18 @@ CREATE TABLE IF NOT EXISTS wp_win_counts (
 CREATE TABLE IF NOT EXISTS wp_win_users (
     g integer NOT NULL, bucket bigint NOT NULL, "user" text COLLATE "C" NOT NULL,
     server text COLLATE "C" NOT NULL, n bigint NOT NULL, PRIMARY KEY (g, bucket, "user", server)
+);
+CREATE TABLE IF NOT EXISTS wp_win_totals (
+    g integer NOT NULL, bucket bigint NOT NULL, type text COLLATE "C" NOT NULL,
+    events bigint NOT NULL, bots bigint NOT NULL, added bigint NOT NULL, removed bigint NOT NULL,
+    PRIMARY KEY (g, bucket, type)
+);
+CREATE TABLE IF NOT EXISTS wp_win_distinct (
+    g integer NOT NULL, bucket bigint NOT NULL, users bigint NOT NULL, PRIMARY KEY (g, bucket)
+);
+CREATE TABLE IF NOT EXISTS wp_win_users5 (
+    g integer NOT NULL, bucket bigint NOT NULL, "user" text COLLATE "C" NOT NULL,
+    PRIMARY KEY (g, bucket, "user")
 );
 CREATE TABLE IF NOT EXISTS wp_win_pages (
     g integer NOT NULL, bucket bigint NOT NULL, server text COLLATE "C" NOT NULL,
@@ -50,6 +62,37 @@ _UPSERT_PAGES = (
     "$3::text[], $4::text[], $5::bigint[]) ON CONFLICT (g, bucket, server, title) "
     "DO UPDATE SET n = t.n + excluded.n"
 )
+_UPSERT_TOTALS = (
+    "INSERT INTO wp_win_totals AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
+    "$3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) "
+    "ON CONFLICT (g, bucket, type) DO UPDATE SET events = t.events + excluded.events, "
+    "bots = t.bots + excluded.bots, added = t.added + excluded.added, "
+    "removed = t.removed + excluded.removed"
+)
+# Run before the users are written: how many of the batch's (step, bucket, user) are new.
+# Minute and hour users are found in wp_win_users, 5-minute ones in wp_win_users5.
+_NEW_USERS = (
+    "SELECT j.g, j.b, count(*) FROM unnest($1::integer[], $2::bigint[], $3::text[]) "
+    "AS j(g, b, u) WHERE NOT EXISTS (SELECT 1 FROM wp_win_users w "
+    'WHERE w.g = j.g AND w.bucket = j.b AND w."user" = j.u) '
+    "AND NOT EXISTS (SELECT 1 FROM wp_win_users5 f "
+    'WHERE f.g = j.g AND f.bucket = j.b AND f."user" = j.u) GROUP BY j.g, j.b'
+)
+_INSERT_USERS5 = (
+    "INSERT INTO wp_win_users5 SELECT * FROM unnest($1::integer[], $2::bigint[], $3::text[]) "
+    "ON CONFLICT DO NOTHING"
+)
+_UPSERT_DISTINCT = (
+    "INSERT INTO wp_win_distinct AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
+    "$3::bigint[]) ON CONFLICT (g, bucket) DO UPDATE SET users = t.users + excluded.users"
+)
+_TOTALS = (
+    "SELECT bucket, type, events, bots, added, removed FROM wp_win_totals "
+    "WHERE g = $1 AND bucket >= $2 AND bucket < $3"
+)
+_DISTINCT = (
+    "SELECT bucket, users FROM wp_win_distinct WHERE g = $1 AND bucket >= $2 AND bucket < $3"
+)
 # Only fixed text is formatted into these ({where} is made of fixed clauses); values are bound.
 _SERIES_COUNTS = (
     "SELECT bucket - bucket % $1 AS b, type, sum(events)::bigint, sum(bots)::bigint, "
@@ -71,7 +114,15 @@ _PRUNE = (
     "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
     "WHERE g = $1 AND bucket <= $2 LIMIT $3))"
 )
-_TABLES = ("wp_win_counts", "wp_win_users", "wp_win_pages")
+_TABLES = (
+    "wp_win_totals",
+    "wp_win_distinct",
+    "wp_win_users5",
+    "wp_win_counts",
+    "wp_win_users",
+    "wp_win_pages",
+)
+FIVE_MINUTES = 300
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -91,7 +142,15 @@ async def write(conn: Any, delta: WindowDelta) -> None:
         users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
         pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
     await conn.execute(_UPSERT_COUNTS, *_columns(counts))
+    await conn.execute(_UPSERT_TOTALS, *_columns(list(delta.totals())))
     if users:
+        bucket_users: list[tuple[Any, ...]] = list(delta.bucket_users())
+        new = [tuple(row) for row in await conn.fetch(_NEW_USERS, *_columns(bucket_users))]
+        if new:
+            await conn.execute(_UPSERT_DISTINCT, *_columns(new))
+        fives = [key for key in bucket_users if key[0] == FIVE_MINUTES]
+        if fives:
+            await conn.execute(_INSERT_USERS5, *_columns(fives))
         await conn.execute(_UPSERT_USERS, *_columns(users))
     if pages:
         await conn.execute(_UPSERT_PAGES, *_columns(pages))
@@ -107,6 +166,11 @@ async def read_span(conn: Any) -> tuple[int, int] | None:
 
 async def read_series(conn: Any, query: SeriesQuery) -> SeriesRows:
     """The rows of a timeseries (the caller holds one read-only transaction)."""
+    if query.server_name is None:  # all wikis: the per-step totals, a few rows a bucket
+        span = (query.step, query.since, query.until)
+        counts = await conn.fetch(_TOTALS, *span)
+        distinct = await conn.fetch(_DISTINCT, *span)
+        return SeriesRows([tuple(r) for r in counts], [tuple(r) for r in distinct])
     where = "g = $2 AND bucket >= $3 AND bucket < $4"
     params: list[Any] = [query.step, query.granularity, query.since, query.until]
     if query.server_name is not None:
@@ -137,7 +201,7 @@ async def prune_chunk(conn: Any, cutoff: int, limit: int) -> int:
     deleted = 0
     async with conn.transaction():
         for table in _TABLES:
-            for g in GRANULARITIES:
+            for g in STEPS:
                 status = await conn.execute(_PRUNE.format(table=table), g, cutoff - g, limit)
                 deleted += int(status.split()[-1])
     return deleted
