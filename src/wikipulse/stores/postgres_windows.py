@@ -1,10 +1,11 @@
-"""The PostgreSQL store's time windows: three tables, written inside the store's commit.
+"""The PostgreSQL store's time windows: six tables, written inside the store's commit.
 
 The same layout as SQLite's (see `sqlite_windows.py`): `wp_win_counts`, `wp_win_users` and
 `wp_win_pages`, each with minute rows (`g` = 60) and hour rows (`g` = 3600) keyed by bucket
-first, names in byte order ("C") so ties sort by code point as the API promises. A commit
-upserts each table with one statement from unnest()ed arrays, rows sorted by key so that two
-writers would lock them in the same order.
+first, and the all-wiki `wp_win_totals`, `wp_win_distinct` and `wp_win_users5` per step;
+names in byte order ("C") so ties sort by code point as the API promises. A commit upserts
+each table with one statement from unnest()ed arrays, rows sorted by key so that two writers
+would lock them in the same order.
 """
 
 from __future__ import annotations

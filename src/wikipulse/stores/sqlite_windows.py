@@ -1,10 +1,17 @@
-"""The SQLite store's time windows: three tables, written inside the store's commit.
+"""The SQLite store's time windows: six tables, written inside the store's commit.
 
 Tables, each holding minute rows (`g` = 60) and hour rows (`g` = 3600), keyed by bucket first:
 
 - `win_counts(g, bucket, server, type)`: events, bots, bytes added and removed;
 - `win_users(g, bucket, user, server)`: events per user and wiki (distinct users, top users);
 - `win_pages(g, bucket, server, title)`: events per page (top pages).
+
+And, for a timeseries of all wikis, per step `g` in 60, 300 and 3600 and bucket:
+
+- `win_totals(g, bucket, type)`: the sums over all wikis;
+- `win_distinct(g, bucket)`: the distinct users, counted at commit from the batch's
+  (step, bucket, user) keys not yet in `win_users` (minutes, hours) or `win_users5`
+  (5-minute buckets, which only this needs).
 
 A commit upserts the batch's rows of both granularities with one statement per table (the
 rows travel as one JSON array, read with `json_each`), in the same transaction as the counters
