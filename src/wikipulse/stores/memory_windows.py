@@ -10,10 +10,10 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from wikipulse.window_query import Range, SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.windows import GRANULARITIES, MINUTE, WindowDelta
+from wikipulse.windows import GRANULARITIES, MINUTE, STEPS, WindowDelta
 
 __all__ = ["MemoryWindows"]
 
@@ -36,6 +36,9 @@ class MemoryWindows:
         self._counts: dict[int, dict[int, _Rows]] = {g: {} for g in GRANULARITIES}
         self._users: dict[int, dict[int, _Keys]] = {g: {} for g in GRANULARITIES}
         self._pages: dict[int, dict[int, _Keys]] = {g: {} for g in GRANULARITIES}
+        # All wikis, per timeseries step: sums per bucket and type, and the users per bucket.
+        self._totals: dict[int, dict[int, dict[str, list[int]]]] = {s: {} for s in STEPS}
+        self._bucket_users: dict[int, dict[int, set[str]]] = {s: {} for s in STEPS}
         self._newest: int | None = None
 
     def add(self, delta: WindowDelta, events: int) -> None:
@@ -53,6 +56,15 @@ class MemoryWindows:
                 self._apply_rows(self._counts[g], counts)
                 _apply_keys(self._users[g], users)
                 _apply_keys(self._pages[g], pages)
+            for step, bucket, kind, *row in delta.totals():
+                have = self._totals[step].setdefault(bucket, {}).get(kind)
+                if have is None:
+                    self._totals[step][bucket][kind] = row
+                else:
+                    for i in range(4):
+                        have[i] += row[i]
+            for step, bucket, user in delta.bucket_users():
+                self._bucket_users[step].setdefault(bucket, set()).add(user)
             newest = delta.newest()
             if newest is not None and (self._newest is None or newest > self._newest):
                 self._newest = newest
@@ -80,11 +92,17 @@ class MemoryWindows:
             return 0
         cutoff = self._newest - self._retention
         dropped = 0
-        for g in GRANULARITIES:
-            for table in (self._counts[g], self._users[g], self._pages[g]):
-                old = [bucket for bucket in table if bucket + g <= cutoff]
-                for bucket in old:
-                    dropped += len(table.pop(bucket))
+        tables: list[tuple[int, dict[int, Any]]] = [
+            (g, table)
+            for g in GRANULARITIES
+            for table in (self._counts[g], self._users[g], self._pages[g])
+        ]
+        tables += [(s, self._totals[s]) for s in STEPS]
+        tables += [(s, self._bucket_users[s]) for s in STEPS]
+        for g, table in tables:
+            old = [bucket for bucket in table if bucket + g <= cutoff]
+            for bucket in old:
+                dropped += len(table.pop(bucket))
         return dropped
 
     def span(self) -> tuple[int, int] | None:
@@ -99,6 +117,20 @@ class MemoryWindows:
         """The timeseries rows, summed per bucket and type."""
         self._index()
         g, step, server = query.granularity, query.step, query.server_name
+        if server is None:  # all wikis: the per-step totals and users
+            return SeriesRows(
+                [
+                    (b, kind, *row)  # type: ignore[misc]
+                    for b, cell in _buckets(self._totals[step], query.since, query.until, step)
+                    for kind, row in cell.items()
+                ],
+                [
+                    (b, len(names))
+                    for b, names in _buckets(
+                        self._bucket_users[step], query.since, query.until, step
+                    )
+                ],
+            )
         counts: dict[tuple[int, str], list[int]] = {}
         users: dict[int, set[str]] = {}
         for bucket, cell in _buckets(self._counts[g], query.since, query.until, g):
