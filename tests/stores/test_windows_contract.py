@@ -66,11 +66,12 @@ async def _assert_windows_exact(store: WindowStore, lines: list[bytes]) -> None:
         query = SeriesQuery(step, since, until)
         got = series_body(query, await store.window_series(query))
         assert got == expected_series(events, step, since, until), step
-    since, until = first - first % 3600, last - last % 60 + 60
+    since, until = first - first % 3600, -(-(last + 1) // 3600) * 3600
     for server in ("commons.wikimedia.org", "de.wikipedia.org", "no.such.wiki"):
-        query = SeriesQuery(300, since, until, server)
-        got = series_body(query, await store.window_series(query))
-        assert got == expected_series(events, 300, since, until, server), server
+        for step in (60, 300, 3600):
+            query = SeriesQuery(step, since, until, server)
+            got = series_body(query, await store.window_series(query))
+            assert got == expected_series(events, step, since, until, server), (server, step)
     await _assert_tops_exact(store, events)
 
 
