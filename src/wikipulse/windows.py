@@ -16,13 +16,13 @@ as 0; an event without `length` or without `length.new` adds nothing.
 
 from __future__ import annotations
 
-from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from operator import itemgetter
 
 from wikipulse.events import RecentChange
+from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
 
 __all__ = [
     "GRANULARITIES",
@@ -95,10 +95,6 @@ def minute_of(dt: str | None) -> int | None:
     return _parse_minute(dt)
 
 
-#: One counted event as the hot loop records it: (minute, server, type, bot, user, title,
-#: length.new - length.old or 0); `WindowDelta.compact` sums them up in C (`Counter`).
-RawWindowEvent = tuple[int, str, str | None, bool, str | None, str | None, int]
-
 _KEY = itemgetter(0, 1, 2)
 _USER_KEY = itemgetter(0, 1, 4)
 _PAGE_KEY = itemgetter(0, 1, 5)
@@ -124,7 +120,7 @@ class WindowDelta:
     def __init__(self) -> None:
         self.raw: list[RawWindowEvent] = []
         #: Recorded events packed column-wise to travel between processes (see `pack`).
-        self.packed: list[_Packed] = []
+        self.packed: list[PackedEvents] = []
         #: Deltas merged in and not yet summed (`merge` costs nothing on the replay hot path).
         self.parts: list[WindowDelta] = []
         self.counts: RowCounts = {}
@@ -141,21 +137,10 @@ class WindowDelta:
         strings costs the parent a fraction of unpickling a tuple per event, and the parent
         unpacks them only when it sums them up. Events whose names hold NUL stay as tuples.
         """
-        raw = self.raw
-        if not raw:
+        if not self.raw:
             return self
-        try:
-            packed = (
-                array("q", map(itemgetter(0), raw)).tobytes(),
-                _join(map(itemgetter(1), raw)),
-                _join([kind or "" for kind in map(itemgetter(2), raw)]),
-                bytes(map(itemgetter(3), raw)),
-                _join([user or "" for user in map(itemgetter(4), raw)]),
-                _join([title or "" for title in map(itemgetter(5), raw)]),
-                array("q", map(itemgetter(6), raw)).tobytes(),
-                len(raw),
-            )
-        except (OverflowError, _HasNul):
+        packed = pack_events(self.raw)
+        if packed is None:
             return self
         self.packed.append(packed)
         self.raw = []
@@ -184,7 +169,7 @@ class WindowDelta:
             self._add_maps(part.compact())
         packed, self.packed = self.packed, []
         for columns in packed:
-            self.raw += _unpack(columns)
+            self.raw += unpack_events(columns)
         raw = self.raw
         if not raw:
             return self
@@ -266,33 +251,6 @@ class WindowDelta:
         self.compact()
         yield MINUTE, self.counts, self.users, self.pages
         yield HOUR, rollup_rows(self.counts), rollup(self.users), rollup(self.pages)
-
-
-#: Columns of packed events: minutes, servers, types, bots, users, titles, diffs, count.
-_Packed = tuple[bytes, str, str, bytes, str, str, bytes, int]
-_SEP = "\0"
-
-
-class _HasNul(ValueError):
-    """A name holds the separator, so its column cannot be joined."""
-
-
-def _join(names: Iterable[str]) -> str:
-    items = list(names)
-    joined = _SEP.join(items)
-    if joined.count(_SEP) != max(len(items) - 1, 0):
-        raise _HasNul
-    return joined
-
-
-def _unpack(columns: _Packed) -> list[RawWindowEvent]:
-    minutes_b, servers, kinds, bots, users, titles, diffs_b, count = columns
-    minutes, diffs = array("q"), array("q")
-    minutes.frombytes(minutes_b)
-    diffs.frombytes(diffs_b)
-    split = [c.split(_SEP) if count else [] for c in (servers, kinds, users, titles)]
-    flags = [bool(b) for b in bots]
-    return list(zip(minutes, split[0], split[1], flags, split[2], split[3], diffs, strict=True))
 
 
 def _add_counts(mine: KeyCounts, theirs: Mapping[tuple[int, str, str], int]) -> None:
