@@ -253,3 +253,26 @@ def test_the_endpoint_needs_a_token_and_streams_what_stats_says() -> None:
             metrics = http.get("/metrics").text
             assert "\nwikipulse_live_clients 1.0\n" in metrics
             assert "\nwikipulse_live_messages_published_total 2.0\n" in metrics
+
+
+@pytest.mark.timeout(60)
+def test_the_bucket_event_is_the_newest_minute_of_the_store_windows() -> None:
+    """With a store that keeps windows, `event: bucket` is the last bucket of /stats/timeseries."""
+    source = QueueSource()
+    with serving(make_app(source)) as base, httpx.Client(base_url=base, timeout=10) as http:
+        login = http.post("/login", json={"username": "alice", "password": PASSWORD})
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        source.feed([_event(n, n % 3 == 0) for n in range(1, 8)])
+        with http.stream("GET", "/stats/live", headers=auth) as live:
+            lines = live.iter_lines()
+            name, body = _read_message(lines)
+            while name != "bucket" or body["total"] < 7:
+                name, body = _read_message(lines)
+        series = http.get("/stats/timeseries", headers=auth).json()
+    assert body == series["buckets"][-1]
+    assert (body["start"], body["total"], body["bots"], body["by_type"]) == (
+        "2024-05-01T12:00:00Z",
+        7,
+        2,
+        {"edit": 7},
+    )

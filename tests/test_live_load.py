@@ -119,7 +119,13 @@ async def _load(base: str, source: QueueSource, lines: list[bytes], feed: Any) -
             assert feed.clients == CLIENTS + 1
             source.feed(lines[EVENTS:])
             loaded = await _consumed(client, 2 * EVENTS)
-            final = await client.get("/stats", headers={"Authorization": f"Bearer {token}"})
+            # Consumed (in /status) comes before committed (in /stats): wait for the last commit.
+            deadline = time.monotonic() + 30
+            while True:
+                final = await client.get("/stats", headers={"Authorization": f"Bearer {token}"})
+                if final.json()["total"] == 2 * EVENTS or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert final.json()["total"] == 2 * EVENTS
             clients.stdin.write(final.content + b"\n")
             await clients.stdin.drain()
@@ -172,7 +178,8 @@ def test_sigterm_ends_serve_promptly_with_live_clients_connected(tmp_path: Path)
                 assert service.proc.wait(timeout=20) == 0
                 assert time.monotonic() - started < 10
                 assert all(
-                    not line.startswith("event: ") or line == "event: stats" for line in lines
+                    not line.startswith("event: ") or line in ("event: stats", "event: bucket")
+                    for line in lines
                 )
         finally:
             if service.proc.poll() is None:

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from wikipulse import __version__
 from wikipulse.api import router
+from wikipulse.api_windows import router as windows_router
 from wikipulse.auth import Authenticator, prepare_credentials
 from wikipulse.bootstrap import (
     EventSource,
@@ -22,7 +23,7 @@ from wikipulse.bootstrap import (
     run_consumer,
     store_for,
 )
-from wikipulse.broadcast import CommitObservers, LiveFeed, store_stats
+from wikipulse.broadcast import CommitObservers, LiveFeed, store_newest_bucket, store_stats
 from wikipulse.consumer import ConsumerState
 from wikipulse.dashboard import router as dashboard_router
 from wikipulse.docs import install_docs
@@ -98,6 +99,8 @@ def build_app(
             services.store = the_store
             services.consumer_task = consumer
             live.stats = store_stats(the_store)
+            if live.bucket is None:  # a test may have plugged in its own
+                live.bucket = store_newest_bucket(the_store)
             try:
                 yield
             finally:
@@ -121,6 +124,7 @@ def build_app(
     app.include_router(router)
     app.include_router(live_router)
     app.include_router(dashboard_router)
+    app.include_router(windows_router)
     return app
 
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from wikipulse.retry import RateLimitedLog
+from wikipulse.window_query import SeriesQuery, WindowStore, series_body
+from wikipulse.windows import MINUTE
 
 if TYPE_CHECKING:
     from wikipulse.ingest import CommitObserver
@@ -36,6 +38,7 @@ __all__ = [
     "CommitObservers",
     "LiveFeed",
     "StatsProvider",
+    "store_newest_bucket",
     "store_stats",
 ]
 
@@ -226,5 +229,25 @@ def store_stats(store: StatsStore) -> StatsProvider:
     async def read() -> dict[str, Any]:
         body: dict[str, Any] = (await store.snapshot()).to_dict()
         return body
+
+    return read
+
+
+def store_newest_bucket(store: StatsStore) -> BucketProvider | None:
+    """A provider of the newest one-minute bucket of `store`'s windows, if it keeps any."""
+    if not isinstance(store, WindowStore):
+        return None
+    windows = store
+
+    async def read() -> dict[str, Any] | None:
+        span = await windows.window_span()
+        if span is None:
+            return None
+        newest = span[1]
+        query = SeriesQuery(MINUTE, newest, newest + MINUTE, None)
+        buckets: list[dict[str, Any]] = series_body(query, await windows.window_series(query))[
+            "buckets"
+        ]
+        return buckets[-1]
 
     return read

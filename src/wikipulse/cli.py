@@ -110,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         help="processes decoding a large NDJSON file (default: one per core; 1: no workers)",
     )
     replay.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    replay.add_argument(
+        "--windows",
+        action="store_true",
+        help="print {stats, timeseries, top} instead: the /stats body, the timeseries of the "
+        "whole recording by event time and its top-10 wikis, users and pages (the API's shapes)",
+    )
     replay.set_defaults(command="replay", handler=_replay)
 
     hash_pw = sub.add_parser(
@@ -301,7 +307,9 @@ def _replay(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings(args, store=args.store)
-        return asyncio.run(_replay_async(settings, path, size, folder, quiet=args.quiet))
+        return asyncio.run(
+            _replay_async(settings, path, size, folder, quiet=args.quiet, windows=args.windows)
+        )
     finally:
         if folder is not None:
             folder.close()
@@ -314,6 +322,7 @@ async def _replay_async(
     folder: RangeFolder | None,
     *,
     quiet: bool,
+    windows: bool = False,
 ) -> int:
     import time
 
@@ -345,6 +354,15 @@ async def _replay_async(
         await pipeline.resume()
         await pipeline.run(file_feed(path, progress, folder))
         stats = await store.snapshot()
+        body: dict[str, Any] = stats.to_dict()
+        if windows:
+            from wikipulse.replay.windows import window_report
+            from wikipulse.stores import StoreError
+            from wikipulse.window_query import WindowStore
+
+            if not isinstance(store, WindowStore):
+                raise StoreError(f"the {settings.store} store keeps no time windows yet")
+            body = {"stats": body, **await window_report(store)}
     finally:
         await store.close()
     elapsed = time.monotonic() - started
@@ -357,7 +375,7 @@ async def _replay_async(
             f"duplicates, {c.canaries} canaries, {c.invalid} invalid; store {settings.store}",
             file=sys.stderr,
         )
-    sys.stdout.write(json.dumps(stats.to_dict(), ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
     return EXIT_OK
 
 

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     http_header_timeout_seconds: float = Field(10.0, gt=0, le=300)
     http_keepalive_timeout_seconds: int = Field(5, ge=1, le=300)
     http_max_connections: int = Field(1000, ge=1)
+    # Time windows are kept this long behind the newest event time seen, then pruned.
+    window_retention_hours: float = Field(48.0, gt=0, le=24 * 366)
 
     @field_validator("store")
     @classmethod

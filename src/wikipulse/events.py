@@ -10,6 +10,7 @@ __all__ = [
     "CANARY_DOMAIN",
     "DECODE_ERRORS",
     "InvalidEvent",
+    "Length",
     "Meta",
     "RecentChange",
     "decode",
@@ -25,8 +26,8 @@ class InvalidEvent(ValueError):
     """Raised when bytes are not a well-formed RecentChange event."""
 
 
-# gc=False: these structs hold only strings and bools, so they can never be part of a cycle,
-# and leaving them out of the garbage collector makes decoding markedly faster.
+# gc=False: these structs hold only strings, numbers, bools and each other, so they can never be
+# part of a cycle, and leaving them out of the garbage collector makes decoding markedly faster.
 class Meta(msgspec.Struct, frozen=True, gc=False):
     """The event's envelope: its unique id, its domain and when it happened."""
 
@@ -36,14 +37,25 @@ class Meta(msgspec.Struct, frozen=True, gc=False):
     dt: str | None = None
 
 
+class Length(msgspec.Struct, frozen=True, gc=False):
+    """A page's length in bytes before and after the change (either may be null)."""
+
+    old: int | None = None
+    new: int | None = None
+
+
 class RecentChange(msgspec.Struct, frozen=True, gc=False):
-    """One change on a wiki, reduced to what the statistics read."""
+    """One change on a wiki, reduced to what the statistics and the time windows read."""
 
     meta: Meta
     server_name: str
     bot: bool
     # Absent on edits whose user was suppressed; such edits still count, but not as a user.
     user: str | None = None
+    # What the time windows read: the kind of change, the page and its length in bytes.
+    type: str | None = None
+    title: str | None = None
+    length: Length | None = None
 
     @property
     def is_canary(self) -> bool:

@@ -17,6 +17,7 @@ from wikipulse.events import (
     decode,
     decode_json_only,
 )
+from wikipulse.windows import MINUTE_CACHE, WindowDelta, minute_of
 
 __all__ = ["Aggregator", "Batch", "Counters", "Outcome", "Partial", "RecentIds", "Stats"]
 
@@ -63,6 +64,8 @@ class Batch:
     touched: bool = False
     #: Unique to this batch: a store that records it can tell a retried commit from a new one.
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The time-window deltas of the events counted here, committed with everything else.
+    windows: WindowDelta = field(default_factory=WindowDelta)
 
     def add(self, event: RecentChange) -> None:
         """Fold one valid, non-canary, not-yet-seen event into the deltas."""
@@ -74,6 +77,7 @@ class Batch:
         if event.user:
             self.users.add(event.user)
         self.event_ids.append(event.meta.id)
+        self.windows.add(event)
 
 
 class RecentIds:
@@ -167,6 +171,7 @@ class Partial:
     invalid: int
     last_error: str
     last_dt: str | None
+    windows: WindowDelta = field(default_factory=WindowDelta)
 
 
 class Aggregator:
@@ -220,6 +225,9 @@ class Aggregator:
         add_user = batch.users.add
         ids = batch.event_ids
         add_id = ids.append
+        # The time windows: one tuple per counted event, summed in C at commit (see windows.py).
+        add_window = batch.windows.raw.append
+        minutes = MINUTE_CACHE
         counted_before = len(ids)
         window = self.recent
         new, old, capacity = window._new, window._old, window._capacity
@@ -259,6 +267,17 @@ class Aggregator:
             if user:
                 add_user(user)
             add_id(event_id)
+            dt = meta.dt
+            if dt:
+                minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
+                if minute == -1:
+                    minute = minute_of(dt)
+                if minute is not None:
+                    length = event.length
+                    diff = 0
+                    if length is not None and length.new is not None:
+                        diff = length.new - (length.old or 0)
+                    add_window((minute, name, event.type, event.bot, user, event.title, diff))
         counted = len(ids) - counted_before
         batch.total += counted
         batch.bots += bots
@@ -290,6 +309,7 @@ class Aggregator:
             servers[name] = servers.get(name, 0) + count
         batch.users.update(part.users)
         batch.event_ids += part.event_ids
+        batch.windows.merge(part.windows)
         c = self.counters
         c.counted += part.total
         c.canaries += part.canaries

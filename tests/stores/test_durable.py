@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.counting import expected_stats
 from wikipulse.config import load_settings
 from wikipulse.ingest import Pipeline
@@ -66,6 +67,7 @@ async def test_sqlite_killed_inside_a_commit_resumes_without_loss_or_double(
             await pipeline.add(events[index], str(index))
         await pipeline.flush()
         assert (await store.snapshot()).to_dict() == expected_stats(events)
+        await _assert_windows_exact(store, events)  # the windows rode in the same commits
     finally:
         await store.close()
 

@@ -59,4 +59,16 @@ def _valid(event: dict[str, Any]) -> bool:
         and isinstance(event.get("server_name"), str)
         and isinstance(event.get("bot"), bool)
         and isinstance(event.get("user", ""), str | None)
+        # What the time windows read must be well-formed too (the schema's types).
+        and isinstance(event.get("type", ""), str | None)
+        and isinstance(event.get("title", ""), str | None)
+        and _valid_length(event.get("length"))
     )
+
+
+def _valid_length(length: Any) -> bool:
+    if length is None:
+        return True
+    if not isinstance(length, dict):
+        return False
+    return all(type(length.get(side)) in (int, type(None)) for side in ("old", "new"))

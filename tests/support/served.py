@@ -30,6 +30,8 @@ from wikipulse.config import load_settings
 from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import RawEvent
 from wikipulse.live import LiveServer, live_feed
+from wikipulse.stats import Batch, Stats
+from wikipulse.stores import ResumePoint, StatsStore
 from wikipulse.stores.memory import MemoryStore
 
 SECRET = "served-test-secret-0123456789abcdef0123456789"
@@ -169,7 +171,12 @@ def _z(moment: datetime) -> str:
 
 
 def make_app(
-    source: QueueSource, *, batch_max_ms: int = 50, ttl_seconds: int = 900, **settings: Any
+    source: QueueSource,
+    *,
+    batch_max_ms: int = 50,
+    ttl_seconds: int = 900,
+    store: StatsStore | None = None,
+    **settings: Any,
 ) -> FastAPI:
     """The real app with the memory store, user `alice` and the queue as its stream."""
     auth = Authenticator(
@@ -189,14 +196,35 @@ def make_app(
     )
     # The queue stands for a stream the consumer is connected to.
     state = ConsumerState(connected=True)
-    return build_app(config, store=MemoryStore(), source=source, state=state, auth=auth)
+    the_store = store if store is not None else MemoryStore()
+    return build_app(config, store=the_store, source=source, state=state, auth=auth)
 
 
-def without_windows(app: FastAPI) -> FastAPI:
-    """Drop the time-window routes, as on a server that has none (whichever branch it runs)."""
-    paths = {"/stats/timeseries", "/stats/top"}
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", "") not in paths]
-    return app
+class CountersOnly:
+    """A memory store seen through the `StatsStore` port alone: it keeps no time windows."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    async def open(self) -> None:
+        """Open the store underneath."""
+        await self._inner.open()
+
+    async def commit(self, batch: Batch) -> None:
+        """Commit the counters."""
+        await self._inner.commit(batch)
+
+    async def snapshot(self) -> Stats:
+        """The counters."""
+        return await self._inner.snapshot()
+
+    async def resume_point(self) -> ResumePoint:
+        """Where to resume."""
+        return await self._inner.resume_point()
+
+    async def close(self) -> None:
+        """Close the store underneath."""
+        await self._inner.close()
 
 
 def with_fake_windows(app: FastAPI, windows: FakeWindows) -> FastAPI:

@@ -234,7 +234,7 @@
 
   async function refreshSeries() {
     const response = await authorized("/stats/timeseries?step=60");
-    if (response.status === 404) {
+    if (response.status === 404 || response.status === 501) {
       $("rate-chart").setAttribute("hidden", "");
       return note("rate-note", "This server has no time windows (/stats/timeseries), so there is no chart.");
     }
@@ -322,7 +322,7 @@
     }
     for (const [by, id] of TOP_KINDS) {
       const response = await authorized(`/stats/top?by=${by}&limit=10${range}`);
-      if (response.status === 404) {
+      if (response.status === 404 || response.status === 501) {
         document.querySelectorAll(".tops .top").forEach((el) => (el.hidden = true));
         return note("top-note", "This server has no time windows (/stats/top), so there are no top lists.");
       }

@@ -10,6 +10,9 @@ Tables (in a configurable schema, `public` by default, set as each connection's 
 - `wp_recent(seq, end_offset, ids text[])`: the dedup window, one row per batch, trimmed to the
   rows holding the newest `dedup_window` ids.
 
+Time windows (`postgres_windows.py`) are written by the same transaction, so they are exactly
+once like the counters; a background task prunes them behind the newest event time.
+
 A commit locks the state row (`FOR UPDATE`), so concurrent writers serialise, then writes
 everything in one READ COMMITTED transaction. A batch whose commit succeeded but whose
 acknowledgement was lost (the connection dropped during COMMIT) is recognised by its batch
@@ -28,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreUnavailable
+from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, postgres_windows
+from wikipulse.stores.window_pruner import WindowPruner
+from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -97,6 +102,7 @@ class PostgresStore:
         min_pool: int = 1,
         max_pool: int = 4,
         timeout: float = 10.0,
+        window_retention_hours: float = 48.0,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}")
@@ -115,6 +121,7 @@ class PostgresStore:
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._server_settings = {"search_path": schema}
+        self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -123,6 +130,7 @@ class PostgresStore:
             settings.postgres_dsn.get_secret_value(),
             dedup_window=settings.dedup_window,
             create_schema=settings.migrate_on_start,
+            window_retention_hours=settings.window_retention_hours,
         )
 
     async def migrate(self) -> None:
@@ -145,6 +153,7 @@ class PostgresStore:
             # The name is checked against _SCHEMA_NAME, so quoting it is enough.
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             await conn.execute(_DDL)
+            await conn.execute(postgres_windows.WINDOW_DDL)
 
     async def open(self) -> None:
         """Create the connection pool, and the schema if asked to."""
@@ -162,6 +171,15 @@ class PostgresStore:
         if self._create_schema:
             async with self._connection() as conn:
                 await self._migrate(conn)
+        try:
+            span = await self.window_span()
+        except asyncpg.UndefinedTableError as exc:
+            await self.close()
+            raise StoreError(
+                f"PostgreSQL schema {self._schema!r} has no up-to-date wikipulse tables ({exc}); "
+                "run `wikipulse migrate`"
+            ) from exc
+        self._pruner.note(span[1] if span else None)
 
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
@@ -169,6 +187,7 @@ class PostgresStore:
         async with self._connection() as conn, conn.transaction():
             await self._apply(conn, batch, unknown)
         self._known_users |= unknown
+        self._pruner.note(batch.windows.newest())
 
     async def _apply(self, conn: asyncpg.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
@@ -184,6 +203,7 @@ class PostgresStore:
             names = sorted(batch.by_server_name)
             counts = [batch.by_server_name[name] for name in names]
             await conn.execute(_UPSERT_SERVERS, names, counts)
+        await postgres_windows.write(conn, batch.windows)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
@@ -211,8 +231,32 @@ class PostgresStore:
         ids = [event_id for row in rows for event_id in row[0]]
         return ResumePoint(position, ids[-self._window :])
 
+    async def window_span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept."""
+        async with self._read_only() as conn:
+            return await postgres_windows.read_span(conn)
+
+    async def window_series(self, query: SeriesQuery) -> SeriesRows:
+        """The rows of a timeseries, read as of one commit."""
+        async with self._read_only() as conn:
+            return await postgres_windows.read_series(conn, query)
+
+    async def window_top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the window."""
+        async with self._read_only() as conn:
+            return await postgres_windows.read_top(conn, query)
+
+    async def prune_windows(self) -> int:
+        """Drop windows older than the retention period now."""
+        return await self._pruner.prune()
+
+    async def _prune_chunk(self, cutoff: int, limit: int) -> int:
+        async with self._connection() as conn:
+            return await postgres_windows.prune_chunk(conn, cutoff, limit)
+
     async def close(self) -> None:
-        """Close the pool, waiting for connections in use to be released."""
+        """Stop pruning, then close the pool, waiting for connections in use to be released."""
+        await self._pruner.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()

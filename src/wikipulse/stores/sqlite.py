@@ -19,6 +19,9 @@ but the last commits before a power loss or OS crash may roll back -- together w
 position, so the replay after restart counts them again, once. Pass `synchronous="FULL"` to
 survive power loss at the price of an fsync per commit.
 
+Time windows (`sqlite_windows.py`) are written by the same transaction, so they are exactly
+once like the counters; a background task prunes them behind the newest event time.
+
 All database work runs off the event loop: a writer thread with its own connection and a
 reader thread with another, so snapshots (WAL readers) never wait for a commit.
 """
@@ -35,7 +38,9 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import msgspec
 
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable
+from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, sqlite_windows
+from wikipulse.stores.window_pruner import WindowPruner
+from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -43,8 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 2
-_SCHEMA = """
+_SCHEMA_VERSION = 3  # 3: time windows
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     total INTEGER NOT NULL DEFAULT 0,
@@ -63,6 +69,8 @@ CREATE TABLE IF NOT EXISTS recent_batches (
     seq INTEGER PRIMARY KEY, end_offset INTEGER NOT NULL, ids BLOB NOT NULL
 );
 """
+    + sqlite_windows.WINDOW_SCHEMA
+)
 # Primary result codes worth waiting out: busy, locked, I/O error, disk full.
 _TRANSIENT = {5, 6, 10, 13}
 # Rows go in as one JSON document each: one statement instead of a Python call per row
@@ -86,6 +94,7 @@ class SQLiteStore:
         dedup_window: int = 100_000,
         create_schema: bool = True,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        window_retention_hours: float = 48.0,
     ) -> None:
         if dedup_window < 1:
             raise ValueError("dedup_window must be at least 1")
@@ -98,6 +107,7 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
+        self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SQLiteStore:
@@ -106,6 +116,7 @@ class SQLiteStore:
             settings.sqlite_path,
             dedup_window=settings.dedup_window,
             create_schema=settings.migrate_on_start,
+            window_retention_hours=settings.window_retention_hours,
         )
 
     async def migrate(self) -> None:
@@ -129,10 +140,33 @@ class SQLiteStore:
                 f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
         self._reader = _Worker(self._path, self._synchronous)
+        span = await self._reader.run(sqlite_windows.read_span)
+        self._pruner.note(span[1] if span else None)
 
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
         await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
+        self._pruner.note(batch.windows.newest())
+
+    async def window_span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept."""
+        return await self._need(self._reader).run(sqlite_windows.read_span)
+
+    async def window_series(self, query: SeriesQuery) -> SeriesRows:
+        """The rows of a timeseries, read as of one commit."""
+        return await self._need(self._reader).run(lambda c: sqlite_windows.read_series(c, query))
+
+    async def window_top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the window."""
+        return await self._need(self._reader).run(lambda c: sqlite_windows.read_top(c, query))
+
+    async def prune_windows(self) -> int:
+        """Drop windows older than the retention period now."""
+        return await self._pruner.prune()
+
+    async def _prune_chunk(self, cutoff: int, limit: int) -> int:
+        writer = self._need(self._writer)
+        return await writer.run(lambda c: sqlite_windows.prune_chunk(c, cutoff, limit))
 
     async def snapshot(self) -> Stats:
         """Read counts and servers inside one read transaction."""
@@ -143,7 +177,8 @@ class SQLiteStore:
         return await self._need(self._reader).run(self._read_resume_point)
 
     async def close(self) -> None:
-        """Close both connections and stop their threads."""
+        """Stop pruning, close both connections and stop their threads."""
+        await self._pruner.close()
         for worker in (self._reader, self._writer):
             if worker is not None:
                 await worker.close()
@@ -178,6 +213,7 @@ class SQLiteStore:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
+        sqlite_windows.write(conn, batch.windows)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.

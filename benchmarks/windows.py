@@ -1,0 +1,206 @@
+"""Benchmark the time windows: query latency over 1 h and 24 h, and disk per day, per store.
+
+Generates `--events` events spread over `--hours` of event time (48 by default: two days)
+with hot pages, replays them into each store it reaches, then times `/stats/timeseries`
+and `/stats/top` queries as the API runs them (store read plus body), best and median of
+`--runs`. It also prints how much disk the window tables take, per day of event time.
+
+The live stream brings about 55 events/s (~5 million a day); with fewer events the output
+states the scale (events/s of event time over the live rate), and latencies and disk grow
+roughly in proportion to the rows a window holds, i.e. to the rate.
+
+    python benchmarks/windows.py --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from wikipulse.generate import GeneratorOptions, write_file
+from wikipulse.ingest import Pipeline
+from wikipulse.replay.files import file_feed
+from wikipulse.stores import StatsStore
+from wikipulse.window_query import SeriesQuery, TopQuery, WindowStore, series_body, top_body
+
+POSTGRES_DSN = os.environ.get(
+    "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+LIVE_RATE = 55.0
+
+
+def generate(events: int, hours: float, directory: Path) -> tuple[Path, float]:
+    """Make (or reuse) the events file; return it and its rate in events/s of event time."""
+    rate = events / (hours * 3600)
+    path = directory / f"windows-{events}-{hours:g}h.ndjson"
+    if not path.exists():
+        print(f"generating {events:,} events over {hours:g} h into {path} ...", file=sys.stderr)
+        write_file(GeneratorOptions(events, seed=7, rate=rate, page_skew=4), path)
+    return path, rate
+
+
+async def timed(work: Callable[[], Awaitable[Any]], runs: int) -> tuple[float, float]:
+    """Best and median seconds of `runs` calls."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await work()
+        times.append(time.perf_counter() - started)
+    return min(times), statistics.median(times)
+
+
+async def queries(store: WindowStore, runs: int) -> list[tuple[str, float, float]]:
+    """Time the timeseries and top queries over the last 1 h and 24 h."""
+    span = await store.window_span()
+    assert span is not None
+    until = span[1] + 60
+    results = []
+    for hours in (1, 24):
+        since = until - hours * 3600
+        for step in (60, 3600):
+            q = SeriesQuery(step, since - since % step, -(-until // step) * step)
+
+            async def series(q: SeriesQuery = q) -> None:
+                series_body(q, await store.window_series(q))
+
+            results.append((f"timeseries {hours:>2} h step {step}", *await timed(series, runs)))
+        for by in ("server_name", "user", "page"):
+            t = TopQuery(by, since, until, 10)
+
+            async def top(t: TopQuery = t) -> None:
+                top_body(t, await store.window_top(t))
+
+            results.append((f"top {by:<11} {hours:>2} h", *await timed(top, runs)))
+    return results
+
+
+async def disk_bytes(name: str, store: Any, path: Path | None, schema: str) -> int | None:
+    """Bytes the window tables take (PostgreSQL: relations; SQLite: dbstat, else the file)."""
+    if name == "postgres":
+        import asyncpg  # type: ignore[import-untyped]
+
+        conn = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            size: int = await conn.fetchval(
+                "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = $1 AND c.relname LIKE 'wp_win_%' AND c.relkind = 'r'",
+                schema,
+            )
+        finally:
+            await conn.close()
+        return size
+    if name == "sqlite" and path is not None:
+        return _sqlite_bytes(path)
+    return None
+
+
+def _sqlite_bytes(path: Path) -> int:
+    """Bytes of the SQLite window tables (dbstat), else of the whole file."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = conn.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'win_%' OR name LIKE "
+            "'sqlite_autoindex_win_%'"
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:  # no dbstat in this build: the whole file
+        return path.stat().st_size
+    finally:
+        conn.close()
+
+
+def make(name: str, directory: Path, schema: str) -> tuple[StatsStore, Path | None]:
+    """A fresh store of that kind keeping every window of the run (retention 1000 h)."""
+    if name == "memory":
+        from wikipulse.stores.memory import MemoryStore
+
+        return MemoryStore(window_retention_hours=1000), None
+    if name == "sqlite":
+        from wikipulse.stores.sqlite import SQLiteStore
+
+        path = directory / f"bench-{schema}.db"
+        return SQLiteStore(path, window_retention_hours=1000), path
+    from wikipulse.stores.postgres import PostgresStore
+
+    return PostgresStore(POSTGRES_DSN, schema=schema, window_retention_hours=1000), None
+
+
+async def bench(
+    name: str, path: Path, hours: float, rate: float, runs: int, scratch: str | None
+) -> None:
+    """Replay into one store, then print its query latencies and disk per day."""
+    schema = f"wp_bench_{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        store, db_path = make(name, Path(d), schema)
+        try:
+            await store.open()
+        except Exception as exc:
+            print(f"{name}: skipped ({exc})", file=sys.stderr)
+            return
+        try:
+            started = time.perf_counter()
+            pipeline = Pipeline(store, max_events=20_000, dedup_window=100_000)
+            await pipeline.run(file_feed(path))
+            ingest = time.perf_counter() - started
+            events = pipeline.state.counters.counted
+            assert isinstance(store, WindowStore)
+            print(
+                f"\n{name}: {events:,} events ingested in {ingest:.1f} s ({events / ingest:,.0f}/s)"
+            )
+            for label, best, median in await queries(store, runs):
+                print(f"  {label:<28} best {best * 1000:8.1f} ms  median {median * 1000:8.1f} ms")
+            size = await disk_bytes(name, store, db_path, schema)
+            if size is not None:
+                per_day = size / hours * 24
+                live = per_day * LIVE_RATE / rate
+                print(
+                    f"  window tables: {size / 1e6:,.1f} MB for {hours:g} h = "
+                    f"{per_day / 1e6:,.1f} MB/day here, ~{live / 1e9:,.2f} GB/day at the live rate"
+                    " (linear extrapolation)"
+                )
+        finally:
+            await store.close()
+            if name == "postgres":
+                import asyncpg
+
+                conn = await asyncpg.connect(POSTGRES_DSN)
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                await conn.close()
+
+
+def main() -> None:
+    """Parse the arguments and run the benchmark on each store."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--hours", type=float, default=48.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--stores", default="memory,sqlite,postgres")
+    parser.add_argument(
+        "--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the events go"
+    )
+    parser.add_argument("--scratch", help="where the SQLite file goes (default: a temp dir)")
+    args = parser.parse_args()
+    path, rate = generate(args.events, args.hours, args.dir)
+    print(
+        f"{args.events:,} events over {args.hours:g} h of event time: {rate:.2f} events/s, "
+        f"{rate / LIVE_RATE:.1%} of the live rate ({LIVE_RATE:g}/s)"
+    )
+    for name in args.stores.split(","):
+        asyncio.run(bench(name, path, args.hours, rate, args.runs, args.scratch))
+
+
+if __name__ == "__main__":
+    main()
