@@ -23,8 +23,10 @@ from wikipulse.bootstrap import (
     store_for,
 )
 from wikipulse.consumer import ConsumerState
+from wikipulse.fastpath import StatsFastPath
 from wikipulse.ingest import Pipeline
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
+from wikipulse.snapshots import SnapshotCache, SnapshotRefresher
 from wikipulse.stores import StatsStore
 
 if TYPE_CHECKING:
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
+
+#: Stores that processes other than this one may write: their snapshot is re-read on a timer.
+SHARED_STORES = frozenset({"postgres", "cassandra"})
 
 #: How long shutdown waits for the last batch to be committed before giving up on it.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -76,9 +81,25 @@ def build_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_store = store_for(settings, store)
         await the_store.open()
+        snapshots = services.snapshots
+        refresher: asyncio.Task[None] | None = None
         try:
-            pipeline = make_pipeline(settings, the_store, consumer_state, metrics)
+            pipeline = make_pipeline(
+                settings,
+                the_store,
+                consumer_state,
+                metrics,
+                published=lambda: snapshots.load(the_store.snapshot),
+            )
             position = await pipeline.resume()
+            if settings.store in SHARED_STORES:
+                # Other processes may write it too: re-read it every batch interval as well.
+                reader = SnapshotRefresher(
+                    snapshots, the_store.snapshot, settings.batch_max_ms / 1000
+                )
+                refresher = asyncio.create_task(reader.run(), name="wikipulse-snapshots")
+            else:
+                await _publish_first(snapshots, the_store)
             the_source = source if source is not None else live_source(settings, consumer_state)
             consumer = asyncio.create_task(
                 run_consumer(pipeline, the_source.events(position), consumer_state),
@@ -92,6 +113,10 @@ def build_app(
                 await _stop(consumer, pipeline, shutdown_grace)
         finally:
             services.store = None
+            if refresher is not None:
+                refresher.cancel()
+                await asyncio.wait({refresher})
+            snapshots.invalidate()
             await the_store.close()
 
     app = FastAPI(
@@ -101,9 +126,19 @@ def build_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(router)
+    # Added first, so it runs inside the metrics middleware and its answers are counted too.
+    app.add_middleware(StatsFastPath, services=services)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     return app
+
+
+async def _publish_first(snapshots: SnapshotCache, store: StatsStore) -> None:
+    """Read the store's snapshot once at start-up; a failure leaves it to the first request."""
+    try:
+        await snapshots.load(store.snapshot)
+    except Exception as exc:
+        log.warning("reading the statistics failed: %s: %s", type(exc).__name__, exc)
 
 
 async def _stop(consumer: asyncio.Task[None], pipeline: Pipeline, grace: float) -> None:

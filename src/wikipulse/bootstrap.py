@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import Feed, RawEvent
 from wikipulse.ingest import CommitObserver, Pipeline
+from wikipulse.snapshots import SnapshotCache
 from wikipulse.stores import StatsStore, make_store
 
 if TYPE_CHECKING:
@@ -47,8 +48,9 @@ def make_pipeline(
     store: StatsStore,
     state: ConsumerState | None = None,
     observer: CommitObserver | None = None,
+    published: Callable[[], Awaitable[object]] | None = None,
 ) -> Pipeline:
-    """A pipeline into `store` with the batching and dedup settings."""
+    """A pipeline into `store` with the batching and dedup settings (`published`: see Committer)."""
     return Pipeline(
         store,
         max_events=settings.batch_max_events,
@@ -56,6 +58,7 @@ def make_pipeline(
         dedup_window=settings.dedup_window,
         state=state,
         observer=observer,
+        published=published,
     )
 
 
@@ -93,6 +96,8 @@ class Services:
     auth: Authenticator
     metrics: Metrics
     clock: Callable[[], float]
+    #: The committed snapshot `/stats` serves, encoded once per commit.
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
     #: Set while the app's lifespan runs; `/stats` answers 503 until then.
     store: StatsStore | None = None
     consumer_task: asyncio.Task[None] | None = field(default=None)

@@ -42,8 +42,12 @@ class Committer:
         backoff: Backoff,
         observer: CommitObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        published: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
+        #: Awaited after each successful commit, e.g. to publish the new snapshot; it must not
+        #: raise (an error is logged, never retried: the batch is committed).
+        self.published = published
         self._state = state
         self._backoff = backoff
         self._observer = observer
@@ -83,6 +87,11 @@ class Committer:
             state.store_ok = True
             state.store_error = None
             self._backoff.reset()
+            if self.published is not None:
+                try:
+                    await self.published()
+                except Exception as exc:
+                    log.warning("publishing the committed snapshot failed: %s", exc)
             return
 
 
@@ -100,11 +109,16 @@ class Pipeline:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         observer: CommitObserver | None = None,
+        published: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.state = state or ConsumerState()
         self._committer = Committer(
-            store, self.state, Backoff(retry_initial, max(retry_max, retry_initial)), observer
+            store,
+            self.state,
+            Backoff(retry_initial, max(retry_max, retry_initial)),
+            observer,
+            published=published,
         )
         self._max_events = max_events
         self._max_age = max_ms / 1000
