@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from wikipulse import __version__
 from wikipulse.api import router
@@ -32,7 +34,7 @@ from wikipulse.stores import StatsStore
 if TYPE_CHECKING:
     from wikipulse.config import Settings
 
-__all__ = ["build_app"]
+__all__ = ["WikipulseApp", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 _DESCRIPTION = (
     "Live statistics of Wikimedia's RecentChange stream. Get a token from `POST /login`, "
     'then press "Authorize" and paste it to call `GET /stats`.'
+)
+
+
+# FastAPI releases with native OpenTelemetry ask on every request whether a provider is
+# configured (environment look-ups and a provider query: measured at 40% of a cached /stats
+# request). The service exports its own Prometheus metrics, so that is switched off where the
+# installed FastAPI has it.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
 )
 
 
@@ -119,18 +132,31 @@ def build_app(
             snapshots.invalidate()
             await the_store.close()
 
-    app = FastAPI(
+    app = WikipulseApp(
         title="wikipulse",
         version=__version__,
         description=_DESCRIPTION,
         lifespan=lifespan,
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.services = services
     app.include_router(router)
-    # Added first, so it runs inside the metrics middleware and its answers are counted too.
-    app.add_middleware(StatsFastPath, services=services)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.fast_path = StatsFastPath(services)
     return app
+
+
+class WikipulseApp(FastAPI):
+    """The FastAPI app, asking the `/stats` fast path first (see `fastpath.py`)."""
+
+    fast_path: StatsFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Let the fast path answer if it can, else run the app as FastAPI does."""
+        fast_path = self.fast_path
+        if fast_path is not None and await fast_path.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
 
 
 async def _publish_first(snapshots: SnapshotCache, store: StatsStore) -> None:
