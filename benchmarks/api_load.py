@@ -21,7 +21,6 @@ from pathlib import Path
 
 from load import LoadResult, run_load
 from service import PASSWORD, hash_password, login, serve, serve_env, sse_server
-
 from wikipulse.generate import GeneratorOptions, write_file
 
 
@@ -46,9 +45,10 @@ def main() -> None:
     users = f"admin:{hash_password(PASSWORD)}"
 
     results: dict[str, list[LoadResult]] = {route: [] for route in routes}
-    with sse_server(data, args.rate) as url, serve(
-        serve_env(workdir, url, args.store, users), workdir
-    ) as client:
+    with (
+        sse_server(data, args.rate) as url,
+        serve(serve_env(workdir, url, args.store, users), workdir) as client,
+    ):
         token = login(client)
         base = str(client.base_url).rstrip("/")
         time.sleep(2)  # let the consumer connect and the first batches commit

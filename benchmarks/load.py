@@ -37,17 +37,18 @@ def run_load(
     url: str, headers: dict[str, str], *, connections: int, seconds: float, threads: int = 2
 ) -> LoadResult:
     """Load `url` for `seconds` with wrk if it is on PATH, else with the asyncio generator."""
-    if not urlsplit(url).hostname or not urlsplit(url).hostname.startswith("127."):  # type: ignore[union-attr]
+    if not (urlsplit(url).hostname or "").startswith("127."):
         raise ValueError("the benchmark loads 127.0.0.x only")
     seconds = min(seconds, 120.0)  # bounded whatever the arguments say
     connections = min(connections, 512)
-    if shutil.which("wrk"):
-        return _wrk(url, headers, connections, seconds, threads)
+    wrk = shutil.which("wrk")
+    if wrk:
+        return _wrk(wrk, url, headers, connections, seconds, threads)
     return asyncio.run(_python_load(url, headers, connections, seconds))
 
 
 def _wrk(
-    url: str, headers: dict[str, str], connections: int, seconds: float, threads: int
+    wrk: str, url: str, headers: dict[str, str], connections: int, seconds: float, threads: int
 ) -> LoadResult:
     script = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
@@ -55,7 +56,7 @@ def _wrk(
     try:
         out = subprocess.run(
             [
-                "wrk",
+                wrk,
                 f"-t{threads}",
                 f"-c{connections}",
                 f"-d{seconds:g}s",
@@ -121,6 +122,4 @@ async def _python_load(
     await asyncio.gather(*(worker() for _ in range(connections)))
     elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return LoadResult(
-        "python", len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, bad[0]
-    )
+    return LoadResult("python", len(latencies) / elapsed, cuts[49] * 1000, cuts[98] * 1000, bad[0])

@@ -93,10 +93,15 @@ class Server:
                 sent = min(due, len(self.frames))
 
 
-async def serve(path: Path, port: int, rate: float) -> None:
-    """Serve the file's events on 127.0.0.1:`port` until killed."""
+def load_frames(path: Path) -> list[bytes]:
+    """Every non-empty line of the file as an SSE frame."""
     lines = [line for line in path.read_bytes().split(b"\n") if line]
-    server = Server([frame(i, line) for i, line in enumerate(lines)], rate)
+    return [frame(i, line) for i, line in enumerate(lines)]
+
+
+async def serve(frames: list[bytes], port: int, rate: float) -> None:
+    """Serve the events on 127.0.0.1:`port` until killed."""
+    server = Server(frames, rate)
     async with await asyncio.start_server(server.handle, "127.0.0.1", port) as listener:
         print("ready", flush=True)
         await listener.serve_forever()
@@ -110,7 +115,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: unpaced")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.path, args.port, args.rate))
+        asyncio.run(serve(load_frames(args.path), args.port, args.rate))
     sys.exit(0)
 
 
