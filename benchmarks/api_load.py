@@ -46,8 +46,8 @@ def main() -> None:
 
     results: dict[str, list[LoadResult]] = {route: [] for route in routes}
     with (
-        sse_server(data, args.rate) as url,
-        serve(serve_env(workdir, url, args.store, users), workdir) as client,
+        sse_server(data, args.rate) as stream,
+        serve(serve_env(workdir, stream.url, args.store, users), workdir) as client,
     ):
         token = login(client)
         base = str(client.base_url).rstrip("/")

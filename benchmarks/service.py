@@ -44,20 +44,35 @@ def hash_password(password: str) -> str:
 
 
 @contextlib.contextmanager
-def sse_server(path: Path, rate: float) -> Iterator[str]:
-    """Run `sse_server.py` over the file; yield the stream URL."""
+def sse_server(path: Path, rate: float, *, hold: bool = False) -> Iterator[SSEServer]:
+    """Run `sse_server.py` over the file; yield its URL and, with `hold`, how to start it."""
     port = free_port()
     cmd = [sys.executable, str(HERE / "sse_server.py"), str(path), "--port", str(port)]
+    cmd += ["--rate", str(rate), *(["--hold"] if hold else [])]
     proc = subprocess.Popen(
-        [*cmd, "--rate", str(rate)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
             raise SystemExit("the SSE server did not start")
-        yield f"http://127.0.0.1:{port}/v2/stream/recentchange"
+        yield SSEServer(f"http://127.0.0.1:{port}/v2/stream/recentchange", proc)
     finally:
         stop(proc)
+
+
+class SSEServer:
+    """A running `sse_server.py`: its stream URL, and `go` to release a held stream."""
+
+    def __init__(self, url: str, proc: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self._proc = proc
+
+    def go(self) -> None:
+        """Let a server started with `hold` send its events."""
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(b"go\n")
+        self._proc.stdin.flush()
 
 
 def serve_env(workdir: Path, stream_url: str, store: str, users: str) -> dict[str, str]:

@@ -4,8 +4,9 @@ Each line of the file becomes one `message` event with a Wikimedia-style `id` (t
 number as the Kafka offset). `--rate` paces the events (events per second, sent in small
 groups every few milliseconds); `--rate 0` sends them as fast as the socket allows. After the
 last event the connection stays open and idle, like the real stream between edits, so the
-client never reconnects. A `Last-Event-ID` resumes after that offset. It runs as a process of
-its own, so its work never competes with the measuring process for the GIL.
+client never reconnects. A `Last-Event-ID` resumes after that offset. With `--hold` the
+stream starts only when a line arrives on stdin, so a benchmark can time from that moment.
+It runs as a process of its own, so its work never competes with the measured one for the GIL.
 
     python benchmarks/sse_server.py events.ndjson --port 8765 --rate 1000
 """
@@ -52,9 +53,10 @@ def resume_offset(last_event_id: str | None) -> int:
 class Server:
     """Serve every connection the same events, from the offset its Last-Event-ID names."""
 
-    def __init__(self, frames: list[bytes], rate: float) -> None:
+    def __init__(self, frames: list[bytes], rate: float, go: asyncio.Event) -> None:
         self.frames = frames
         self.rate = rate
+        self.go = go
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read one request, then stream the events and stay open until the client leaves."""
@@ -66,6 +68,8 @@ class Server:
                 if name.strip().lower() == b"last-event-id":
                     last_id = value.strip().decode()
             writer.write(_HEAD)
+            await writer.drain()
+            await self.go.wait()
             start = resume_offset(last_id)
             if self.rate > 0:
                 await self._paced(writer, start)
@@ -99,11 +103,16 @@ def load_frames(path: Path) -> list[bytes]:
     return [frame(i, line) for i, line in enumerate(lines)]
 
 
-async def serve(frames: list[bytes], port: int, rate: float) -> None:
-    """Serve the events on 127.0.0.1:`port` until killed."""
-    server = Server(frames, rate)
+async def serve(frames: list[bytes], port: int, rate: float, hold: bool) -> None:
+    """Serve the events on 127.0.0.1:`port` until killed (with `hold`: once stdin says go)."""
+    go = asyncio.Event()
+    server = Server(frames, rate, go)
     async with await asyncio.start_server(server.handle, "127.0.0.1", port) as listener:
         print("ready", flush=True)
+        if hold:
+            # Connections are answered but get no event until a line arrives on stdin.
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        go.set()
         await listener.serve_forever()
 
 
@@ -113,9 +122,10 @@ def main() -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="events/s; 0: unpaced")
+    parser.add_argument("--hold", action="store_true", help="send nothing before a stdin line")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(load_frames(args.path), args.port, args.rate))
+        asyncio.run(serve(load_frames(args.path), args.port, args.rate, args.hold))
     sys.exit(0)
 
 
