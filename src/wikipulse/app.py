@@ -22,6 +22,7 @@ from wikipulse.bootstrap import (
     live_source,
     make_pipeline,
     run_consumer,
+    source_feed,
     store_for,
 )
 from wikipulse.consumer import ConsumerState
@@ -115,7 +116,7 @@ def build_app(
                 await _publish_first(snapshots, the_store)
             the_source = source if source is not None else live_source(settings, consumer_state)
             consumer = asyncio.create_task(
-                run_consumer(pipeline, the_source.events(position), consumer_state),
+                run_consumer(pipeline, source_feed(the_source, position), consumer_state),
                 name="wikipulse-consumer",
             )
             services.store = the_store

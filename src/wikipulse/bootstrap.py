@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from wikipulse.config import Settings
     from wikipulse.metrics import Metrics
 
-__all__ = ["EventSource", "Services", "live_source", "make_pipeline", "run_consumer", "store_for"]
+__all__ = [
+    "EventSource",
+    "Services",
+    "live_source",
+    "make_pipeline",
+    "run_consumer",
+    "source_feed",
+    "store_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,15 @@ class EventSource(Protocol):
     def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
         """Yield each event's JSON and its stream position, resuming after `last_id`."""
         ...
+
+
+def source_feed(source: EventSource, position: str | None) -> AsyncIterator[Feed]:
+    """What the pipeline reads from a source: its events per network read where it has them."""
+    bulk = getattr(source, "bulk_events", None)
+    if bulk is not None:
+        feed: AsyncIterator[Feed] = bulk(position)
+        return feed
+    return source.events(position)
 
 
 def store_for(settings: Settings, store: StatsStore | None = None) -> StatsStore:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from wikipulse.consumer import ConsumerState
-from wikipulse.feeds import Feed, Folded, Lines
+from wikipulse.feeds import Events, Feed, Folded, Lines
 from wikipulse.retry import Backoff, RateLimitedLog
 from wikipulse.stats import Aggregator, Batch, Outcome, RecentIds
 from wikipulse.stores import StatsStore, StoreError, StoreUnavailable
@@ -142,7 +142,9 @@ class Pipeline:
         flusher = asyncio.create_task(self._flush_when_old())
         try:
             async for item in feed:
-                if type(item) is tuple:  # the live path: one event at a time
+                if type(item) is Events:  # the live path: the events of one network read
+                    await self.fold_events(item)
+                elif type(item) is tuple:  # one event at a time
                     await self.add(*item)
                 elif isinstance(item, Lines):
                     await self.fold_lines(item.lines)
@@ -162,6 +164,21 @@ class Pipeline:
             self._invalid_log.warning("invalid event skipped: %s", agg.last_error)
         await self.commit_if_full()
         return outcome
+
+    async def fold_events(self, events: Events) -> None:
+        """Process live events in one call, as `add` on each would, and commit if the batch is full.
+
+        The batch takes the position of the last event that has one, as it would one by one.
+        """
+        agg = self.aggregator
+        invalid = agg.counters.invalid
+        agg.fold(events.data, blank_invalid=True)
+        for position in reversed(events.positions):
+            if position is not None:
+                agg.batch.position = position
+                break
+        self._note_invalid(agg.counters.invalid - invalid, agg.last_error)
+        await self.commit_if_full()
 
     async def fold_lines(self, lines: list[bytes]) -> None:
         """Process NDJSON lines (no stream position) and commit the batch if it is full."""

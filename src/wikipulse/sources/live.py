@@ -9,20 +9,21 @@ events it sends twice are dropped downstream by their ``meta.id``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import httpx
 
 from wikipulse.consumer import ConsumerState
-from wikipulse.feeds import RawEvent
+from wikipulse.feeds import Events, RawEvent
 from wikipulse.retry import Backoff
-from wikipulse.sse import SSEParser
+from wikipulse.sse_bulk import BulkSSEParser, EventTooLarge
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -105,6 +106,13 @@ class LiveSource:
 
     async def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
         """Yield (data, position) of every `message` event, reconnecting until cancelled."""
+        async with contextlib.aclosing(self.bulk_events(last_id)) as reads:
+            async for events in reads:
+                for event in events.pairs():
+                    yield event
+
+    async def bulk_events(self, last_id: str | None) -> AsyncGenerator[Events, None]:
+        """Like `events`, but the `message` events of each network read come as one item."""
         self.last_id = last_id
         timeout = httpx.Timeout(
             connect=self._connect_timeout,
@@ -131,28 +139,32 @@ class LiveSource:
                         self.state.source_error = None
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
-                        parser = SSEParser(self.last_id)
+                        parser = BulkSSEParser(self.last_id)
                         async for chunk in resp.aiter_bytes():
-                            for event in parser.feed(chunk):
-                                if event.id is not None:
-                                    # The id at dispatch, not the parser's: an id read from
-                                    # an event cut mid-way must not move the resume point.
-                                    self.last_id = event.id
-                                if event.type == "message":
-                                    delivered += 1
-                                    self.state.last_event_at = self._clock()
-                                    yield event.data, event.id or None
-                                elif event.type == "error":
+                            got = parser.feed(chunk)
+                            if got.last_id is not None:
+                                # The id at dispatch, not the parser's: an id read from an
+                                # event cut mid-way must not move the resume point.
+                                self.last_id = got.last_id
+                            for kind, data in got.others:
+                                if kind == "error":
                                     log.warning(
                                         "server sent an error event: %s",
-                                        event.data[:500].decode("utf-8", "replace"),
+                                        data[:500].decode("utf-8", "replace"),
                                     )
                                 else:
-                                    log.debug("ignoring SSE event of type %r", event.type)
+                                    log.debug("ignoring SSE event of type %r", kind)
+                            if got.data:
+                                delivered += len(got.data)
+                                self.state.last_event_at = self._clock()
+                                yield Events(got.data, got.positions)
                             if parser.retry is not None:
                                 self.retry_floor = parser.retry / 1000
                     log.info("stream ended after %d events; reconnecting", delivered)
                     delay = 0.0 if delivered else None
+                except EventTooLarge as exc:
+                    delay = None
+                    self._failed(f"{exc}; reconnecting")
                 except _ConnectionEnded as exc:
                     delay = exc.delay
                     self._failed(exc.reason, forbidden=exc.forbidden)
