@@ -47,7 +47,7 @@ def main() -> None:
     results: dict[str, list[LoadResult]] = {route: [] for route in routes}
     with (
         sse_server(data, args.rate) as stream,
-        serve(serve_env(workdir, stream.url, args.store, users), workdir) as client,
+        serve(serve_env(workdir, stream.url, args.store, users), workdir) as (client, _),
     ):
         token = login(client)
         base = str(client.base_url).rstrip("/")

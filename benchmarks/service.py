@@ -92,8 +92,10 @@ def serve_env(workdir: Path, stream_url: str, store: str, users: str) -> dict[st
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], workdir: Path, timeout: float = 60.0) -> Iterator[httpx.Client]:
-    """Run `wikipulse serve`; yield a client of its API once `/status` answers."""
+def serve(
+    env: dict[str, str], workdir: Path, timeout: float = 60.0
+) -> Iterator[tuple[httpx.Client, int]]:
+    """Run `wikipulse serve`; yield a client of its API and its pid once `/status` answers."""
     log = (workdir / "serve.log").open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "wikipulse", "serve"],
@@ -114,11 +116,18 @@ def serve(env: dict[str, str], workdir: Path, timeout: float = 60.0) -> Iterator
             if time.monotonic() > deadline:
                 raise SystemExit("serve did not answer /status in time")
             time.sleep(0.05)
-        yield client
+        yield client, proc.pid
     finally:
         client.close()
         stop(proc)
         log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def login(client: httpx.Client) -> str:

@@ -144,23 +144,29 @@ class BulkSSEParser:
             self._lines(lines, out)
             return tail
         messages, positions = out.data, out.positions
-        for block in buf[:end].split(b"\n\n"):
-            if block.startswith(_USUAL) and not self._data and not self._type:
-                eol = block.find(b"\n", _ID_AT)
+        find, startswith = buf.find, buf.startswith
+        pos = 0
+        while pos <= end:
+            stop = find(b"\n\n", pos)  # the end of this block; `end` is the last one
+            if startswith(_USUAL, pos) and not self._data and not self._type:
+                at = pos + _ID_AT
+                eol = find(b"\n", at, stop)
                 if (
                     eol > 0
-                    and block.startswith(b"data: ", eol + 1)
-                    and block.find(b"\n", eol + 7) < 0
-                    and b"\0" not in block[_ID_AT:eol]
+                    and startswith(b"data: ", eol + 1)
+                    and find(b"\n", eol + 7, stop) < 0
+                    and find(b"\0", at, eol) < 0
                 ):
-                    ident = block[_ID_AT:eol].decode("utf-8", "replace")
+                    ident = buf[at:eol].decode("utf-8", "replace")
                     self._id_buffer = self.last_id = out.last_id = ident
-                    messages.append(block[eol + 7 :])
+                    messages.append(buf[eol + 7 : stop])
                     positions.append(ident or None)
+                    pos = stop + 2
                     continue
-            lines = block.split(b"\n")
+            lines = buf[pos:stop].split(b"\n")
             lines.append(b"")  # the blank line that ended the block
             self._lines(lines, out)
+            pos = stop + 2
         lines = buf[end + 2 :].split(b"\n")
         tail = lines.pop()
         self._lines(lines, out)
