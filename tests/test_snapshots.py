@@ -21,6 +21,7 @@ from tests.test_api import (
 )
 from tests.test_api import _token as login
 from wikipulse.feeds import RawEvent
+from wikipulse.ingest import Pipeline
 from wikipulse.snapshots import SnapshotCache, SnapshotRefresher, encode_stats, etag_matches
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores.memory import MemoryStore
@@ -316,3 +317,25 @@ async def test_concurrent_misses_share_one_read() -> None:
     results = await asyncio.gather(*(cache.refresh(store.snapshot) for _ in range(10)))
     assert store.reads == 1
     assert all(result is results[0] for result in results)
+
+
+async def test_cancelling_the_publication_never_commits_a_batch_twice() -> None:
+    """A flush cancelled while it publishes leaves nothing pending: flushing again commits
+    nothing more, so the memory store (which does not deduplicate commits) holds total 1."""
+    store = MemoryStore()
+    entered = asyncio.Event()
+
+    async def hang() -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    pipeline = Pipeline(store, published=hang)
+    await pipeline.add(_pattern_event(0)[0], "p0")
+    flush = asyncio.create_task(pipeline.flush())
+    await entered.wait()
+    flush.cancel()
+    await asyncio.wait({flush})
+    entered.clear()
+    await pipeline.flush()
+    assert (await store.snapshot()).total == 1
+    assert not entered.is_set()  # nothing was left to commit, so nothing to publish

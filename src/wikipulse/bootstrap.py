@@ -67,7 +67,7 @@ def make_pipeline(
     observer: CommitObserver | None = None,
     published: Callable[[], Awaitable[object]] | None = None,
 ) -> Pipeline:
-    """A pipeline into `store` with the batching and dedup settings (`published`: see Committer)."""
+    """A pipeline into `store` with the batching and dedup settings (`published`: see Pipeline)."""
     return Pipeline(
         store,
         max_events=settings.batch_max_events,

@@ -42,12 +42,8 @@ class Committer:
         backoff: Backoff,
         observer: CommitObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        published: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
-        #: Awaited after each successful commit, e.g. to publish the new snapshot; it must not
-        #: raise (an error is logged, never retried: the batch is committed).
-        self.published = published
         self._state = state
         self._backoff = backoff
         self._observer = observer
@@ -87,11 +83,6 @@ class Committer:
             state.store_ok = True
             state.store_error = None
             self._backoff.reset()
-            if self.published is not None:
-                try:
-                    await self.published()
-                except Exception as exc:
-                    log.warning("publishing the committed snapshot failed: %s", exc)
             return
 
 
@@ -114,12 +105,11 @@ class Pipeline:
         self.store = store
         self.state = state or ConsumerState()
         self._committer = Committer(
-            store,
-            self.state,
-            Backoff(retry_initial, max(retry_max, retry_initial)),
-            observer,
-            published=published,
+            store, self.state, Backoff(retry_initial, max(retry_max, retry_initial)), observer
         )
+        #: Awaited after each successful commit, once the batch is no longer pending, e.g. to
+        #: publish the new snapshot; an error is logged (the batch is committed all the same).
+        self._published = published
         self._max_events = max_events
         self._max_age = max_ms / 1000
         self._dedup_window = dedup_window
@@ -245,8 +235,17 @@ class Pipeline:
                     self._pending = batch
                 await self._committer.commit(self._pending)
                 self._pending = None
+                await self._publish()
                 if fresh:
                     return
+
+    async def _publish(self) -> None:
+        if self._published is None:
+            return
+        try:
+            await self._published()
+        except Exception as exc:
+            log.warning("publishing the committed snapshot failed: %s", exc)
 
     async def _flush_when_old(self) -> None:
         while True:

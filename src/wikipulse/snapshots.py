@@ -107,7 +107,7 @@ class SnapshotCache:
         ticket = self._started
         try:
             stats = await read()
-        except Exception:
+        except BaseException:  # cancelled too: the store may now hold more than is cached
             self.invalidate()
             raise
         if ticket < self._published:
