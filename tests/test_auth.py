@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 from typing import Any
 
 import jwt
@@ -207,3 +208,48 @@ def test_an_unusable_hash_stops_start_up_naming_the_setting() -> None:
     settings = _settings(jwt_secret=SECRET, users={"alice": "$argon2id$v=19$m=x,t=1,p=1$c2$aA"})
     with pytest.raises(ConfigError, match=r"WIKIPULSE_USERS: the hash of user 'alice'"):
         prepare_credentials(settings, hasher=FAST, stderr=io.StringIO())
+
+
+class _Clock:
+    """A settable stand-in for the `time` module that `wikipulse.auth` reads."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_a_verified_token_is_remembered_until_its_exp_plus_the_leeway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After verify, cached_subject gives "alice" without crypto up to exp + 10 s, then None
+    (and the entry is dropped); a token that failed verification is never remembered."""
+    auth = _auth(ttl=600)
+    issued = time.time()
+    token = auth.issue("alice", now=issued)
+    assert auth.cached_subject(token) is None
+    assert auth.verify(token) == "alice"
+    clock = _Clock(int(issued) + 600 + 9.9)
+    monkeypatch.setattr("wikipulse.auth.time", clock)
+    assert auth.cached_subject(token) == "alice"
+    clock.now = int(issued) + 600 + 10
+    assert auth.cached_subject(token) is None
+    assert token not in auth._verified
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidToken):
+        auth.verify(forged)
+    assert auth.cached_subject(forged) is None
+
+
+def test_the_verified_token_cache_is_bounded_and_keyed_by_the_whole_token() -> None:
+    """1,025 verified tokens leave 1,024 remembered, the oldest gone; a token that differs
+    from a remembered one in its last character is not found."""
+    auth = _auth(ttl=3600)
+    tokens = [auth.issue("alice", now=time.time() - i) for i in range(1025)]
+    for token in tokens:
+        auth.verify(token)
+    assert len(auth._verified) == 1024
+    assert auth.cached_subject(tokens[0]) is None
+    assert auth.cached_subject(tokens[-1]) == "alice"
+    assert auth.cached_subject(tokens[-1][:-1]) is None

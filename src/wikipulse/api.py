@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wikipulse import __version__
 from wikipulse.auth import LoginBusy, bearer_subject
+from wikipulse.fastpath import snapshot_response
 from wikipulse.ratelimit import client_address
 
 if TYPE_CHECKING:
@@ -222,24 +223,33 @@ async def login(request: Request, response: Response) -> TokenResponse:
     response_model=StatsResponse,
     tags=["statistics"],
     responses={
+        304: {"description": "Unchanged since the `ETag` sent in `If-None-Match`; no body"},
         401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
         503: {"model": ErrorResponse, "description": "The statistics store is unavailable"},
     },
 )
 async def get_stats(
     request: Request, _subject: Annotated[str, Depends(bearer_subject)]
-) -> dict[str, Any]:
-    """The statistics aggregated so far; needs a bearer token."""
-    store = _services(request).store
+) -> Response:
+    """The statistics as of the last committed batch, with an `ETag`; needs a bearer token.
+
+    Send the tag back in `If-None-Match` to get 304 and no body while nothing has changed.
+    """
+    services = _services(request)
+    store = services.store
     if store is None:
         raise _unavailable("the statistics store is not open yet; try again shortly")
-    try:
-        snapshot = await store.snapshot()
-    except Exception as exc:  # whatever the backend raises, the client gets a clean 503
-        log.warning("reading the statistics failed: %s: %s", type(exc).__name__, exc)
-        raise _unavailable("the statistics store is unavailable; try again shortly") from None
-    body: dict[str, Any] = snapshot.to_dict()
-    return body
+    snapshot = services.snapshots.current
+    if snapshot is None:
+        try:
+            snapshot = await services.snapshots.refresh(store.snapshot)
+        except Exception as exc:  # whatever the backend raises, the client gets a clean 503
+            log.warning("reading the statistics failed: %s: %s", type(exc).__name__, exc)
+            raise _unavailable("the statistics store is unavailable; try again shortly") from None
+    code, headers, body = snapshot_response(snapshot, request.headers.get("if-none-match"))
+    response = Response(body, status_code=code)
+    response.raw_headers = headers
+    return response
 
 
 def _busy() -> HTTPException:

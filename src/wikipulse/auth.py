@@ -42,6 +42,8 @@ _REQUIRED_CLAIMS = ["sub", "iat", "exp", "iss", "aud"]
 _LEEWAY_SECONDS = 10
 # A real token is ~250 bytes; refuse to parse anything absurdly long.
 _MAX_TOKEN_CHARS = 4096
+# Verified tokens remembered, so a client calling again does not pay for HMAC and claim checks.
+_VERIFIED_CACHE_SIZE = 1024
 # argon2 takes tens of MiB per check: bound how many run at once.
 _CONCURRENT_CHECKS = 4
 #: Checks waiting or running at once; past that `authenticate` refuses at once (LoginBusy).
@@ -92,6 +94,9 @@ class Authenticator:
         # One check at a time per client address: the others from it wait their turn here,
         # so one address never holds more than one of the worker slots others need too.
         self._per_client: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Whole token string -> (subject, time until which it stays valid). Only tokens that
+        # passed every check get in, and each leaves when its `exp` (plus the leeway) passes.
+        self._verified: dict[str, tuple[str, float]] = {}
 
     @property
     def usernames(self) -> frozenset[str]:
@@ -169,8 +174,22 @@ class Authenticator:
         }
         return jwt.encode(claims, self.secret.get_secret_value(), algorithm=ALGORITHM)
 
+    def cached_subject(self, token: str) -> str | None:
+        """The subject of a token verified before and not yet expired, else None (no crypto)."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        subject, valid_until = entry
+        if time.time() >= valid_until:
+            self._verified.pop(token, None)
+            return None
+        return subject
+
     def verify(self, token: str) -> str:
         """Return the token's subject, or raise InvalidToken whatever is wrong with it."""
+        cached = self.cached_subject(token)
+        if cached is not None:
+            return cached
         if not token or len(token) > _MAX_TOKEN_CHARS:
             raise InvalidToken("token missing or too long")
         try:
@@ -189,7 +208,17 @@ class Authenticator:
         # A user removed from the configuration loses access even with a token still valid.
         if not isinstance(subject, str) or subject not in self._users:
             raise InvalidToken("unknown subject")
+        self._remember(token, subject, claims["exp"])
         return subject
+
+    def _remember(self, token: str, subject: str, exp: object) -> None:
+        # PyJWT refuses a token once `exp <= now - leeway`: it is valid until `exp + leeway`.
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return
+        verified = self._verified
+        if len(verified) >= _VERIFIED_CACHE_SIZE:
+            del verified[next(iter(verified))]  # the oldest entry
+        verified[token] = (subject, float(exp) + _LEEWAY_SECONDS)
 
 
 def prepare_credentials(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import Feed, RawEvent
 from wikipulse.ingest import CommitObserver, Pipeline
+from wikipulse.snapshots import SnapshotCache
 from wikipulse.stores import StatsStore, make_store
 
 if TYPE_CHECKING:
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
     from wikipulse.metrics import Metrics
     from wikipulse.ratelimit import LoginGuard
 
-__all__ = ["EventSource", "Services", "live_source", "make_pipeline", "run_consumer", "store_for"]
+__all__ = [
+    "EventSource",
+    "Services",
+    "live_source",
+    "make_pipeline",
+    "run_consumer",
+    "source_feed",
+    "store_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,15 @@ class EventSource(Protocol):
         ...
 
 
+def source_feed(source: EventSource, position: str | None) -> AsyncIterator[Feed]:
+    """What the pipeline reads from a source: its events per network read where it has them."""
+    bulk = getattr(source, "bulk_events", None)
+    if bulk is not None:
+        feed: AsyncIterator[Feed] = bulk(position)
+        return feed
+    return source.events(position)
+
+
 def store_for(settings: Settings, store: StatsStore | None = None) -> StatsStore:
     """The store to use: the one given (tests), else the one the settings name."""
     return store if store is not None else make_store(settings)
@@ -49,8 +67,9 @@ def make_pipeline(
     store: StatsStore,
     state: ConsumerState | None = None,
     observer: CommitObserver | None = None,
+    published: Callable[[], Awaitable[object]] | None = None,
 ) -> Pipeline:
-    """A pipeline into `store` with the batching and dedup settings."""
+    """A pipeline into `store` with the batching and dedup settings (`published`: see Pipeline)."""
     return Pipeline(
         store,
         max_events=settings.batch_max_events,
@@ -58,6 +77,7 @@ def make_pipeline(
         dedup_window=settings.dedup_window,
         state=state,
         observer=observer,
+        published=published,
     )
 
 
@@ -98,6 +118,8 @@ class Services:
     login_guard: LoginGuard
     #: The fan-out of `/stats/live`, told about every commit.
     live: LiveFeed
+    #: The committed snapshot `/stats` serves, encoded once per commit.
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
     #: Set while the app's lifespan runs; `/stats` answers 503 until then.
     store: StatsStore | None = None
     consumer_task: asyncio.Task[None] | None = field(default=None)

@@ -1,4 +1,4 @@
-"""What a source hands to the pipeline: single events, blocks of lines, or folded ranges.
+"""What a source hands to the pipeline: events single or per read, lines, or folded ranges.
 
 No asyncio and no I/O here: `replay` imports this before it forks its decoding workers.
 """
@@ -10,10 +10,26 @@ from dataclasses import dataclass
 
 from wikipulse.stats import Partial
 
-__all__ = ["Feed", "Folded", "Lines", "RawEvent"]
+__all__ = ["Events", "Feed", "Folded", "Lines", "RawEvent"]
 
 #: One event as a live source delivers it: its JSON bytes and the stream position after it.
 RawEvent = tuple[bytes, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    """Consecutive live events from one network read: each one's JSON and stream position.
+
+    The live source yields one of these per chunk it reads, so the pipeline folds a chunk's
+    events in one call instead of being resumed once per event.
+    """
+
+    data: list[bytes]
+    positions: list[str | None]
+
+    def pairs(self) -> list[RawEvent]:
+        """The events one by one, as (data, position)."""
+        return list(zip(self.data, self.positions, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,4 +52,4 @@ class Folded:
 
 
 #: Anything a source may yield to `Pipeline.run`.
-Feed = RawEvent | Lines | Folded
+Feed = RawEvent | Events | Lines | Folded

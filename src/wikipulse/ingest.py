@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from wikipulse.consumer import ConsumerState
-from wikipulse.feeds import Feed, Folded, Lines
+from wikipulse.feeds import Events, Feed, Folded, Lines
 from wikipulse.retry import Backoff, RateLimitedLog
 from wikipulse.stats import Aggregator, Batch, Outcome, RecentIds
 from wikipulse.stores import StatsStore, StoreError, StoreUnavailable
@@ -100,12 +100,16 @@ class Pipeline:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         observer: CommitObserver | None = None,
+        published: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.state = state or ConsumerState()
         self._committer = Committer(
             store, self.state, Backoff(retry_initial, max(retry_max, retry_initial)), observer
         )
+        #: Awaited after each successful commit, once the batch is no longer pending, e.g. to
+        #: publish the new snapshot; an error is logged (the batch is committed all the same).
+        self._published = published
         self._max_events = max_events
         self._max_age = max_ms / 1000
         self._dedup_window = dedup_window
@@ -128,7 +132,9 @@ class Pipeline:
         flusher = asyncio.create_task(self._flush_when_old())
         try:
             async for item in feed:
-                if type(item) is tuple:  # the live path: one event at a time
+                if type(item) is Events:  # the live path: the events of one network read
+                    await self.fold_events(item)
+                elif type(item) is tuple:  # one event at a time
                     await self.add(*item)
                 elif isinstance(item, Lines):
                     await self.fold_lines(item.lines)
@@ -148,6 +154,21 @@ class Pipeline:
             self._invalid_log.warning("invalid event skipped: %s", agg.last_error)
         await self.commit_if_full()
         return outcome
+
+    async def fold_events(self, events: Events) -> None:
+        """Process live events in one call, as `add` on each would, and commit if the batch is full.
+
+        The batch takes the position of the last event that has one, as it would one by one.
+        """
+        agg = self.aggregator
+        invalid = agg.counters.invalid
+        agg.fold(events.data, blank_invalid=True)
+        for position in reversed(events.positions):
+            if position is not None:
+                agg.batch.position = position
+                break
+        self._note_invalid(agg.counters.invalid - invalid, agg.last_error)
+        await self.commit_if_full()
 
     async def fold_lines(self, lines: list[bytes]) -> None:
         """Process NDJSON lines (no stream position) and commit the batch if it is full."""
@@ -214,8 +235,17 @@ class Pipeline:
                     self._pending = batch
                 await self._committer.commit(self._pending)
                 self._pending = None
+                await self._publish()
                 if fresh:
                     return
+
+    async def _publish(self) -> None:
+        if self._published is None:
+            return
+        try:
+            await self._published()
+        except Exception as exc:
+            log.warning("publishing the committed snapshot failed: %s", exc)
 
     async def _flush_when_old(self) -> None:
         while True:

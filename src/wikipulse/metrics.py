@@ -12,13 +12,21 @@ should not be routed by a public ingress or proxy (see `api.get_metrics`).
 
 from __future__ import annotations
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Sample
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wikipulse import __version__
@@ -60,19 +68,8 @@ class Metrics:
             "Commits of a batch that raised; each is retried until it succeeds.",
             registry=self.registry,
         )
-        self.http_requests = Counter(
-            f"{PREFIX}_http_requests",
-            "HTTP requests answered, by method, route template and status code.",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.http_seconds = Histogram(
-            f"{PREFIX}_http_request_duration_seconds",
-            "Time from receiving an HTTP request to sending the last byte of the answer.",
-            ["method", "route", "status"],
-            buckets=_HTTP_BUCKETS,
-            registry=self.registry,
-        )
+        self._http = _HttpCollector()
+        self.registry.register(self._http)
         self.registry.register(_ConsumerCollector(state, consumer_running, clock))
 
     def commit_succeeded(self, seconds: float) -> None:
@@ -85,9 +82,7 @@ class Metrics:
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered HTTP request and record how long it took."""
-        labels = (method, route, str(status))
-        self.http_requests.labels(*labels).inc()
-        self.http_seconds.labels(*labels).observe(seconds)
+        self._http.observe(method, route, status, seconds)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the `Accept` header asks for, and its content type.
@@ -96,6 +91,79 @@ class Metrics:
         """
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as Prometheus writes it: `+Inf`, or the shortest repr of the float."""
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+class _HttpSeries:
+    """One label set's request count, latency sum and per-bucket counts (not cumulative)."""
+
+    __slots__ = ("buckets", "count", "created", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * (len(_HTTP_BUCKETS) + 1)
+        self.created = time.time()
+
+
+class _HttpCollector:
+    """HTTP request counts and latencies, recorded without a lock and read at scrape time.
+
+    Every request is answered on the event loop's thread, so plain integer updates need no
+    lock; prometheus_client's labelled metrics take two locks per request.
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, int], _HttpSeries] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request under its labels and put its duration in its bucket."""
+        key = (method, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _HttpSeries()
+        series.count += 1
+        series.total += seconds
+        series.buckets[bisect_left(_HTTP_BUCKETS, seconds)] += 1
+
+    def describe(self) -> list[Metric]:
+        """The metrics without values, so the registry can check names for clashes."""
+        return list(self._families(sample=False))
+
+    def collect(self) -> list[Metric]:
+        """The metrics with their current values."""
+        return list(self._families(sample=True))
+
+    def _families(self, *, sample: bool) -> Iterator[Metric]:
+        labels = ["method", "route", "status"]
+        requests = CounterMetricFamily(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by method, route template and status code.",
+            labels=labels,
+        )
+        name = f"{PREFIX}_http_request_duration_seconds"
+        seconds = HistogramMetricFamily(
+            name,
+            "Time from receiving an HTTP request to sending the last byte of the answer.",
+            labels=labels,
+        )
+        for (method, route, status), series in list(self._series.items()) if sample else ():
+            values = [method, route, str(status)]
+            requests.add_metric(values, series.count, created=series.created)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*_HTTP_BUCKETS, math.inf), series.buckets, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), float(cumulative)))
+            seconds.add_metric(values, buckets, series.total)
+            seconds.samples.append(
+                Sample(f"{name}_created", dict(zip(labels, values, strict=True)), series.created)
+            )
+        yield requests
+        yield seconds
 
 
 class _ConsumerCollector:

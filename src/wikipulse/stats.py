@@ -211,13 +211,16 @@ class Aggregator:
             counters.last_dt = event.meta.dt
         return Outcome.COUNTED
 
-    def fold(self, raws: Iterable[bytes], *, dedup: bool = True) -> None:
+    def fold(
+        self, raws: Iterable[bytes], *, dedup: bool = True, blank_invalid: bool = False
+    ) -> None:
         """Process many events that carry no position (NDJSON lines); blank lines are skipped.
 
         The same outcome as `add_raw` on each, written as one loop over local names because
         this is the replay hot path (it roughly halves the time per event). With `dedup`
         false, repeated ids are folded too and the window is left alone: for a worker that
-        checks its ids for repeats afterwards, in bulk (see sources/parallel.py).
+        checks its ids for repeats afterwards, in bulk (see sources/parallel.py). With
+        `blank_invalid`, a blank event counts as invalid, as `add_raw` counts it (live events).
         """
         batch = self.batch
         batch.touched = True
@@ -242,7 +245,7 @@ class Aggregator:
                     raw.decode()
                 event = decode_raw(raw)
             except DECODE_ERRORS as exc:
-                if raw.strip():
+                if blank_invalid or raw.strip():
                     invalid += 1
                     self.last_error = str(exc)
                 continue

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import httpx
 
 from wikipulse.consumer import ConsumerState
-from wikipulse.feeds import RawEvent
+from wikipulse.feeds import Events, RawEvent
 from wikipulse.redact import redact_text
 from wikipulse.retry import Backoff
-from wikipulse.sse import EventTooLarge, SSEParser
+from wikipulse.sse_bulk import BulkSSEParser, EventTooLarge
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -120,6 +120,13 @@ class LiveSource:
 
     async def events(self, last_id: str | None) -> AsyncIterator[RawEvent]:
         """Yield (data, position) of every `message` event, reconnecting until cancelled."""
+        async with contextlib.aclosing(self.bulk_events(last_id)) as reads:
+            async for events in reads:
+                for event in events.pairs():
+                    yield event
+
+    async def bulk_events(self, last_id: str | None) -> AsyncGenerator[Events, None]:
+        """Like `events`, but the `message` events of each network read come as one item."""
         self.last_id = last_id
         timeout = httpx.Timeout(
             connect=self._connect_timeout,
@@ -151,39 +158,36 @@ class LiveSource:
                         self.state.source_error = None
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
-                        parser = SSEParser(self.last_id, self._max_event_bytes)
+                        parser = BulkSSEParser(self.last_id, self._max_event_bytes)
                         async with contextlib.aclosing(self._body(resp)) as body:
                             async for chunk in body:
-                                too_large: EventTooLarge | None = None
-                                try:
-                                    events = parser.feed(chunk)
-                                except EventTooLarge as exc:
-                                    too_large, events = exc, exc.events
-                                for event in events:
-                                    if event.id is not None:
-                                        # The id at dispatch, not the parser's: an id read from
-                                        # an event cut mid-way must not move the resume point.
-                                        self.last_id = event.id
-                                    if event.type == "message":
-                                        delivered += 1
-                                        self.state.last_event_at = self._clock()
-                                        yield event.data, event.id or None
-                                    elif event.type == "error":
+                                got = parser.feed(chunk)
+                                if got.last_id is not None:
+                                    # The id at dispatch, not the parser's: an id read from
+                                    # an event cut mid-way must not move the resume point.
+                                    self.last_id = got.last_id
+                                for kind, data in got.others:
+                                    if kind == "error":
                                         log.warning(
                                             "server sent an error event: %s",
-                                            event.data[:500].decode("utf-8", "replace"),
+                                            data[:500].decode("utf-8", "replace"),
                                         )
                                     else:
-                                        log.debug("ignoring SSE event of type %r", event.type)
-                                if too_large is not None:
-                                    self.state.oversized_events += 1
-                                    raise _ConnectionEnded(
-                                        f"the stream sent {too_large}; dropped the connection"
-                                    )
+                                        log.debug("ignoring SSE event of type %r", kind)
+                                if got.data:
+                                    delivered += len(got.data)
+                                    self.state.last_event_at = self._clock()
+                                    yield Events(got.data, got.positions)
                                 if parser.retry is not None:
                                     self.retry_floor = parser.retry / 1000
                     log.info("stream ended after %d events; reconnecting", delivered)
                     delay = 0.0 if delivered else None
+                except EventTooLarge as exc:
+                    # Events of the same read before it were not dispatched: the resume point
+                    # did not move past them, so the reconnect reads them again.
+                    delay = 0.0 if delivered else None
+                    self.state.oversized_events += 1
+                    self._failed(f"the stream sent {exc}; dropped the connection")
                 except _ConnectionEnded as exc:
                     delay = 0.0 if delivered and exc.delay is None else exc.delay
                     self._failed(exc.reason, forbidden=exc.forbidden)
