@@ -1,9 +1,10 @@
 """The dashboard in a real headless Chromium: log in, see `/stats`, watch it change, fail to log in.
 
 The app runs on a real socket (uvicorn in a thread) with the memory store, fed by a queue the
-test controls. `/stats/timeseries` and `/stats/top` come from another branch: where this one
-lacks them the chart and top lists are driven by a stand-in with their exact shapes
-(`tests/support/served.FakeWindows`), and one test checks that the page explains their absence.
+test controls. The chart and the top lists come from the real `/stats/timeseries` and
+`/stats/top` of the memory store; `tests/support/served.FakeWindows` counts the same events
+independently (its routes are registered after the real ones, so they only answer where the
+real ones are missing), and one test checks that the page explains a store without windows.
 
 Chromium is Debian's (`/usr/bin/chromium`); without it these tests skip, unless `CI=true`,
 where they fail. `WIKIPULSE_SCREENSHOT=docs/dashboard.png` also writes the README's picture.
