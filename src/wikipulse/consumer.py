@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from wikipulse.events import parse_dt
 from wikipulse.stats import Counters
 
-__all__ = ["ConsumerState", "parse_dt"]
+__all__ = ["ConsumerState"]
 
 
 @dataclass(slots=True)
@@ -67,23 +67,6 @@ class ConsumerState:
             "oversized_events": self.oversized_events,
             "redirects_refused": self.redirects_refused,
         }
-
-
-def parse_dt(value: str | None) -> float | None:
-    """A `meta.dt` (ISO 8601, `Z` or an offset, any sub-second precision) as a Unix time.
-
-    A time without an offset is taken as UTC; anything unparsable gives None, because a bad
-    timestamp must not break `/status` or a scrape.
-    """
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _iso(ts: float | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -16,6 +17,7 @@ __all__ = [
     "decode",
     "decode_json_only",
     "decode_unchecked",
+    "parse_dt",
 ]
 
 #: Wikimedia sends synthetic "canary" events through the stream to check it is alive.
@@ -91,3 +93,20 @@ def decode(data: bytes | str) -> RecentChange:
     # ValidationError is a DecodeError; bad UTF-8 inside a string surfaces as UnicodeDecodeError.
     except DECODE_ERRORS as exc:
         raise InvalidEvent(str(exc)) from exc
+
+
+def parse_dt(value: str | None) -> float | None:
+    """A `meta.dt` (ISO 8601, `Z` or an offset, any sub-second precision) as a Unix time.
+
+    A time without an offset is taken as UTC; anything unparsable gives None, because a bad
+    timestamp must not break `/status` or a scrape.
+    """
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from operator import itemgetter
 
-from wikipulse.events import RecentChange
+from wikipulse.events import RecentChange, parse_dt
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
 
 __all__ = [
@@ -63,13 +62,10 @@ _MAX_CACHED = 100_000
 
 
 def _parse_minute(dt: str) -> int | None:
-    try:
-        when = datetime.fromisoformat(dt)
-    except ValueError:
+    when = parse_dt(dt)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    seconds = int(when.timestamp())
+    seconds = int(when)
     return seconds - seconds % MINUTE
 
 

@@ -6,17 +6,14 @@ It shares no code with the package so that a bug there cannot hide in both place
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def expected_stats(lines: Iterable[bytes | str]) -> dict[str, Any]:
-    """The `/stats` body for these NDJSON lines: valid, non-canary, each meta.id once."""
+def counted(lines: Iterable[bytes | str]) -> Iterator[dict[str, Any]]:
+    """The events `/stats` counts, parsed: valid, non-canary, each meta.id once, in file order."""
     seen: set[str] = set()
-    users: set[str] = set()
-    servers: dict[str, int] = {}
-    total = bots = 0
     for line in lines:
         try:
             event = json.loads(line)
@@ -28,6 +25,15 @@ def expected_stats(lines: Iterable[bytes | str]) -> dict[str, Any]:
         if meta.get("domain") == "canary" or meta["id"] in seen:
             continue
         seen.add(meta["id"])
+        yield event
+
+
+def expected_stats(lines: Iterable[bytes | str]) -> dict[str, Any]:
+    """The `/stats` body for these NDJSON lines: valid, non-canary, each meta.id once."""
+    users: set[str] = set()
+    servers: dict[str, int] = {}
+    total = bots = 0
+    for event in counted(lines):
         total += 1
         bots += event["bot"]
         if event.get("user"):

@@ -6,13 +6,12 @@ picks them (valid, non-canary, each meta.id once), then put into buckets by a pl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.support.counting import _valid
+from tests.support.counting import counted
 
 
 @dataclass(frozen=True)
@@ -30,19 +29,9 @@ class Counted:
 
 def counted_events(lines: Iterable[bytes | str]) -> list[Counted]:
     """The counted events that have a readable meta.dt, in file order."""
-    seen: set[str] = set()
     out: list[Counted] = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(event, dict) or not _valid(event):
-            continue
+    for event in counted(lines):
         meta = event["meta"]
-        if meta.get("domain") == "canary" or meta["id"] in seen:
-            continue
-        seen.add(meta["id"])
         if not meta.get("dt"):
             continue
         when = datetime.fromisoformat(meta["dt"].replace("Z", "+00:00"))
