@@ -138,6 +138,12 @@ def main() -> None:
         f"p50 <= {quantile(buckets, 0.5)} s, p99 <= {quantile(buckets, 0.99)} s "
         "(upper bounds of histogram buckets)"
     )
+    within = dict(buckets)
+    print(
+        f"commits over 0.5 s: {commits - within.get(0.5, commits):.0f}, "
+        f"over 1 s: {commits - within.get(1.0, commits):.0f}, "
+        f"over 2.5 s: {commits - within.get(2.5, commits):.0f}"
+    )
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end")
 
 
