@@ -27,6 +27,7 @@ ROOT = HERE.parent
 POSTGRES_DSN = os.environ.get(
     "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
+CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "127.0.0.1")
 
 
 def generate(events: int, seed: int, directory: Path) -> Path:
@@ -68,6 +69,33 @@ def postgres_reachable() -> bool:
     return result.returncode == 0
 
 
+def cassandra_reachable() -> bool:
+    """Whether the benchmark's Cassandra node answers."""
+    probe = (
+        "import sys\n"
+        "from cassandra.cluster import Cluster\n"
+        "c = Cluster(sys.argv[1].split(','), connect_timeout=3)\n"
+        "c.connect().shutdown(); c.shutdown()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, CASSANDRA_HOSTS], capture_output=True, check=False
+    )
+    return result.returncode == 0
+
+
+def _drop_cassandra(env: dict[str, str]) -> None:
+    # Each Cassandra run writes a keyspace of its own; drop it afterwards (untimed).
+    code = (
+        "import sys\n"
+        "from cassandra.cluster import Cluster\n"
+        "c = Cluster(sys.argv[1].split(','))\n"
+        "c.connect().execute('DROP KEYSPACE IF EXISTS ' + sys.argv[2], timeout=120)\n"
+        "c.shutdown()\n"
+    )
+    keyspace = env["WIKIPULSE_CASSANDRA_KEYSPACE"]
+    subprocess.run([sys.executable, "-c", code, CASSANDRA_HOSTS, keyspace], check=True)
+
+
 def main() -> None:
     """Run every variant and print a table of figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,6 +108,7 @@ def main() -> None:
     default_dir = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
     parser.add_argument("--dir", type=Path, default=default_dir, help="where the data goes")
     parser.add_argument("--no-stores", action="store_true", help="memory store only")
+    parser.add_argument("--only", help="run only the variants whose name contains this")
     args = parser.parse_args()
 
     data = generate(args.events, args.seed, args.dir)
@@ -124,7 +153,25 @@ def main() -> None:
             )
         else:
             print(f"postgres: not reachable at {POSTGRES_DSN}; skipped", file=sys.stderr)
+        if cassandra_reachable():
+            cassandra_env = {
+                **env,
+                "WIKIPULSE_CASSANDRA_HOSTS": CASSANDRA_HOSTS,
+                "WIKIPULSE_CASSANDRA_CONSISTENCY": "ONE",
+                "WIKIPULSE_MIGRATE_ON_START": "true",
+            }
+            variants.append(
+                (
+                    "wikipulse replay (cassandra)",
+                    [*wikipulse, "replay", "-q", "--store", "cassandra", str(data)],
+                    cassandra_env,
+                )
+            )
+        else:
+            print(f"cassandra: not reachable at {CASSANDRA_HOSTS}; skipped", file=sys.stderr)
 
+    if args.only:
+        variants = [v for v in variants if args.only in v[0]]
     print(
         f"{args.events:,} events, {data.stat().st_size / 1e6:.0f} MB, "
         f"best and median of {args.runs} runs, {os.cpu_count()} cores, "
@@ -145,7 +192,11 @@ def main() -> None:
                 db.unlink()  # every store run starts empty so it counts the same events
             if "postgres" in name:
                 _reset_postgres(variant_env)
+            if "cassandra" in name:
+                variant_env["WIKIPULSE_CASSANDRA_KEYSPACE"] = f"wp_bench_{time.time_ns()}"
             elapsed, peak, stdout = run(cmd, variant_env)
+            if "cassandra" in name:
+                _drop_cassandra(variant_env)
             times[name].append(elapsed)
             rss[name] = max(rss[name], peak)
             if stdout.startswith(b"{"):

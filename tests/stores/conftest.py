@@ -118,6 +118,11 @@ def cassandra_skip_reason() -> str | None:
 @pytest.fixture
 def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
     """A fresh keyspace for one test on the cluster named by the environment, dropped after."""
+    yield from _fresh_keyspace(cassandra_skip_reason)
+
+
+def _fresh_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
+    """Yield a new keyspace name (fail or skip if the cluster is out of reach); drop it after."""
     if cassandra_skip_reason:
         _unreachable(cassandra_skip_reason)
     keyspace = f"wp_test_{uuid.uuid4().hex[:12]}"
@@ -131,6 +136,20 @@ def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
         cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
     finally:
         cluster.shutdown()
+
+
+CLUSTER_REPLICATION = "{'class': 'SimpleStrategy', 'replication_factor': 3}"
+
+
+@pytest.fixture
+def cluster_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
+    """A fresh keyspace name on the three-node cluster (RF 3 when made), dropped after."""
+    if os.environ.get("WIKIPULSE_TEST_CASSANDRA_CLUSTER") != "1":
+        # The single-node run leaves these to the cluster run (.ci/run runs both).
+        pytest.skip("set WIKIPULSE_TEST_CASSANDRA_CLUSTER=1 with the three-node cluster's hosts")
+    if len(CASSANDRA_HOSTS.split(",")) < 3:
+        _unreachable("WIKIPULSE_TEST_CASSANDRA_HOSTS must name the three nodes of the cluster")
+    yield from _fresh_keyspace(cassandra_skip_reason)
 
 
 KINDS = [

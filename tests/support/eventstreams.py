@@ -109,6 +109,9 @@ class Faults:
     forbid_library_agents: bool = True
     #: After the last event: "close" the stream, or "hold" it open and silent.
     when_done: Literal["close", "hold"] = "close"
+    #: Pace delivery at this many events per second over all connections (None: as fast as
+    #: the client reads).
+    events_per_second: float | None = None
     #: Request numbers (1-based) answered in a hostile way (see `Hostile`).
     hostile: Mapping[int, Hostile] = field(default_factory=dict)
 
@@ -233,6 +236,7 @@ class EventStreamsServer:
         #: Set once the last event has been delivered.
         self.finished = threading.Event()
         self._connections = 0
+        self._paced_from: float | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -493,6 +497,8 @@ class EventStreamsServer:
             await self._send(writer, self._encode(i), tiny=tiny, before_last=self._deliver(i))
             sent += 1
             i += 1
+            if faults.events_per_second:
+                await self._pace(faults.events_per_second)
             if faults.error_every and sent % faults.error_every == 0:
                 eol = self._eol()
                 await self._send(
@@ -507,6 +513,15 @@ class EventStreamsServer:
             await reader.read(1)  # silent until the client hangs up (or the server stops)
         else:
             await self._send_end(writer)
+
+    async def _pace(self, rate: float) -> None:
+        """Sleep until the events delivered so far are due at `rate` events per second."""
+        now = time.monotonic()
+        if self._paced_from is None:
+            self._paced_from = now
+        delay = self._paced_from + len(self.delivered) / rate - now
+        if delay > 0.002:
+            await asyncio.sleep(delay)
 
     async def _stall(self, reader: asyncio.StreamReader) -> None:
         started = time.monotonic()
