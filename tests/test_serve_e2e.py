@@ -58,6 +58,7 @@ class Service:
                 stderr=subprocess.STDOUT,
             )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5)
+        self._token: str | None = None
         self._wait_up()
 
     def _wait_up(self) -> None:
@@ -79,11 +80,12 @@ class Service:
         return body
 
     def stats(self) -> dict[str, Any]:
-        """/stats with a fresh token."""
-        login = self.http.post("/login", json={"username": "alice", "password": PASSWORD})
-        assert login.status_code == 200
-        token = login.json()["access_token"]
-        response = self.http.get("/stats", headers={"Authorization": f"Bearer {token}"})
+        """/stats, logging in once (polling with a login each time would meet the rate limit)."""
+        if self._token is None:
+            login = self.http.post("/login", json={"username": "alice", "password": PASSWORD})
+            assert login.status_code == 200
+            self._token = login.json()["access_token"]
+        response = self.http.get("/stats", headers={"Authorization": f"Bearer {self._token}"})
         assert response.status_code == 200
         body: dict[str, Any] = response.json()
         return body
