@@ -46,3 +46,12 @@ def test_values_out_of_bounds_are_refused_naming_the_setting(name: str, value: s
     """A limit of zero (or an event size under 1 KiB) stops start-up with the setting's name."""
     with pytest.raises(ConfigError, match=name):
         load_settings(environ={name: value}, env_file=None)
+
+
+def test_serve_guards_the_fast_http_parser_where_it_is_installed() -> None:
+    """The guarded protocol is httptools' (C parser) when installed, with the limits given."""
+    from wikipulse.httpserver import GuardedHttpToolsProtocol, guarded_protocol
+
+    protocol = guarded_protocol(7.0, 12)
+    assert issubclass(protocol, GuardedHttpToolsProtocol)
+    assert (protocol.header_timeout, protocol.max_connections) == (7.0, 12)

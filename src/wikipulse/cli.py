@@ -242,7 +242,7 @@ def _serve(args: argparse.Namespace) -> int:
     # that kills the process (exit -15/143) after a clean stop; this one exits 0 instead,
     # and also stops a process that gets SIGTERM before uvicorn took the signal over.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from wikipulse.httpserver import guarded_h11_protocol
+    from wikipulse.httpserver import guarded_protocol
     from wikipulse.live import LiveServer
 
     config = uvicorn.Config(
@@ -252,7 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         # Header timeout and connection cap (uvicorn has neither before the first request).
-        http=guarded_h11_protocol(
+        http=guarded_protocol(  # type: ignore[arg-type]
             settings.http_header_timeout_seconds, settings.http_max_connections
         ),
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,

@@ -3,7 +3,7 @@
 uvicorn closes a keep-alive connection that stays idle after a response
 (`timeout_keep_alive`), but a connection that never sends a complete request is kept open for
 ever: nothing times out before the first request, nor while a request's headers trickle in.
-`guarded_h11_protocol` makes uvicorn's h11 protocol class
+`guarded_protocol` makes uvicorn's httptools protocol class (h11 where httptools is missing)
 
 - close a connection whose request headers are not complete `header_timeout` seconds after it
   opened, or after the previous response ended (so also a slow-loris that sends a byte now
@@ -23,7 +23,15 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["GuardedH11Protocol", "guarded_h11_protocol"]
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    _HTTPTOOLS = True
+except ImportError:  # httptools is a dependency, but a platform without its wheel may lack it
+    HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
+    _HTTPTOOLS = False
+
+__all__ = ["GuardedH11Protocol", "GuardedHttpToolsProtocol", "guarded_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -58,53 +66,37 @@ class _LimitLog:
         self.next_at = now + _LIMIT_LOG_INTERVAL
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout and a connection cap (see the module)."""
+class _Guard:
+    """The guard's state and timer, shared by both protocol classes (mixed in first)."""
 
     header_timeout: ClassVar[float] = 10.0
     max_connections: ClassVar[int | None] = None
     limit_log: ClassVar[_LimitLog] = _LimitLog()
+    # Provided by uvicorn's protocol classes.
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    server_state: Any
+    client: tuple[str, int] | None
+    cycle: Any
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._refused = False
+    _header_timer: asyncio.TimerHandle | None = None
+    _refused = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Register the connection, or refuse it when too many are open; start the timer."""
+    def _refuse_if_full(self, open_before: int, transport: asyncio.Transport) -> bool:
+        """Refuse the new connection (503, closed) if the cap is reached; say whether it was."""
         limit = self.max_connections
-        open_now = len(self.server_state.connections)
-        super().connection_made(transport)
-        if limit is not None and open_now >= limit:
-            self._refused = True
-            self.limit_log.refused(open_now, limit)
-            transport.write(_REFUSED)
-            transport.close()
-            return
-        self._arm_header_timer()
+        if limit is None or open_before < limit:
+            self._arm_header_timer()
+            return False
+        self._refused = True
+        self.limit_log.refused(open_before, limit)
+        transport.write(_REFUSED)
+        transport.close()
+        return True
 
-    def data_received(self, data: bytes) -> None:
-        """Ignore whatever a refused connection still sends."""
-        if not self._refused:
-            super().data_received(data)
-
-    def handle_events(self) -> None:
-        """Parse as uvicorn does; once a new request's headers are in, stop the header timer."""
-        before = self.cycle
-        super().handle_events()
-        if self.cycle is not before:
-            self._cancel_header_timer()
-
-    def on_response_complete(self) -> None:
-        """After a response, the next request's headers have `header_timeout` again."""
-        super().on_response_complete()
+    def _response_done(self) -> None:
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the timer and let uvicorn clean up."""
-        self._cancel_header_timer()
-        super().connection_lost(exc)
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -127,18 +119,88 @@ class GuardedH11Protocol(H11Protocol):
             client,
             self.header_timeout,
         )
+        self._close_idle()
+
+    def _close_idle(self) -> None:
+        self.transport.close()
+
+
+class GuardedH11Protocol(_Guard, H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and a connection cap (see the module)."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Register the connection, or refuse it when too many are open; start the timer."""
+        open_before = len(self.server_state.connections)
+        super().connection_made(transport)
+        self._refuse_if_full(open_before, transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Ignore whatever a refused connection still sends."""
+        if not self._refused:
+            super().data_received(data)
+
+    def handle_events(self) -> None:
+        """Parse as uvicorn does; once a new request's headers are in, stop the header timer."""
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before:
+            self._cancel_header_timer()
+
+    def on_response_complete(self) -> None:
+        """After a response, the next request's headers have `header_timeout` again."""
+        super().on_response_complete()
+        self._response_done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and let uvicorn clean up."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def _close_idle(self) -> None:
         with contextlib.suppress(h11.LocalProtocolError):
             self.conn.send(h11.ConnectionClosed())
         self.transport.close()
 
 
-def guarded_h11_protocol(
-    header_timeout: float, max_connections: int | None
-) -> type[GuardedH11Protocol]:
-    """A protocol class for `uvicorn.run(http=...)` with these limits and its own limit log."""
+class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
+    """uvicorn's httptools protocol (C parser) with the same header timeout and connection cap."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Register the connection, or refuse it when too many are open; start the timer."""
+        open_before = len(self.server_state.connections)
+        super().connection_made(transport)
+        self._refuse_if_full(open_before, transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Ignore whatever a refused connection still sends."""
+        if not self._refused:
+            super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        """A request's headers are in: stop the header timer, then go on as uvicorn does."""
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        """After a response, the next request's headers have `header_timeout` again."""
+        super().on_response_complete()
+        self._response_done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and let uvicorn clean up."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(header_timeout: float, max_connections: int | None) -> type[_Guard]:
+    """A protocol class for uvicorn's `http=` with these limits and its own limit log.
+
+    httptools (a C parser, several times faster per request) where it is installed, else h11.
+    """
+    base: type[_Guard] = GuardedHttpToolsProtocol if _HTTPTOOLS else GuardedH11Protocol
     return type(
-        "WikipulseH11Protocol",
-        (GuardedH11Protocol,),
+        f"Wikipulse{base.__name__.removeprefix('Guarded')}",
+        (base,),
         {
             "header_timeout": header_timeout,
             "max_connections": max_connections,
