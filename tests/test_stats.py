@@ -156,3 +156,19 @@ def test_a_part_that_repeats_an_event_is_refused_whole() -> None:
     assert not agg.merge(_partial_of([_event("c"), _event("b")]))  # "b" is in the window
     assert not agg.merge(_partial_of([_event("d"), _event("d")]))  # repeated within the part
     assert (_snapshot(agg), agg.counters.counted, len(agg.recent)) == before
+
+
+def test_without_windows_the_counts_are_the_same_and_no_window_is_kept() -> None:
+    """An aggregator told to keep no windows counts exactly the same and folds no window data."""
+    lines = [_event(str(i), user=f"u{i % 5}", bot=i % 4 == 0) for i in range(40)]
+    lines = [
+        line.replace(b'"meta": {', b'"meta": {"dt": "2026-11-01T12:00:00Z", ') for line in lines
+    ]
+    with_windows, without = Aggregator(RecentIds(100)), Aggregator(RecentIds(100), windows=False)
+    with_windows.fold(lines)
+    without.fold(lines)
+    assert without.add_raw(_event("late"), "p") is Outcome.COUNTED
+    with_windows.add_raw(_event("late"), "p")
+    assert _snapshot(without) == _snapshot(with_windows)
+    assert with_windows.batch.windows.raw  # the windows were folded where asked for
+    assert not without.batch.windows.raw

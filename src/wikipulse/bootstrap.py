@@ -68,6 +68,7 @@ def make_pipeline(
     state: ConsumerState | None = None,
     observer: CommitObserver | None = None,
     published: Callable[[], Awaitable[object]] | None = None,
+    windows: bool = True,
 ) -> Pipeline:
     """A pipeline into `store` with the batching and dedup settings (`published`: see Pipeline)."""
     return Pipeline(
@@ -78,6 +79,7 @@ def make_pipeline(
         state=state,
         observer=observer,
         published=published,
+        windows=windows,
     )
 
 

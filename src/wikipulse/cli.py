@@ -297,18 +297,29 @@ def _replay(args: argparse.Namespace) -> int:
     # cycle collector's default pace (every 700 container allocations) spends its time
     # finding nothing. Collect less often; set before the fork, the workers inherit it.
     gc.set_threshold(50_000, 20, 100)
+    # Time windows cost a replay about a third of its memory: fold them only where something
+    # reads them (--windows, or a durable store that keeps them for `serve`).
+    keep_windows = args.windows or args.store != "memory"
     workers = args.workers or default_workers()
     folder = None
     if workers > 1 and size >= PARALLEL_MIN_BYTES and read_format(path) == "ndjson":
         # Fork the workers first: they decode while the settings load and the store opens,
         # and no thread exists yet to be copied into them.
-        folder = RangeFolder(path, size, workers)
+        folder = RangeFolder(path, size, workers, windows=keep_windows)
     import asyncio  # after the fork: the workers need none of it
 
     try:
         settings = _settings(args, store=args.store)
         return asyncio.run(
-            _replay_async(settings, path, size, folder, quiet=args.quiet, windows=args.windows)
+            _replay_async(
+                settings,
+                path,
+                size,
+                folder,
+                quiet=args.quiet,
+                windows=args.windows,
+                keep_windows=keep_windows,
+            )
         )
     finally:
         if folder is not None:
@@ -323,6 +334,7 @@ async def _replay_async(
     *,
     quiet: bool,
     windows: bool = False,
+    keep_windows: bool = True,
 ) -> int:
     import time
 
@@ -350,7 +362,7 @@ async def _replay_async(
     fmt = read_format(path)
     try:
         await store.open()
-        pipeline = make_pipeline(settings, store)
+        pipeline = make_pipeline(settings, store, windows=keep_windows)
         await pipeline.resume()
         await pipeline.run(file_feed(path, progress, folder))
         stats = await store.snapshot()

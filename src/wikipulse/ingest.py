@@ -101,6 +101,7 @@ class Pipeline:
         retry_max: float = 30.0,
         observer: CommitObserver | None = None,
         published: Callable[[], Awaitable[object]] | None = None,
+        windows: bool = True,
     ) -> None:
         self.store = store
         self.state = state or ConsumerState()
@@ -118,7 +119,7 @@ class Pipeline:
         self._batch_started: float | None = None
         self._pending: Batch | None = None
         self._inflight: asyncio.Task[None] | None = None
-        self.aggregator = Aggregator(RecentIds(dedup_window))
+        self.aggregator = Aggregator(RecentIds(dedup_window), windows=windows)
         self.aggregator.counters = self.state.counters
 
     async def resume(self) -> str | None:

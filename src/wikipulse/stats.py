@@ -67,7 +67,7 @@ class Batch:
     #: The time-window deltas of the events counted here, committed with everything else.
     windows: WindowDelta = field(default_factory=WindowDelta)
 
-    def add(self, event: RecentChange) -> None:
+    def add(self, event: RecentChange, *, windows: bool = True) -> None:
         """Fold one valid, non-canary, not-yet-seen event into the deltas."""
         self.total += 1
         if event.bot:
@@ -77,7 +77,8 @@ class Batch:
         if event.user:
             self.users.add(event.user)
         self.event_ids.append(event.meta.id)
-        self.windows.add(event)
+        if windows:
+            self.windows.add(event)
 
 
 class RecentIds:
@@ -177,10 +178,13 @@ class Partial:
 class Aggregator:
     """Decode raw event bytes, drop canaries, invalid and repeated events, fold the rest."""
 
-    __slots__ = ("batch", "counters", "last_error", "recent")
+    __slots__ = ("batch", "counters", "keep_windows", "last_error", "recent")
 
-    def __init__(self, recent: RecentIds) -> None:
+    def __init__(self, recent: RecentIds, *, windows: bool = True) -> None:
         self.recent = recent
+        #: Whether to fold the time windows too; off where nothing will read them (a replay
+        #: into memory without --windows), which saves their time and memory.
+        self.keep_windows = windows
         self.batch = Batch()
         self.counters = Counters()
         #: Why the last invalid event was refused, for the caller to log.
@@ -204,7 +208,7 @@ class Aggregator:
         if not self.recent.add(event.meta.id):
             self.counters.duplicates += 1
             return Outcome.DUPLICATE
-        batch.add(event)
+        batch.add(event, windows=self.keep_windows)
         counters = self.counters
         counters.counted += 1
         if event.meta.dt is not None:
@@ -231,6 +235,7 @@ class Aggregator:
         # The time windows: one tuple per counted event, summed in C at commit (see windows.py).
         add_window = batch.windows.raw.append
         minutes = MINUTE_CACHE
+        keep_windows = self.keep_windows
         counted_before = len(ids)
         window = self.recent
         new, old, capacity = window._new, window._old, window._capacity
@@ -271,7 +276,7 @@ class Aggregator:
                 add_user(user)
             add_id(event_id)
             dt = meta.dt
-            if dt:
+            if dt and keep_windows:
                 minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
                 if minute == -1:
                     minute = minute_of(dt)

@@ -119,13 +119,13 @@ def read_range(path: Path, start: int, end: int) -> list[bytes]:
         return [line for lines in iter_range(f, start, end) for line in lines]
 
 
-def fold_range(path: Path, start: int, end: int) -> RangeResult:
+def fold_range(path: Path, start: int, end: int, windows: bool = True) -> RangeResult:
     """Decode and fold one range in a worker process, as if it held no repeated event.
 
     Repeats are counted afterwards from the ids, in bulk; a range with any is folded again
     by the parent against the real window, so folding it wrongly here costs nothing.
     """
-    agg = Aggregator(RecentIds(1))
+    agg = Aggregator(RecentIds(1), windows=windows)
     with path.open("rb", buffering=0) as f:
         for lines in iter_range(f, start, end):
             agg.fold(lines, dedup=False)
@@ -163,9 +163,18 @@ class RangeFolder:
     forking first also means no thread exists yet to be copied into the children.
     """
 
-    def __init__(self, path: Path, size: int, workers: int, range_bytes: int = RANGE_BYTES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        size: int,
+        workers: int,
+        range_bytes: int = RANGE_BYTES,
+        *,
+        windows: bool = True,
+    ) -> None:
         self.path = path
         self.workers = workers
+        self._windows = windows
         self._executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("fork")
         )
@@ -180,7 +189,7 @@ class RangeFolder:
             span = next(self._ranges, None)
             if span is None:
                 return
-            self._pending.append(self._executor.submit(fold_range, self.path, *span))
+            self._pending.append(self._executor.submit(fold_range, self.path, *span, self._windows))
 
     async def results(self) -> AsyncIterator[RangeResult]:
         """The ranges' results, in file order."""
