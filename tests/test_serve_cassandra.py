@@ -16,7 +16,7 @@ from tests.stores import conftest as store_fixtures
 from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT
 from tests.support.counting import expected_stats
 from tests.support.eventstreams import EventStreamsServer, Faults
-from tests.test_serve_e2e import PASSWORD, Service, _env, _lines, _wait_for
+from tests.test_serve_e2e import Service, _env, _lines, _wait_for
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
 
@@ -74,22 +74,8 @@ def test_sigkill_midway_then_restart_on_cassandra_loses_and_doubles_nothing(
 
 
 def _settled_stats(service: Service, expected: dict[str, Any]) -> dict[str, Any]:
-    """Poll /stats (one login, so no login rate limit) until it is `expected` or stays put 10 s."""
-    login = service.http.post("/login", json={"username": "alice", "password": PASSWORD})
-    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-    last: dict[str, Any] = {}
-    unchanged_since = time.monotonic()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        current: dict[str, Any] = service.http.get("/stats", headers=headers).json()
-        if current == expected:
-            return current
-        if current != last:
-            last, unchanged_since = current, time.monotonic()
-        elif time.monotonic() - unchanged_since > 10:
-            break
-        time.sleep(0.25)
-    return last
+    """The e2e helper with Cassandra's longer waits: 120 s in all, 10 s without change."""
+    return e2e._settled_stats(service, expected, timeout=120, quiet=10)
 
 
 def _services_cmd(*args: str) -> None:

@@ -140,18 +140,20 @@ def _wait_for(predicate: Any, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def _settled_stats(service: Service, expected: dict[str, Any]) -> dict[str, Any]:
-    """Poll /stats until it equals the expectation or stops changing for a while."""
+def _settled_stats(
+    service: Service, expected: dict[str, Any], timeout: float = 60, quiet: float = 5
+) -> dict[str, Any]:
+    """Poll /stats until it equals the expectation or stops changing for `quiet` seconds."""
     last: dict[str, Any] = {}
     unchanged_since = time.monotonic()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = service.stats()
         if current == expected:
             return current
         if current != last:
             last, unchanged_since = current, time.monotonic()
-        elif time.monotonic() - unchanged_since > 5:
+        elif time.monotonic() - unchanged_since > quiet:
             break
         time.sleep(0.1)
     return last

@@ -252,9 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         # Header timeout and connection cap (uvicorn has neither before the first request).
-        http=guarded_protocol(  # type: ignore[arg-type]
-            settings.http_header_timeout_seconds, settings.http_max_connections
-        ),
+        http=guarded_protocol(settings.http_header_timeout_seconds, settings.http_max_connections),
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,
     )
     server = LiveServer(config)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -66,19 +66,29 @@ class _LimitLog:
         self.next_at = now + _LIMIT_LOG_INTERVAL
 
 
-class _Guard:
-    """The guard's state and timer, shared by both protocol classes (mixed in first)."""
+if TYPE_CHECKING:
+
+    class _Protocol(asyncio.Protocol):
+        """What the guard uses of uvicorn's protocol classes (both have it)."""
+
+        loop: asyncio.AbstractEventLoop
+        transport: asyncio.Transport
+        server_state: Any
+        client: tuple[str, int] | None
+        cycle: Any
+
+        def on_response_complete(self) -> None: ...
+
+else:
+    _Protocol = object
+
+
+class _Guard(_Protocol):
+    """The guard, mixed in before either uvicorn protocol class (see the module)."""
 
     header_timeout: ClassVar[float] = 10.0
     max_connections: ClassVar[int | None] = None
     limit_log: ClassVar[_LimitLog] = _LimitLog()
-    # Provided by uvicorn's protocol classes.
-    loop: asyncio.AbstractEventLoop
-    transport: asyncio.Transport
-    server_state: Any
-    client: tuple[str, int] | None
-    cycle: Any
-
     _header_timer: asyncio.TimerHandle | None = None
     _refused = False
 
@@ -93,6 +103,27 @@ class _Guard:
         transport.write(_REFUSED)
         transport.close()
         return True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Register the connection, or refuse it when too many are open; start the timer."""
+        open_before = len(self.server_state.connections)
+        super().connection_made(transport)
+        self._refuse_if_full(open_before, transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Ignore whatever a refused connection still sends."""
+        if not self._refused:
+            super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        """After a response, the next request's headers have `header_timeout` again."""
+        super().on_response_complete()
+        self._response_done()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the timer and let uvicorn clean up."""
+        self._cancel_header_timer()
+        super().connection_lost(exc)
 
     def _response_done(self) -> None:
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
@@ -128,33 +159,12 @@ class _Guard:
 class GuardedH11Protocol(_Guard, H11Protocol):
     """uvicorn's h11 protocol with a header timeout and a connection cap (see the module)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Register the connection, or refuse it when too many are open; start the timer."""
-        open_before = len(self.server_state.connections)
-        super().connection_made(transport)
-        self._refuse_if_full(open_before, transport)
-
-    def data_received(self, data: bytes) -> None:
-        """Ignore whatever a refused connection still sends."""
-        if not self._refused:
-            super().data_received(data)
-
     def handle_events(self) -> None:
         """Parse as uvicorn does; once a new request's headers are in, stop the header timer."""
         before = self.cycle
         super().handle_events()
         if self.cycle is not before:
             self._cancel_header_timer()
-
-    def on_response_complete(self) -> None:
-        """After a response, the next request's headers have `header_timeout` again."""
-        super().on_response_complete()
-        self._response_done()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the timer and let uvicorn clean up."""
-        self._cancel_header_timer()
-        super().connection_lost(exc)
 
     def _close_idle(self) -> None:
         with contextlib.suppress(h11.LocalProtocolError):
@@ -165,31 +175,10 @@ class GuardedH11Protocol(_Guard, H11Protocol):
 class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
     """uvicorn's httptools protocol (C parser) with the same header timeout and connection cap."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Register the connection, or refuse it when too many are open; start the timer."""
-        open_before = len(self.server_state.connections)
-        super().connection_made(transport)
-        self._refuse_if_full(open_before, transport)
-
-    def data_received(self, data: bytes) -> None:
-        """Ignore whatever a refused connection still sends."""
-        if not self._refused:
-            super().data_received(data)
-
     def on_headers_complete(self) -> None:
         """A request's headers are in: stop the header timer, then go on as uvicorn does."""
         self._cancel_header_timer()
         super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        """After a response, the next request's headers have `header_timeout` again."""
-        super().on_response_complete()
-        self._response_done()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the timer and let uvicorn clean up."""
-        self._cancel_header_timer()
-        super().connection_lost(exc)
 
 
 def guarded_protocol(header_timeout: float, max_connections: int | None) -> type[_Guard]:

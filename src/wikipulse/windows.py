@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
+from typing import Any
 
 from wikipulse.events import RecentChange, parse_dt
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
@@ -247,6 +248,23 @@ class WindowDelta:
         self.compact()
         yield MINUTE, self.counts, self.users, self.pages
         yield HOUR, rollup_rows(self.counts), rollup(self.users), rollup(self.pages)
+
+    def flat_rows(
+        self,
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The rows a store upserts, at every granularity: counts, users and pages.
+
+        Counts are (granularity, bucket, server, type, *values); users and pages are
+        (granularity, bucket, user or server, server or title, count), as the tables order them.
+        """
+        counts: list[tuple[Any, ...]] = []
+        users: list[tuple[Any, ...]] = []
+        pages: list[tuple[Any, ...]] = []
+        for g, rows, user_counts, page_counts in self.granular():
+            counts += [(g, b, s, t, *row) for (b, s, t), row in rows.items()]
+            users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
+            pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
+        return counts, users, pages
 
 
 def _add_counts(mine: KeyCounts, theirs: Mapping[tuple[int, str, str], int]) -> None:

@@ -135,13 +135,7 @@ async def write(conn: Any, delta: WindowDelta) -> None:
     """Upsert a batch's window rows, inside the caller's open transaction."""
     if not delta:
         return
-    counts: list[tuple[Any, ...]] = []
-    users: list[tuple[Any, ...]] = []
-    pages: list[tuple[Any, ...]] = []
-    for g, rows, user_counts, page_counts in delta.granular():
-        counts += [(g, b, s, t, *row) for (b, s, t), row in rows.items()]
-        users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
-        pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
+    counts, users, pages = delta.flat_rows()
     await conn.execute(_UPSERT_COUNTS, *_columns(counts))
     await conn.execute(_UPSERT_TOTALS, *_columns(list(delta.totals())))
     if users:

@@ -23,7 +23,6 @@ waits long behind it.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 import msgspec
 
@@ -141,13 +140,7 @@ def write(conn: sqlite3.Connection, delta: WindowDelta) -> None:
     """Upsert a batch's window rows, inside the caller's open transaction."""
     if not delta:
         return
-    counts: list[tuple[Any, ...]] = []
-    users: list[tuple[Any, ...]] = []
-    pages: list[tuple[Any, ...]] = []
-    for g, rows, user_counts, page_counts in delta.granular():
-        counts += [(g, b, s, t, *row) for (b, s, t), row in rows.items()]
-        users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
-        pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
+    counts, users, pages = delta.flat_rows()
     conn.execute(_UPSERT_COUNTS, (_encode(counts),))
     conn.execute(_UPSERT_TOTALS, (_encode(delta.totals()),))
     if users:
