@@ -291,6 +291,10 @@ def test_the_postgres_compose_file_runs_two_ingesters_and_the_api() -> None:
         assert env["WIKIPULSE_STORE"] == "postgres"
         assert env["WIKIPULSE_POSTGRES_DSN"].startswith("postgresql://wikipulse:")
         assert env["WIKIPULSE_POSTGRES_DSN"].endswith("@postgres:5432/wikipulse")
+        # Real settings with valid values (the lease: issue #12, built on another branch).
+        known = {f"WIKIPULSE_{name.upper()}" for name in Settings.model_fields}
+        assert set(env) - known <= {"WIKIPULSE_LEASE_SECONDS"}
+        load_settings(environ={k: str(v) for k, v in env.items() if k in known}, env_file=None)
     for role in ("ingest", "api"):
         assert services[role]["depends_on"]["migrate"]["condition"] == (
             "service_completed_successfully"
