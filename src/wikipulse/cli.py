@@ -256,11 +256,6 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_keep_alive=settings.http_keepalive_timeout_seconds,
     )
     server = LiveServer(config)
-    # What exists now (modules, the app, its routes and schemas: some 10^5 objects) lives as
-    # long as the process. Frozen, it is no longer walked by the collector's full passes,
-    # which took 70-200 ms each on the loaded 2-core VM: a stall of every request in flight.
-    gc.collect()
-    gc.freeze()
     server.run()
     # uvicorn.run exits 3 when the app fails to start; so does this.
     return EXIT_OK if server.started else 3
