@@ -58,6 +58,7 @@ class Statement:
     if_not_exists: bool = False
     distinct: bool = False
     parts: list[Statement] = field(default_factory=list)  # a batch's statements
+    using: list[Any] = field(default_factory=list)  # USING TIMESTAMP/TTL values (ignored)
 
 
 def _value(text: str) -> Any:
@@ -87,12 +88,16 @@ def parse(cql: str) -> Statement:
         parts = [parse(s) for s in m[1].split(";") if s.strip()]
         return Statement("BATCH", "", parts=parts)
     m = re.fullmatch(
-        r"INSERT INTO (\w+) \(([^)]*)\) VALUES \((.*)\)( IF NOT EXISTS)?", cql, flags=re.I
+        r"INSERT INTO (\w+) \(([^)]*)\) VALUES \((.*)\)( IF NOT EXISTS)?"
+        r"(?: USING (?:TIMESTAMP|TTL) (\?|\d+)(?: AND (?:TIMESTAMP|TTL) (\?|\d+))?)?",
+        cql,
+        flags=re.I,
     )
     if m:
         columns = [c.strip() for c in m[2].split(",")]
         values = [_value(v) for v in m[3].split(",")]
-        return Statement("INSERT", m[1], columns, values, if_not_exists=bool(m[4]))
+        using = [_value(v) for v in (m[5], m[6]) if v]
+        return Statement("INSERT", m[1], columns, values, if_not_exists=bool(m[4]), using=using)
     m = re.fullmatch(r"UPDATE (\w+) SET (.*) WHERE (.*?)(?: IF (.*))?", cql, flags=re.I)
     if m:
         sets = []
@@ -137,12 +142,13 @@ def _bind(statement: Statement, params: Sequence[Any]) -> Statement:
         [(c, v(x)) for c, x in statement.conditions],
         statement.if_not_exists,
         statement.distinct,
+        using=[v(x) for x in statement.using],
     )
 
 
 def _placeholders(s: Statement) -> int:
     values = [*s.values, *(x for *_, x in s.sets), *(x for *_, x in s.where)]
-    values += [x for _, x in s.conditions]
+    values += [x for _, x in s.conditions] + s.using
     return sum(1 for x in values if x is _PARAM) + sum(_placeholders(p) for p in s.parts)
 
 

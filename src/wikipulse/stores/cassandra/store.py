@@ -15,6 +15,9 @@ from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+from wikipulse.stores.cassandra.window_read import WindowReader
+from wikipulse.stores.cassandra.windows import Staged, WindowWriter
+from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -36,6 +39,8 @@ class _Partition:
     epochs: dict[str, int] = field(default_factory=dict)
     #: (seq of the last commit that wrote it, slot number, its ids), oldest first.
     slots: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    #: The newest minute of event time committed to the time windows (see `windows.py`).
+    window_newest: int | None = None
 
 
 def _parse(rows: driver.Rows) -> _Partition:
@@ -48,6 +53,8 @@ def _parse(rows: driver.Rows) -> _Partition:
             part.servers = dict(row["by_server"] or {})
         if row.get("kind") == "epoch":
             part.epochs[row["name"]] = row["last_seq"]
+        elif row.get("kind") == "window":
+            part.window_newest = row["last_seq"]
         elif row.get("kind") == "recent":
             part.slots.append((row["last_seq"], int(row["name"]), list(row["ids"] or ())))
     part.slots.sort()
@@ -82,6 +89,7 @@ class CassandraStore:
         dedup_window: int = 100_000,
         create_schema: bool = False,
         session: driver.CqlSession | None = None,
+        window_retention_hours: float = 48.0,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -104,6 +112,9 @@ class CassandraStore:
         self._slot = 0
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
+        retention = int(window_retention_hours * 3600)
+        self._windows = WindowWriter(ingester_id, retention, self._execute)
+        self._window_reader = WindowReader(retention, self._execute)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -123,6 +134,7 @@ class CassandraStore:
             ingester_id=settings.ingester_id,
             dedup_window=settings.dedup_window,
             create_schema=migrate,
+            window_retention_hours=settings.window_retention_hours,
         )
 
     async def migrate(self) -> None:
@@ -152,6 +164,7 @@ class CassandraStore:
             await self._execute("init", [self._me])
             part = await self._load()
         self._adopt(part)
+        self._windows.opened(part.window_newest)
         self._claims.new_epoch()
 
     async def _load(self) -> _Partition:
@@ -185,9 +198,14 @@ class CassandraStore:
     async def _commit(self, batch: Batch) -> None:
         state = self._state
         seq = (state.seq or 0) + 1
-        new_users = 0
-        if batch.users:
-            new_users = await self._claims.claim(batch.users, seq, self._execute, self._epochs)
+        # Claims and window versions are independent: written side by side, before the commit.
+        claimed, staged = await asyncio.gather(
+            self._claims.claim(batch.users, seq, self._execute, self._epochs)
+            if batch.users
+            else _zero(),
+            self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs),
+        )
+        new_users = claimed
         servers = {
             name: state.servers.get(name, 0) + count
             for name, count in sorted(batch.by_server_name.items())
@@ -232,20 +250,25 @@ class CassandraStore:
                 params += [me, f"{old:04d}", 0, []]
                 del filled[old]
             shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
+        if staged is not None:
+            shape += "+win"
+            params += [me, staged.newest]
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
-            await self._settle(batch, seq)
+            await self._settle(batch, seq, staged)
             return
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
+        self._windows.committed(staged)
 
-    async def _settle(self, batch: Batch, seq: int) -> None:
+    async def _settle(self, batch: Batch, seq: int, staged: Staged | None) -> None:
         """Another commit moved `seq` first: ours, acknowledged too late, or another writer's."""
         part = await self._load()
         if part.seq == seq and part.token == batch.token:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
+            self._windows.committed(staged)
             return
         raise StoreError(
             f"Cassandra: another writer with ingester id {self._me!r} committed batch "
@@ -269,6 +292,22 @@ class CassandraStore:
         part = await self._load()
         ids = [i for _, _, slot in part.slots for i in slot]
         return ResumePoint(part.position, ids[-self._window :])
+
+    async def window_span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept, over every ingester."""
+        return await self._window_reader.span()
+
+    async def window_series(self, query: SeriesQuery) -> SeriesRows:
+        """The rows of a timeseries, from committed bucket versions only."""
+        return await self._window_reader.series(query)
+
+    async def window_top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the window."""
+        return await self._window_reader.top(query)
+
+    async def prune_windows(self) -> int:
+        """Nothing to delete: window rows expire by TTL, and reads skip what is too old."""
+        return 0
 
     async def close(self) -> None:
         """Shut the cluster connection down (if this store made it)."""
@@ -304,3 +343,7 @@ class CassandraStore:
             prepared = await driver.blocking(session.prepare, statement(name))
             self._stmts[name] = prepared
         return await driver.result(session.execute_async(prepared, params))
+
+
+async def _zero() -> int:
+    return 0
