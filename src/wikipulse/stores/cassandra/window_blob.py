@@ -15,14 +15,14 @@ distinct users of the bucket over all wikis) lets a single-ingester timeseries s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
-from wikipulse.windows import HOUR, MINUTE, KeyCounts, RowCounts, WindowDelta
+from wikipulse.windows import KeyCounts, RowCounts, WindowDelta
 
-__all__ = ["Content", "Counts", "Keys", "decode_counts", "decode_keys", "split_delta"]
+__all__ = ["Content", "Counts", "Keys", "decode_counts", "decode_keys", "split_delta", "total"]
 
 #: server -> type -> [events, bots, bytes_added, bytes_removed].
 Counts = dict[str, dict[str, list[int]]]
@@ -115,29 +115,43 @@ def _absorb(mine: Keys, theirs: Keys, owned: set[tuple[int, str]], which: int) -
             have[key] = get(key, 0) + n
 
 
+def _content(into: dict[int, Content], bucket: int) -> Content:
+    content = into.get(bucket)
+    if content is None:
+        content = into[bucket] = Content()
+    return content
+
+
 def _group_rows(rows: RowCounts, into: dict[int, Content]) -> None:
+    targets: dict[tuple[int, str], dict[str, list[int]]] = {}
     for (bucket, server, kind), row in rows.items():
-        content = into.setdefault(bucket, Content())
-        content.counts.setdefault(server, {})[kind] = list(row)
+        target = targets.get((bucket, server))
+        if target is None:
+            target = targets[(bucket, server)] = {}
+            _content(into, bucket).counts[server] = target
+        target[kind] = list(row)
 
 
 def _group_keys(keys: KeyCounts, into: dict[int, Content], users: bool) -> None:
+    # One dict lookup per key: the hot part of a commit's window work in a replay.
+    targets: dict[tuple[int, str], dict[str, int]] = {}
     for (bucket, server, key), n in keys.items():
-        content = into.setdefault(bucket, Content())
-        target = content.users if users else content.pages
-        target.setdefault(server, {})[key] = n
+        target = targets.get((bucket, server))
+        if target is None:
+            target = targets[(bucket, server)] = {}
+            content = _content(into, bucket)
+            (content.users if users else content.pages)[server] = target
+        target[key] = n
 
 
-def split_delta(delta: WindowDelta) -> dict[int, dict[int, Content]]:
-    """A batch's delta as contents per granularity (60, 3600) and bucket."""
-    out: dict[int, dict[int, Content]] = {}
-    for g, counts, users, pages in delta.granular():
-        buckets: dict[int, Content] = {}
-        _group_rows(counts, buckets)
-        _group_keys(users, buckets, users=True)
-        _group_keys(pages, buckets, users=False)
-        out[g] = buckets
-    return out
+def split_delta(delta: WindowDelta) -> dict[int, Content]:
+    """A batch's delta as contents per minute (hours are summed from them when needed)."""
+    delta.compact()
+    minutes: dict[int, Content] = {}
+    _group_rows(delta.counts, minutes)
+    _group_keys(delta.users, minutes, users=True)
+    _group_keys(delta.pages, minutes, users=False)
+    return minutes
 
 
 def total(contents: Iterable[Content]) -> Content:
@@ -147,11 +161,3 @@ def total(contents: Iterable[Content]) -> Content:
     for content in contents:
         out.absorb(content, owned)
     return out
-
-
-def hours_of(minutes: Iterable[int]) -> Iterator[int]:
-    """The distinct hours of some minutes, oldest first."""
-    yield from sorted({m - m % HOUR for m in minutes})
-
-
-assert HOUR % MINUTE == 0

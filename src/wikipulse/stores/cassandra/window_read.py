@@ -59,11 +59,18 @@ class WindowReader:
             return None
         cutoff = newest - self._retention
         since = max(cutoff - cutoff % MINUTE, 0)
-        found = await asyncio.gather(
-            *(self._buckets(i, MINUTE, since, newest + MINUTE, "") for i in ingesters)
-        )
-        oldest = min((min(rows) for rows in found if rows), default=newest)
-        return oldest, newest
+        # The oldest minute kept: hours are searched from the cutoff on, a few at a time, so
+        # a store filled over the whole retention answers after the first few reads.
+        step = 6 * HOUR
+        for start in range(since - since % HOUR, newest + MINUTE, step):
+            first, end = max(start, since), min(start + step, newest + MINUTE)
+            found = await asyncio.gather(
+                *(self._buckets(i, MINUTE, first, end, "") for i in ingesters)
+            )
+            oldest = min((min(rows) for rows in found if rows), default=None)
+            if oldest is not None:
+                return oldest, newest
+        return newest, newest
 
     async def _buckets(
         self, ingester: str, g: int, since: int, until: int, cols: str

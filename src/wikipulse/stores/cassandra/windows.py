@@ -111,15 +111,15 @@ class WindowWriter:
         """Write the buckets the batch touches as versions (epoch, seq); None if none."""
         if not delta:
             return None
-        parts = split_delta(delta)
-        minutes, hours = parts[MINUTE], parts[HOUR]
+        minutes = split_delta(delta)
         if not minutes:
             return None
+        hours = {m - m % HOUR for m in minutes}
         newest = max(max(minutes), self.newest if self.newest is not None else -1)
         current = newest - newest % HOUR
-        closing = sorted(h for h in set(hours) | self._pending if h < current)
+        closing = sorted(h for h in hours | self._pending if h < current)
         await asyncio.gather(
-            *(self._load(MINUTE, h, epochs) for h in set(hours) | set(closing)),
+            *(self._load(MINUTE, h, epochs) for h in hours | set(closing)),
             *(self._load(HOUR, h, epochs) for h in closing),
         )
         staged: dict[tuple[int, int], _Bucket] = {}
@@ -130,7 +130,9 @@ class WindowWriter:
         for hour in closing:
             have = self._hours.get(hour)
             if have is not None and have.slot is not None:
-                new = have.value().plus(hours.get(hour, Content()))
+                # A late event in an hour already rolled up: add the batch's minutes to it.
+                change = total(c for m, c in minutes.items() if m - m % HOUR == hour)
+                new = have.value().plus(change)
             else:
                 known = self._minutes[hour] | {
                     b: s for (g, b), s in staged.items() if g == MINUTE and b - b % HOUR == hour
@@ -140,7 +142,7 @@ class WindowWriter:
         await asyncio.gather(
             *(self._write(g, b, version, seq, epoch, newest) for (g, b), version in staged.items())
         )
-        pending = (self._pending | set(hours)) - set(closing)
+        pending = (self._pending | hours) - set(closing)
         return Staged(staged, newest, pending)
 
     @staticmethod
