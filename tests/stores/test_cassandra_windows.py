@@ -34,12 +34,13 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _garbage() -> list[Any]:
-    """users_n, counts, users, pages of a version that must never be read."""
+    """users_n, totals, counts, users, pages of a version that must never be read."""
     counts = {"x.org": {"edit": [1_000_000, 7, 7, 7]}}
     users = {"x.org": {"Orphan": 1_000_000}}
     pages = {"x.org": {"Orphan page": 1_000_000}}
     encode = msgspec.msgpack.encode
-    return [1, encode(counts), encode(users), encode(pages)]
+    totals = {"": counts["x.org"]}
+    return [1, encode(totals), encode(counts), encode(users), encode(pages)]
 
 
 async def _orphan(

@@ -9,8 +9,10 @@ adds each batch's delta to a copy. A bucket holds three maps, each keyed by serv
 - `users`: server -> user -> events;
 - `pages`: server -> title -> events.
 
-Each map is its own blob column, so a timeseries never decodes the pages, and `users_n` (the
-distinct users of the bucket over all wikis) lets a single-ingester timeseries skip the users.
+Each map is its own blob column, so a timeseries never decodes the pages; `totals` (the counts
+summed over the wikis, by type) lets a timeseries of all wikis skip the per-wiki counts, and
+`users_n` (the distinct users of the bucket over all wikis) one of a single ingester skip the
+users.
 """
 
 from __future__ import annotations
@@ -91,6 +93,19 @@ class Content:
         if len(self.users) == 1:
             return len(next(iter(self.users.values())))
         return len({user for names in self.users.values() for user in names})
+
+    def totals(self) -> bytes:
+        """The counts summed over every wiki, by type, as a counts blob of one server `""`."""
+        sums: dict[str, list[int]] = {}
+        for kinds in self.counts.values():
+            for kind, row in kinds.items():
+                have = sums.get(kind)
+                if have is None:
+                    sums[kind] = list(row)
+                else:
+                    for i in range(4):
+                        have[i] += row[i]
+        return _encode({"": sums})
 
     def encode(self) -> tuple[bytes, bytes, bytes]:
         """The three blobs: counts, users, pages."""

@@ -13,8 +13,9 @@ __all__ = ["WINDOW_MARK", "WINDOW_STATEMENTS", "window_statement", "windows_tabl
 #: The timestamp is chosen by the writer (later than any write it has seen on the bucket),
 #: the TTL counts the retention period from the newest event time.
 _WRITE = (
-    "INSERT INTO windows (ingester_id, g, period, bucket, slot, seq, epoch, users_n, counts, "
-    "users, pages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ? AND TTL ?"
+    "INSERT INTO windows (ingester_id, g, period, bucket, slot, seq, epoch, users_n, totals, "
+    "counts, users, pages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "USING TIMESTAMP ? AND TTL ?"
 )
 
 #: Every window statement by name; `win_read:<columns>` are made by `window_statement`.
@@ -33,7 +34,7 @@ WINDOW_MARK = (
     "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'window', 'newest', ?); "
 )
 
-_READABLE = {"users_n", "counts", "users", "pages"}
+_READABLE = {"users_n", "totals", "counts", "users", "pages"}
 
 
 def window_statement(name: str) -> str | None:
@@ -59,6 +60,6 @@ def windows_table_cql(keyspace: str) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {keyspace}.windows ("
         "ingester_id text, g int, period bigint, bucket bigint, slot int, seq bigint, "
-        "epoch text, users_n int, counts blob, users blob, pages blob, "
+        "epoch text, users_n int, totals blob, counts blob, users blob, pages blob, "
         "PRIMARY KEY ((ingester_id, g, period), bucket, slot))"
     )

@@ -158,7 +158,8 @@ class WindowWriter:
         stamp = self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
         ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
         params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
-        await self._execute("win_write", [*params, new.users_n(), *version.blobs, stamp, ttl])
+        summary = [new.users_n(), new.totals()]
+        await self._execute("win_write", [*params, *summary, *version.blobs, stamp, ttl])
 
     def committed(self, staged: Staged | None) -> None:
         """The commit that wrote `staged` landed: its versions are now the committed ones."""
