@@ -15,9 +15,8 @@ from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
-from wikipulse.stores.cassandra.window_read import WindowReader
+from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
-from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -72,7 +71,7 @@ def _beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]
     return sorted(beyond)
 
 
-class CassandraStore:
+class CassandraStore(WindowQueries):
     """Keep one ingester's cumulative statistics in Cassandra, fenced by its commit `seq`."""
 
     def __init__(
@@ -199,13 +198,10 @@ class CassandraStore:
         state = self._state
         seq = (state.seq or 0) + 1
         # Claims and window versions are independent: written side by side, before the commit.
-        claimed, staged = await asyncio.gather(
-            self._claims.claim(batch.users, seq, self._execute, self._epochs)
-            if batch.users
-            else _zero(),
+        new_users, staged = await asyncio.gather(
+            self._claims.claim(batch.users, seq, self._execute, self._epochs),
             self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs),
         )
-        new_users = claimed
         servers = {
             name: state.servers.get(name, 0) + count
             for name, count in sorted(batch.by_server_name.items())
@@ -293,22 +289,6 @@ class CassandraStore:
         ids = [i for _, _, slot in part.slots for i in slot]
         return ResumePoint(part.position, ids[-self._window :])
 
-    async def window_span(self) -> tuple[int, int] | None:
-        """The oldest and newest minute kept, over every ingester."""
-        return await self._window_reader.span()
-
-    async def window_series(self, query: SeriesQuery) -> SeriesRows:
-        """The rows of a timeseries, from committed bucket versions only."""
-        return await self._window_reader.series(query)
-
-    async def window_top(self, query: TopQuery) -> list[TopItem]:
-        """The busiest keys of the window."""
-        return await self._window_reader.top(query)
-
-    async def prune_windows(self) -> int:
-        """Nothing to delete: window rows expire by TTL, and reads skip what is too old."""
-        return 0
-
     async def close(self) -> None:
         """Shut the cluster connection down (if this store made it)."""
         cluster, self._own_cluster = self._own_cluster, None
@@ -343,7 +323,3 @@ class CassandraStore:
             prepared = await driver.blocking(session.prepare, statement(name))
             self._stmts[name] = prepared
         return await driver.result(session.execute_async(prepared, params))
-
-
-async def _zero() -> int:
-    return 0

@@ -20,7 +20,7 @@ from wikipulse.stores.cassandra.windows import Execute, committed_version
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import HOUR, MINUTE
 
-__all__ = ["WindowReader"]
+__all__ = ["WindowQueries", "WindowReader"]
 
 Row = dict[str, Any]
 
@@ -232,3 +232,25 @@ def _busiest(totals: dict[str, dict[str, int]], by: str, limit: int) -> list[Top
                 items.append(((server, key) if by == "page" else (key,), n))
     items.sort(key=lambda kv: (-kv[1], kv[0]))
     return items[:limit]
+
+
+class WindowQueries:
+    """The `WindowStore` methods of the Cassandra store, answered by its `WindowReader`."""
+
+    _window_reader: WindowReader
+
+    async def window_span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept, over every ingester."""
+        return await self._window_reader.span()
+
+    async def window_series(self, query: SeriesQuery) -> SeriesRows:
+        """The rows of a timeseries, from committed bucket versions only."""
+        return await self._window_reader.series(query)
+
+    async def window_top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the window."""
+        return await self._window_reader.top(query)
+
+    async def prune_windows(self) -> int:
+        """Nothing to delete: window rows expire by TTL, and reads skip what is too old."""
+        return 0
