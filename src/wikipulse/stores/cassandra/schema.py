@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import zlib
 
+from wikipulse.stores.cassandra.window_cql import WINDOW_MARK, window_statement, windows_table_cql
+
 __all__ = [
     "CLAIMS_PER_BATCH",
     "SLOTS",
@@ -59,9 +61,16 @@ STATEMENTS = {
 
 
 def statement(name: str) -> str:
-    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N` or `state+...*N`."""
+    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N`, `state+...*N`
+    (a commit; with a `+win` suffix it also records the newest window minute), or `win_...`."""
     if name in STATEMENTS:
         return STATEMENTS[name]
+    if name.endswith("+win"):
+        cql = statement(name.removesuffix("+win"))
+        return cql.replace("APPLY BATCH", f"{WINDOW_MARK}APPLY BATCH")
+    window = window_statement(name)
+    if window is not None:
+        return window
     kind, _, count = name.partition("*")
     if kind == "state+recent+clear":  # also empties `count` window slots
         return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
@@ -89,4 +98,5 @@ def schema_cql(keyspace: str, replication: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {k}.users ("
         "shard int, name text, ingester_id text, epoch text, seq bigint, "
         "PRIMARY KEY ((shard), name))",
+        windows_table_cql(k),
     ]
