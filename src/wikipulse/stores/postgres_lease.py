@@ -45,9 +45,7 @@ _INFO = (
     "SELECT CASE WHEN expires_at > clock_timestamp() THEN holder END, token "
     "FROM wp_lease WHERE id = 1"
 )
-_CHECK = (
-    "SELECT holder, token, expires_at > clock_timestamp() FROM wp_lease WHERE id = 1 FOR SHARE"
-)
+_CHECK = "SELECT holder, token, expires_at > clock_timestamp() FROM wp_lease WHERE id = 1 FOR SHARE"
 
 Connect = Callable[[], AbstractAsyncContextManager[Any]]
 
@@ -107,4 +105,3 @@ class PostgresLease:
         async with self._connection() as conn:
             row = await conn.fetchrow(_INFO)
         return LeaseInfo(None, 0) if row is None else LeaseInfo(row[0], int(row[1]))
-
