@@ -80,6 +80,9 @@ class Elector:
         self.refused_commits = 0
         self.acquired_at: float | None = None
         self.first_commit_at: float | None = None
+        #: Commits that succeeded (all terms), and when the last one was sent.
+        self.commits = 0
+        self.last_commit_started_at: float | None = None
         self._release = False
 
     def status(self) -> dict[str, object]:
@@ -93,6 +96,8 @@ class Elector:
             "refused_commits": self.refused_commits,
             "acquired_at": self.acquired_at,
             "first_commit_at": self.first_commit_at,
+            "commits": self.commits,
+            "last_commit_started_at": self.last_commit_started_at,
             "lease_seconds": self.lease_seconds,
         }
 
@@ -233,8 +238,11 @@ class _FirstCommit:
 
     def commit_succeeded(self, seconds: float) -> None:
         """Note the first commit of the term, then pass it on."""
-        if self._elector.first_commit_at is None:
-            self._elector.first_commit_at = time.time()
+        elector, now = self._elector, time.time()
+        if elector.first_commit_at is None:
+            elector.first_commit_at = now
+        elector.commits += 1
+        elector.last_commit_started_at = now - seconds
         if self._inner is not None:
             self._inner.commit_succeeded(seconds)
 
