@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from cassandra.query import UNSET_VALUE
 
+from wikipulse.lease import Fence, LeaseLost, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
+from wikipulse.stores.cassandra.lease import LEASE_COLUMNS, CassandraLease
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 
 if TYPE_CHECKING:
@@ -104,6 +107,7 @@ class CassandraStore:
         self._slot = 0
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
+        self._fence: Fence | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -171,8 +175,27 @@ class CassandraStore:
         else:
             self._slot, self._slot_ids = 0, []
 
+    def lease(self) -> CassandraLease:
+        """The writer's lease, in this ingester's partition (see `lease.py`)."""
+        return CassandraLease(self._lease_execute, self._me)
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Make every later commit batch check this fence too (None: the `seq` check only)."""
+        self._fence = fence
+
+    async def _lease_execute(
+        self, name: str, cql: str, params: Sequence[Any], serial: bool
+    ) -> driver.Rows:
+        if name not in self._stmts and self._session is not None:
+            prepared = await driver.blocking(self._session.prepare, cql)
+            if serial:  # a read at SERIAL sees the outcome of every lease transaction
+                prepared.consistency_level = driver.consistency_levels(self._consistency)[1]
+            self._stmts[name] = prepared
+        return await self._execute(name, params)
+
     async def commit(self, batch: Batch) -> None:
         """Claim the batch's new users, then write the new totals in one conditional batch."""
+        check_fence(self._fence)
         if batch.token == self._state.token:
             return  # committed already: the caller retries a commit it thought had failed
         if self._failed_token is not None and self._failed_token != batch.token:
@@ -232,21 +255,39 @@ class CassandraStore:
                 params += [me, f"{old:04d}", 0, []]
                 del filled[old]
             shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
+        fence = self._fence
+        if fence is not None:  # the lease must still be this holder's, in the same Paxos round
+            params[9:9] = [fence.holder, fence.token]
+            shape = f"{shape}@fenced"
+        else:  # and without a lease, nobody may hold it
+            params[9:9] = [None]
+            shape = f"{shape}@solo"
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
-            await self._settle(batch, seq)
+            await self._settle(batch, seq, rows[0])
             return
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
 
-    async def _settle(self, batch: Batch, seq: int) -> None:
+    async def _settle(self, batch: Batch, seq: int, found: dict[str, Any]) -> None:
         """Another commit moved `seq` first: ours, acknowledged too late, or another writer's."""
         part = await self._load()
         if part.seq == seq and part.token == batch.token:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
             return
+        fence, holder = self._fence, found.get("lease_holder")
+        if fence is None and holder is not None:
+            raise LeaseLost(
+                f"ingester {holder!r} holds the writer's lease of {self._me!r}; this process "
+                "does not write while it does"
+            )
+        if fence is not None and (holder, found.get("lease_token")) != (fence.holder, fence.token):
+            raise LeaseLost(
+                f"Cassandra: commit refused: the writer's lease of {self._me!r} is no longer "
+                f"token {fence.token} of {fence.holder!r} (now {holder!r})"
+            )
         raise StoreError(
             f"Cassandra: another writer with ingester id {self._me!r} committed batch "
             f"{part.seq} meanwhile; run one ingester per id (this one stops)"
@@ -293,6 +334,10 @@ class CassandraStore:
     async def _migrate(self, session: driver.CqlSession) -> None:
         for cql in schema_cql(self._keyspace, self._replication):
             await driver.result(session.execute_async(cql))
+        for column, kind in LEASE_COLUMNS.items():  # tables made before the lease existed
+            add = f"ALTER TABLE {self._keyspace}.ingesters ADD {column} {kind} STATIC"
+            with contextlib.suppress(Exception):  # already there: nothing to do
+                await driver.result(session.execute_async(add))
         await driver.wait_for_schema(session)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
