@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stores.conftest import POSTGRES_DSN
+from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT, POSTGRES_DSN
 from tests.support.counting import counted, expected_stats
 from tests.support.eventstreams import EventStreamsServer, Faults
 from tests.test_serve_e2e import PASSWORD, _env, _free_port, _lines, _wait_for
@@ -196,6 +196,34 @@ def _postgres_position(
     return read, close
 
 
+def _cassandra_position(
+    keyspace: str, srv: EventStreamsServer
+) -> tuple[Callable[[], int], Callable[[], None]]:
+    from cassandra.cluster import Cluster
+
+    from wikipulse.stores.cassandra.driver import connection_class
+
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","), port=CASSANDRA_PORT, connection_class=connection_class()
+    )
+    session = cluster.connect()
+
+    def read() -> int:
+        try:
+            rows = list(
+                session.execute(
+                    f"SELECT position FROM {keyspace}.ingesters WHERE ingester_id = 'default' "  # noqa: S608  # a test keyspace
+                    "LIMIT 1"
+                )
+            )
+        except Exception as exc:  # not migrated yet: no position
+            raise OSError(str(exc)) from exc
+        position = rows[0].position if rows else None
+        return -1 if position is None else srv.resume_index(position)
+
+    return read, cluster.shutdown
+
+
 @pytest.fixture
 def procs() -> Iterator[list[Proc]]:
     """Processes started by a test, stopped at its end whatever happens."""
@@ -228,9 +256,13 @@ def postgres_db(postgres_skip_reason: str | None) -> Iterator[str]:
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-from tests.stores.conftest import postgres_skip_reason  # noqa: E402  # fixture, used by name
+from tests.stores.conftest import (  # noqa: E402  # fixtures, used by name
+    cassandra_keyspace,
+    cassandra_skip_reason,
+    postgres_skip_reason,
+)
 
-__all__ = ["postgres_skip_reason"]
+__all__ = ["cassandra_keyspace", "cassandra_skip_reason", "postgres_skip_reason"]
 
 
 def _fleet_env(srv: EventStreamsServer, tmp_path: Path, store: str, dsn: str) -> dict[str, str]:
@@ -240,6 +272,13 @@ def _fleet_env(srv: EventStreamsServer, tmp_path: Path, store: str, dsn: str) ->
         WIKIPULSE_POSTGRES_DSN=dsn,
         WIKIPULSE_DEDUP_WINDOW="5000",
     )
+    if store == "cassandra":  # `dsn` is the keyspace
+        env.update(
+            WIKIPULSE_CASSANDRA_HOSTS=CASSANDRA_HOSTS,
+            WIKIPULSE_CASSANDRA_PORT=str(CASSANDRA_PORT),
+            WIKIPULSE_CASSANDRA_KEYSPACE=dsn,
+            WIKIPULSE_CASSANDRA_CONSISTENCY="ONE",
+        )
     return env
 
 
@@ -296,6 +335,8 @@ def _run_failover(
         api = _start(procs, "api", env, tmp_path)
         if store == "sqlite":
             poller = Poller(api, _sqlite_position(Path(env["WIKIPULSE_SQLITE_PATH"]), srv))
+        elif store == "cassandra":
+            poller = Poller(api, *_cassandra_position(dsn, srv))
         else:
             poller = Poller(api, *_postgres_position(dsn, srv))
         try:
@@ -332,7 +373,8 @@ def _run_failover(
                 figures["paused_seconds"] = round(continued_at - failed_at, 3)
             final = _final(api, expected)
             assert final == expected
-            assert _windowed_total(api) == with_dt
+            if store != "cassandra":  # no time windows in the Cassandra store yet (501)
+                assert _windowed_total(api) == with_dt
             if how == "stop":
                 old = holder.lease()
                 assert old["held"] is False
@@ -365,6 +407,17 @@ def test_failover_on_postgres(
     """Two ingesters on PostgreSQL: the standby takes over, nothing lost or doubled."""
     figures = _run_failover(tmp_path, procs, "postgres", postgres_db, how)
     assert figures["takeover_seconds"] < LEASE_SECONDS + 5
+
+
+@pytest.mark.cassandra
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_failover_on_cassandra(
+    tmp_path: Path, procs: list[Proc], cassandra_keyspace: str, how: str
+) -> None:
+    """Two ingesters of one ingester id on a Cassandra node: lease by LWT, fenced commits."""
+    figures = _run_failover(tmp_path, procs, "cassandra", cassandra_keyspace, how)
+    assert figures["takeover_seconds"] < LEASE_SECONDS + 8
 
 
 def test_api_workers_need_fixed_credentials(tmp_path: Path) -> None:
