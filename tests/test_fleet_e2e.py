@@ -41,13 +41,13 @@ WINDOW = {"since": "2026-11-01T11:00:00Z", "until": "2026-11-01T14:00:00Z", "ste
 class Proc:
     """One `wikipulse <role>` process and an HTTP client for it."""
 
-    def __init__(self, role: str, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, role: str, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.role = role
         self.env = {**env, "WIKIPULSE_PORT": str(_free_port())}
         self.log = cwd / f"{role}-{time.monotonic_ns()}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wikipulse", role],
+                [sys.executable, "-m", "wikipulse", role, *args],
                 env=self.env,
                 cwd=cwd,
                 stdout=log,
@@ -282,8 +282,8 @@ def _fleet_env(srv: EventStreamsServer, tmp_path: Path, store: str, dsn: str) ->
     return env
 
 
-def _start(procs: list[Proc], role: str, env: dict[str, str], cwd: Path) -> Proc:
-    proc = Proc(role, env, cwd)
+def _start(procs: list[Proc], role: str, env: dict[str, str], cwd: Path, *args: str) -> Proc:
+    proc = Proc(role, env, cwd, *args)
     procs.append(proc)
     proc.wait_up()
     return proc
@@ -418,6 +418,32 @@ def test_failover_on_cassandra(
     """Two ingesters of one ingester id on a Cassandra node: lease by LWT, fenced commits."""
     figures = _run_failover(tmp_path, procs, "cassandra", cassandra_keyspace, how)
     assert figures["takeover_seconds"] < LEASE_SECONDS + 8
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_hands_the_lease_over_at_once(tmp_path: Path, procs: list[Proc]) -> None:
+    """A holder stopped by SIGTERM commits, releases the lease: the standby need not wait it
+    out. Served by `api --workers 2`, which stops cleanly too."""
+    lines = _lines(tmp_path, 2000)
+    expected = expected_stats(lines)
+    faults = Faults(events_per_second=RATE, when_done="hold")
+    with EventStreamsServer(lines, id_format="timestamp", faults=faults, seed=4) as srv:
+        env = _fleet_env(srv, tmp_path, "sqlite", "postgresql://unused/x")
+        env["WIKIPULSE_LEASE_SECONDS"] = "30"  # far longer than a hand-over may take
+        ingesters = [_start(procs, "ingest", env, tmp_path) for _ in range(2)]
+        api = _start(procs, "api", env, tmp_path, "--workers", "2")
+        holder, standby = _holder(ingesters)
+        _wait_for(lambda: len(srv.delivered) >= 600, "some of the stream", 60)
+        holder.signal(signal.SIGTERM)
+        stopped_at = time.time()
+        assert holder.proc.wait(timeout=20) == 0
+        _wait_for(lambda: standby.lease()["first_commit_at"] is not None, "the hand-over", 20)
+        handover = standby.lease()["first_commit_at"] - stopped_at
+        print("hand-over after SIGTERM:", round(handover, 3), "s")
+        assert handover < 10  # the 30 s lease was released, not waited out
+        assert _final(api, expected) == expected
+        api.signal(signal.SIGTERM)
+        assert api.proc.wait(timeout=20) == 0
 
 
 def test_api_workers_need_fixed_credentials(tmp_path: Path) -> None:

@@ -127,6 +127,8 @@ def _run_workers(settings: Settings, workers: int) -> int:
             code = EXIT_FAILURE
             try:
                 code = _run(build_app(settings, role="api"), settings, sock)
+            except SystemExit as exc:  # SIGTERM after a clean shutdown (`_exit_on_sigterm`)
+                code = exc.code if isinstance(exc.code, int) else EXIT_FAILURE
             finally:
                 os._exit(code)
         children.append(pid)
