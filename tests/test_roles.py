@@ -113,3 +113,103 @@ async def test_api_role_is_ready_without_a_consumer(tmp_path: Path) -> None:
             return bool((await client.get("/stats", headers=headers)).json() == expected)
 
         await _until(served, "the API to serve the committed statistics")
+
+
+class _FlakyLease:
+    """A store's real lease whose renewals can be made to fail (a network cut, say)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.cut = False
+
+    async def acquire(self, holder: str, seconds: float) -> int | None:
+        got: int | None = await self._inner.acquire(holder, seconds)
+        return got
+
+    async def renew(self, holder: str, token: int, seconds: float) -> bool:
+        if self.cut:
+            raise OSError("network unreachable")
+        renewed: bool = await self._inner.renew(holder, token, seconds)
+        return renewed
+
+    async def release(self, holder: str, token: int) -> None:
+        await self._inner.release(holder, token)
+
+    async def info(self) -> Any:
+        return await self._inner.info()
+
+
+async def test_a_holder_that_cannot_renew_fails_closed_then_resumes_exactly(
+    tmp_path: Path,
+) -> None:
+    """Renewals fail: the holder stops committing before its lease may expire, stands by,
+    wins the lease again (nobody else wants it) and resumes from what it committed."""
+    from wikipulse.consumer import ConsumerState
+    from wikipulse.fleet import Elector
+
+    lines = generate(tmp_path, 600, seed=8).read_bytes().splitlines()
+    db = tmp_path / "flaky.db"
+    settings = load_settings(
+        {
+            "WIKIPULSE_STORE": "sqlite",
+            "WIKIPULSE_SQLITE_PATH": str(db),
+            "WIKIPULSE_BATCH_MAX_MS": "20",
+            "WIKIPULSE_LEASE_SECONDS": "1",
+        },
+        env_file=None,
+    )
+    flaky: list[_FlakyLease] = []
+
+    class FlakySQLite(SQLiteStore):
+        def lease(self) -> Any:
+            flaky.append(_FlakyLease(super().lease()))
+            return flaky[-1]
+
+    sources: list[QueueSource] = []
+
+    def source(state: ConsumerState) -> QueueSource:
+        # Each term reads the stream from the start: the dedup window and the position
+        # committed before decide what counts (a real resume would skip ahead).
+        fresh = QueueSource()
+        fresh.feed(lines[: 300 if not sources else len(lines)])
+        sources.append(fresh)
+        return fresh
+
+    elector = Elector(settings, ConsumerState(), lambda: FlakySQLite(db, dedup_window=5000), source)
+    store = FlakySQLite(db, dedup_window=5000)
+    await store.open()
+    task = asyncio.create_task(elector.run(store))
+    try:
+
+        async def committed() -> bool:
+            return elector.commits > 0 and elector.held
+
+        await _until(committed, "the first commits")
+        await asyncio.sleep(0.3)
+        flaky[0].cut = True
+        lost_at = time.monotonic()
+
+        async def lost() -> bool:
+            return not elector.held
+
+        await _until(lost, "the holder to stand by", 5)
+        # It gave up before its lease (1 s from the last renewal) could have run out.
+        assert time.monotonic() - lost_at < 1.5
+        assert elector.refused_commits == 0  # it stopped itself; the store refused nothing
+        flaky[0].cut = False
+
+        async def second_term() -> bool:
+            return elector.terms >= 2 and elector.held
+
+        await _until(second_term, "a second term", 10)
+        expected = expected_stats(lines)
+
+        async def exact() -> bool:
+            return (await store.snapshot()).to_dict() == expected
+
+        await _until(exact, "the exact statistics", 20)
+        assert elector.token == 2
+    finally:
+        task.cancel()
+        await asyncio.wait({task})
+        await store.close()

@@ -84,6 +84,7 @@ class Elector:
         self.commits = 0
         self.last_commit_started_at: float | None = None
         self._release = False
+        self._asked = time.monotonic()
 
     def status(self) -> dict[str, object]:
         """The lease part of `/status`."""
@@ -121,23 +122,27 @@ class Elector:
 
     async def _poll(self, lease: Lease) -> int | None:
         """Try to take the lease; on failure note who holds it. A store error is a no."""
+        state = self._state
+        self._asked = time.monotonic()  # the lease runs from (at the latest) the request
         try:
             token = await lease.acquire(self.me, self.lease_seconds)
             if token is None:
                 info = await lease.info()
                 self.holder, self.token = info.holder, info.token
-            return token
         except Exception as exc:
-            self._state.store_ok = False
-            self._state.store_error = f"lease: {exc}"
+            state.store_ok, state.store_error = False, f"lease: {exc}"
             return None
+        # A standby that reached the store is healthy, whatever failed before.
+        state.store_ok, state.store_error = True, None
+        return token
 
     async def _hold(
         self, lease: Lease, store: StatsStore | None, *, reuse: bool, token: int | None = None
     ) -> None:
         """One term: from winning the lease to losing it (or being cancelled)."""
-        started = time.monotonic()
+        started = self._asked
         if token is None:
+            started = time.monotonic()
             token = await lease.acquire(self.me, self.lease_seconds)
             if token is None:
                 raise RuntimeError("a local lease was refused")
@@ -172,6 +177,11 @@ class Elector:
                 with contextlib.suppress(Exception):
                     await lease.release(self.me, token)
             raise
+        except Exception as exc:  # the store failed to open or resume: let another try
+            log.error("the term failed: %s: %s", type(exc).__name__, exc)
+            self._state.store_ok, self._state.store_error = False, f"store: {exc}"
+            with contextlib.suppress(Exception):
+                await lease.release(self.me, token)
         finally:
             # Fail closed first: whatever happens next commits nothing under this token.
             if isinstance(term_store, FencedStore):
