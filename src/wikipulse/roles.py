@@ -10,7 +10,6 @@ re-reading the shared store every batch interval.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -23,6 +22,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from wikipulse import __version__
+
+# No asyncio here: `cli` imports this module to build its parser, and `replay` forks its
+# workers before asyncio is imported. Each role imports it when it runs.
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -80,6 +82,8 @@ def add_role_commands(
 
 
 def _serve(settings: Settings) -> int:
+    import asyncio
+
     # Check the store before serving: a wrong DSN or a missing schema ends here with one
     # line and exit 1, not with a traceback from inside the server's start-up.
     asyncio.run(_check_store(settings))
@@ -89,6 +93,8 @@ def _serve(settings: Settings) -> int:
 
 
 def _ingest(settings: Settings) -> int:
+    import asyncio
+
     asyncio.run(_check_store(settings))
     return _run(ingest_app(settings), settings)
 
@@ -104,6 +110,8 @@ def _api(settings: Settings, workers: int) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    import asyncio
+
     asyncio.run(_check_store(settings))
     from wikipulse.app import build_app
 
@@ -198,6 +206,7 @@ def ingest_app(settings: Settings, *, source: Any = None, store: Any = None) -> 
     `source` (a factory of an event source from the consumer state) and `store` (a factory
     of stores) replace the live stream and the configured store in tests.
     """
+    import asyncio
     import secrets
 
     from fastapi import FastAPI
