@@ -116,7 +116,9 @@ class Elector:
                     await asyncio.sleep(self.poll_seconds)
                     continue
                 await self._hold(lease, None, reuse=False, token=token)
-                await asyncio.sleep(self.poll_seconds)
+                # Step down for a lease period: the standbys (which may have waited on a lock
+                # this process held while it was paused) get the first chance to take over.
+                await asyncio.sleep(self.lease_seconds)
         finally:
             self.held = False
 
@@ -186,9 +188,12 @@ class Elector:
             # Fail closed first: whatever happens next commits nothing under this token.
             if isinstance(term_store, FencedStore):
                 term_store.set_fence(Fence(self.me, token, float("-inf")))
-            if consumer is not None and not consumer.done():
-                consumer.cancel()
-                await asyncio.wait({consumer})
+            if consumer is not None:
+                if not consumer.done():
+                    consumer.cancel()
+                    await asyncio.wait({consumer})
+                if not consumer.cancelled():
+                    consumer.exception()  # seen (and logged) already, or a refused last flush
             self.held = False
             if not reuse:
                 await term_store.close()
