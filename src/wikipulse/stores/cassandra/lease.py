@@ -16,13 +16,14 @@ ingesters need not agree on time.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from wikipulse.lease import LeaseInfo
+from wikipulse.lease import Fence, LeaseInfo, LeaseLost
 
-__all__ = ["LEASE_COLUMNS", "CassandraLease"]
+__all__ = ["LEASE_COLUMNS", "CassandraLease", "add_lease_columns", "lease_condition", "refusal"]
 
 #: Static columns of `ingesters` (added to older tables by `wikipulse migrate`).
 LEASE_COLUMNS = {"lease_holder": "text", "lease_token": "bigint"}
@@ -46,6 +47,46 @@ Execute = Callable[[str, str, Sequence[Any], bool], Awaitable[list[dict[str, Any
 def statement(name: str) -> str | None:
     """The CQL of a lease statement by name, or None if `name` is not one."""
     return _STATEMENTS.get(name)
+
+
+def lease_condition(fence: Fence | None) -> tuple[list[Any], str]:
+    """The commit batch's extra condition values and its statement suffix (`schema.statement`).
+
+    With a fence, holder and token must be the committer's (`@fenced`); without one, nobody
+    may hold the lease (`@solo`: a lone `serve` does not write under an ingester fleet).
+    """
+    if fence is not None:
+        return [fence.holder, fence.token], "fenced"
+    return [None], "solo"
+
+
+def refusal(fence: Fence | None, found: dict[str, Any], partition: str) -> LeaseLost | None:
+    """Why a commit batch that did not apply was refused by the lease, or None if it was not.
+
+    `found` is the row Cassandra returns with `[applied] = false`: the conditions' columns.
+    """
+    holder = found.get("lease_holder")
+    if fence is None and holder is not None:
+        return LeaseLost(
+            f"ingester {holder!r} holds the writer's lease of {partition!r}; this process "
+            "does not write while it does"
+        )
+    if fence is not None and (holder, found.get("lease_token")) != (fence.holder, fence.token):
+        return LeaseLost(
+            f"Cassandra: commit refused: the writer's lease of {partition!r} is no longer "
+            f"token {fence.token} of {fence.holder!r} (now {holder!r})"
+        )
+    return None
+
+
+async def add_lease_columns(session: Any, keyspace: str) -> None:
+    """Add the lease's columns to a table made before the lease existed (else: no change)."""
+    from wikipulse.stores.cassandra import driver
+
+    for column, kind in LEASE_COLUMNS.items():
+        add = f"ALTER TABLE {keyspace}.ingesters ADD {column} {kind} STATIC"
+        with contextlib.suppress(Exception):  # already there: nothing to do
+            await driver.result(session.execute_async(add))
 
 
 def _ttl(seconds: float) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,12 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from cassandra.query import UNSET_VALUE
 
-from wikipulse.lease import Fence, LeaseLost, check_fence
+from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
-from wikipulse.stores.cassandra.lease import LEASE_COLUMNS, CassandraLease
+from wikipulse.stores.cassandra.lease import (
+    CassandraLease,
+    add_lease_columns,
+    lease_condition,
+    refusal,
+)
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 
 if TYPE_CHECKING:
@@ -180,7 +184,7 @@ class CassandraStore:
         return CassandraLease(self._lease_execute, self._me)
 
     def set_fence(self, fence: Fence | None) -> None:
-        """Make every later commit batch check this fence too (None: the `seq` check only)."""
+        """Make every later commit batch check this fence (None: that nobody holds the lease)."""
         self._fence = fence
 
     async def _lease_execute(
@@ -255,13 +259,9 @@ class CassandraStore:
                 params += [me, f"{old:04d}", 0, []]
                 del filled[old]
             shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
-        fence = self._fence
-        if fence is not None:  # the lease must still be this holder's, in the same Paxos round
-            params[9:9] = [fence.holder, fence.token]
-            shape = f"{shape}@fenced"
-        else:  # and without a lease, nobody may hold it
-            params[9:9] = [None]
-            shape = f"{shape}@solo"
+        # The lease is checked in the same Paxos round: right after `IF seq = ?`.
+        params[9:9], check = lease_condition(self._fence)
+        shape = f"{shape}@{check}"
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
             await self._settle(batch, seq, rows[0])
@@ -277,17 +277,9 @@ class CassandraStore:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
             return
-        fence, holder = self._fence, found.get("lease_holder")
-        if fence is None and holder is not None:
-            raise LeaseLost(
-                f"ingester {holder!r} holds the writer's lease of {self._me!r}; this process "
-                "does not write while it does"
-            )
-        if fence is not None and (holder, found.get("lease_token")) != (fence.holder, fence.token):
-            raise LeaseLost(
-                f"Cassandra: commit refused: the writer's lease of {self._me!r} is no longer "
-                f"token {fence.token} of {fence.holder!r} (now {holder!r})"
-            )
+        refused = refusal(self._fence, found, self._me)
+        if refused is not None:
+            raise refused
         raise StoreError(
             f"Cassandra: another writer with ingester id {self._me!r} committed batch "
             f"{part.seq} meanwhile; run one ingester per id (this one stops)"
@@ -334,10 +326,7 @@ class CassandraStore:
     async def _migrate(self, session: driver.CqlSession) -> None:
         for cql in schema_cql(self._keyspace, self._replication):
             await driver.result(session.execute_async(cql))
-        for column, kind in LEASE_COLUMNS.items():  # tables made before the lease existed
-            add = f"ALTER TABLE {self._keyspace}.ingesters ADD {column} {kind} STATIC"
-            with contextlib.suppress(Exception):  # already there: nothing to do
-                await driver.result(session.execute_async(add))
+        await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
