@@ -10,10 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from cassandra.query import UNSET_VALUE
 
+from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
+from wikipulse.stores.cassandra.lease import (
+    CassandraLease,
+    add_lease_columns,
+    lease_condition,
+    refusal,
+)
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
@@ -114,6 +121,7 @@ class CassandraStore(WindowQueries):
         retention = int(window_retention_hours * 3600)
         self._windows = WindowWriter(ingester_id, retention, self._execute)
         self._window_reader = WindowReader(retention, self._execute)
+        self._fence: Fence | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -183,8 +191,27 @@ class CassandraStore(WindowQueries):
         else:
             self._slot, self._slot_ids = 0, []
 
+    def lease(self) -> CassandraLease:
+        """The writer's lease, in this ingester's partition (see `lease.py`)."""
+        return CassandraLease(self._lease_execute, self._me)
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Make every later commit batch check this fence (None: that nobody holds the lease)."""
+        self._fence = fence
+
+    async def _lease_execute(
+        self, name: str, cql: str, params: Sequence[Any], serial: bool
+    ) -> driver.Rows:
+        if name not in self._stmts and self._session is not None:
+            prepared = await driver.blocking(self._session.prepare, cql)
+            if serial:  # a read at SERIAL sees the outcome of every lease transaction
+                prepared.consistency_level = driver.consistency_levels(self._consistency)[1]
+            self._stmts[name] = prepared
+        return await self._execute(name, params)
+
     async def commit(self, batch: Batch) -> None:
         """Claim the batch's new users, then write the new totals in one conditional batch."""
+        check_fence(self._fence)
         if batch.token == self._state.token:
             return  # committed already: the caller retries a commit it thought had failed
         if self._failed_token is not None and self._failed_token != batch.token:
@@ -249,16 +276,21 @@ class CassandraStore(WindowQueries):
         if staged is not None:
             shape += "+win"
             params += [me, staged.newest]
+        # The lease is checked in the same Paxos round: right after `IF seq = ?`.
+        params[9:9], check = lease_condition(self._fence)
+        shape = f"{shape}@{check}"
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
-            await self._settle(batch, seq, staged)
+            await self._settle(batch, seq, staged, rows[0])
             return
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
         self._windows.committed(staged)
 
-    async def _settle(self, batch: Batch, seq: int, staged: Staged | None) -> None:
+    async def _settle(
+        self, batch: Batch, seq: int, staged: Staged | None, found: dict[str, Any]
+    ) -> None:
         """Another commit moved `seq` first: ours, acknowledged too late, or another writer's."""
         part = await self._load()
         if part.seq == seq and part.token == batch.token:
@@ -266,6 +298,9 @@ class CassandraStore(WindowQueries):
             self._claims.committed(seq, batch.users)
             self._windows.committed(staged)
             return
+        refused = refusal(self._fence, found, self._me)
+        if refused is not None:
+            raise refused
         raise StoreError(
             f"Cassandra: another writer with ingester id {self._me!r} committed batch "
             f"{part.seq} meanwhile; run one ingester per id (this one stops)"
@@ -312,6 +347,7 @@ class CassandraStore(WindowQueries):
     async def _migrate(self, session: driver.CqlSession) -> None:
         for cql in schema_cql(self._keyspace, self._replication):
             await driver.result(session.execute_async(cql))
+        await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
