@@ -116,7 +116,7 @@ async def _cassandra_partitions(store: Any) -> None:
     rows = await driver.result(
         session.execute_async(
             "SELECT g, period, count(*) AS n, min(ttl(seq)) AS low, max(ttl(seq)) AS high "
-            "FROM windows GROUP BY ingester_id, g, period"
+            "FROM window_versions GROUP BY ingester_id, g, period"
         )
     )
     for g in (60, 3600):

@@ -18,6 +18,7 @@ from tests.stores.fake_cql import FakeCluster
 from tests.stores.test_contract import _feed, _pipeline, opened
 from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
+from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
 from wikipulse.windows import HOUR, MINUTE
 
@@ -109,7 +110,7 @@ async def test_a_window_write_that_lands_late_loses(tmp_path: Any, lines: list[b
     writes = {"n": 0}
 
     def thirtieth(cql: str, params: Any) -> bool:
-        if not cql.startswith("INSERT INTO windows"):
+        if not cql.startswith("INSERT INTO window_versions"):
             return False
         writes["n"] += 1
         return writes["n"] == 30
@@ -127,7 +128,7 @@ async def test_a_window_write_that_lands_late_loses(tmp_path: Any, lines: list[b
         assert len(node.held) == 1
         (_, held), *_ = node.held
         bucket = held.values[3]
-        versions = [p for c, p, _ in node.log if c.startswith("INSERT INTO windows")]
+        versions = [p for c, p, _ in node.log if c.startswith("INSERT INTO window_versions")]
         later = [p for p in versions[30:] if p[1] == held.values[1] and p[3] == bucket]
         assert len(later) >= 2, "the bucket must be rewritten in both slots after the held write"
         node.land_held()
@@ -136,7 +137,8 @@ async def test_a_window_write_that_lands_late_loses(tmp_path: Any, lines: list[b
 
 
 async def test_window_partitions_stay_bounded_and_leave_no_tombstones(lines: list[bytes]) -> None:
-    """Every window partition holds one hour (two slots per bucket); nothing is deleted."""
+    """Every window partition holds one hour (two slots per bucket and epoch: one epoch
+    here); nothing is deleted."""
     node = FakeCluster()
     store = CassandraStore(
         keyspace="ks", dedup_window=400, create_schema=True, session=node.session()
@@ -145,9 +147,33 @@ async def test_window_partitions_stay_bounded_and_leave_no_tombstones(lines: lis
         before = node.tombstones
         await _feed(_pipeline(store, max_events=7), lines)
         assert node.tombstones == before
-    table = node.tables["ks.windows"]
+    table = node.tables["ks.window_versions"]
     assert len(table.data) >= 3
     for (_, g, period), (_, rows) in table.data.items():
-        assert all(period <= bucket < period + HOUR for bucket, _ in rows)
-        assert {slot for _, slot in rows} <= {0, 1}
+        assert all(period <= bucket < period + HOUR for bucket, _, _ in rows)
+        assert {slot for _, _, slot in rows} <= {0, 1}
+        assert len({epoch for _, epoch, _ in rows}) == 1
         assert len(rows) <= (2 * HOUR // MINUTE if g == MINUTE else 2)
+
+
+@pytest.mark.parametrize("kind", CASSANDRA_KINDS, indirect=True)
+async def test_a_stale_writer_of_the_same_id_cannot_overwrite_the_new_writers_buckets(
+    kind: StoreKind, lines: list[bytes]
+) -> None:
+    """A writer that lost its place (paused past its lease, or a second process of the same
+    ingester id) writes its bucket versions before its commit is refused: they must land beside
+    the new writer's committed versions, never on them, or the windows would lose its batches."""
+    first, second = lines[:1000], lines[:2000]
+    async with opened(kind.make()) as stale:
+        await _feed(_pipeline(stale), first)
+        async with opened(kind.make()) as new:  # takes over from the committed state
+            pipeline = _pipeline(new)
+            position = await pipeline.resume()
+            assert position == str(len(first) - 1)
+            await _feed(pipeline, second, len(first))  # positions 1000-1999
+        # The stale writer still believes its last commit is the newest: its window versions
+        # are written (into the slots it thinks free), then its conditional commit is refused.
+        with pytest.raises(StoreError, match="another writer"):
+            await _feed(_pipeline(stale), lines, len(first))
+    async with opened(kind.make()) as reader:
+        await _assert_windows_exact(reader, second)

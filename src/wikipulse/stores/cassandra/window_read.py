@@ -3,7 +3,7 @@
 For each ingester a reader reads the window rows first and that ingester's committed epochs
 *after* them: a version whose commit landed before the epochs were read is then recognised,
 and a writer never overwrites a bucket's newest committed version, so every bucket read has
-a committed version among its two slots (see `windows.py`). Whole hours come from hour rows;
+a committed version among its slots (see `windows.py`). Whole hours come from hour rows;
 an hour without a committed hour row (the newest event's hour) is summed from its minutes.
 """
 

@@ -4,10 +4,13 @@ A commit is one conditional batch into the ingester's partition (`IF seq = ?`), 
 partitions cannot join it. The window rows are therefore written *before* it, as whole values,
 never increments, and made valid by it:
 
-- Each bucket (a minute, or an hour) of an ingester has two slots in `windows`, partitioned by
-  (ingester, granularity, hour). A commit writes each bucket it touches whole (its full
-  contents: counts by wiki and type, users, pages, as msgpack blobs) into the slot that does
-  *not* hold the bucket's newest committed version, tagged with the commit's (epoch, seq).
+- Each bucket (a minute, or an hour) of an ingester has two slots per epoch in
+  `window_versions`, partitioned by (ingester, granularity, hour). A commit writes each bucket
+  it touches whole (its full contents: counts by wiki and type, users, pages, as msgpack blobs)
+  into a slot of its own epoch that does *not* hold the bucket's newest committed version,
+  tagged with the commit's (epoch, seq). A writer that lost its place (a second process of
+  the same ingester id, or a holder paused past its lease) writes before its commit is
+  refused, but only into its own epoch's slots: never onto the new writer's versions.
 - A version counts only if its commit did: the ingester's partition records, per epoch (one
   run of a process, renewed when a batch is given up), the last seq committed in it, so a
   version is committed iff `seq <= last_seq[epoch]`. A reader takes, per bucket, the committed
@@ -66,6 +69,7 @@ class _Bucket:
     slot: int | None  # the slot holding it; None when no version ever committed
     content: Content | None  # decoded, or None to decode `blobs` when needed
     blobs: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
+    epoch: str | None = None  # the epoch whose slot holds it
 
     def value(self) -> Content:
         if self.content is None:
@@ -126,7 +130,7 @@ class WindowWriter:
         for minute, change in minutes.items():
             have = self._minutes[minute - minute % HOUR].get(minute)
             new = have.value().plus(change) if have is not None else change
-            staged[(MINUTE, minute)] = self._next(have, new)
+            staged[(MINUTE, minute)] = self._next(have, new, epoch)
         for hour in closing:
             have = self._hours.get(hour)
             if have is not None and have.slot is not None:
@@ -138,7 +142,7 @@ class WindowWriter:
                     b: s for (g, b), s in staged.items() if g == MINUTE and b - b % HOUR == hour
                 }
                 new = total(b.value() for b in known.values() if b.slot is not None)
-            staged[(HOUR, hour)] = self._next(have, new)
+            staged[(HOUR, hour)] = self._next(have, new, epoch)
         await asyncio.gather(
             *(self._write(g, b, version, seq, epoch, newest) for (g, b), version in staged.items())
         )
@@ -146,10 +150,11 @@ class WindowWriter:
         return Staged(staged, newest, pending)
 
     @staticmethod
-    def _next(have: _Bucket | None, new: Content) -> _Bucket:
-        """The next version of a bucket: in the slot not holding its committed version."""
-        slot = 0 if have is None or have.slot is None else 1 - have.slot
-        return _Bucket(slot, new, new.encode())
+    def _next(have: _Bucket | None, new: Content, epoch: str) -> _Bucket:
+        """The next version of a bucket: in a slot of `epoch` not holding its committed one."""
+        mine = have is not None and have.slot is not None and have.epoch == epoch
+        slot = 1 - have.slot if mine and have is not None and have.slot is not None else 0
+        return _Bucket(slot, new, new.encode(), epoch)
 
     async def _write(
         self, g: int, bucket: int, version: _Bucket, seq: int, epoch: str, newest: int
@@ -207,7 +212,7 @@ class WindowWriter:
             if committed_version(row, epochs) and row["seq"] > best.get(bucket, 0):
                 best[bucket] = row["seq"]
                 blobs = (row["counts"], row["users"], row["pages"])
-                found[bucket] = _Bucket(row["slot"], None, blobs)
+                found[bucket] = _Bucket(row["slot"], None, blobs, row["epoch"])
         if g == MINUTE:
             # A minute whose slots were all written by lost attempts holds nothing committed.
             self._minutes.setdefault(hour, {}).update(
