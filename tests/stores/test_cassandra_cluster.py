@@ -1,5 +1,5 @@
 """The Cassandra store on three nodes (RF 3, QUORUM): crashes around a commit, a replica lost,
-two writers of one id with skewed clocks.
+commits that time out and land late, two writers of one id with skewed clocks.
 
 Run by `.ci/run` against `bash .ci/services up cassandra3` with
 WIKIPULSE_TEST_CASSANDRA_HOSTS=127.0.0.1,127.0.0.2,127.0.0.3 and WIKIPULSE_TEST_CASSANDRA_CLUSTER=1.
@@ -19,6 +19,7 @@ import pytest
 
 from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT, CLUSTER_REPLICATION, WINDOW
 from tests.stores.test_contract import _Crash, _feed, _pipeline, opened
+from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.counting import expected_stats
 from wikipulse.stats import Batch
 from wikipulse.stores import StoreError, StoreUnavailable
@@ -183,3 +184,46 @@ async def test_two_writers_of_one_id_with_a_skewed_clock_the_second_is_refused(
             assert (point.position, point.recent_ids) == ("2", ["e1", "e2"])
     finally:
         await ahead.close()
+
+
+async def _replayed(keyspace: str, events: list[bytes], crash_at: int | None = None) -> None:
+    """A new process: resume from the committed position, replay an overlap and the rest;
+    with `crash_at`, that commit dies before its batch is sent (claims written, batch not)."""
+    crashed: dict[str, str] = {}
+    cls = CassandraStore if crash_at is None else _crashing("before", crash_at, crashed)
+    async with opened(_store(keyspace, cls)) as store:
+        pipeline = _pipeline(store)
+        position = await pipeline.resume()
+        start = 0 if position is None else max(0, int(position) + 1 - 150)
+        await _feed(pipeline, events, start)
+
+
+async def test_commits_that_time_out_and_land_late_count_once_through_two_crashes(
+    cluster_keyspace: str, events: list[bytes]
+) -> None:
+    """Two replicas frozen (SIGSTOP) mid-stream: commits time out at QUORUM while the
+    coordinator keeps what reached it (hints for the frozen replicas, Paxos proposals accepted
+    by one node) and delivers it late, after the process died and while the next one runs.
+    The next process crashes too, between its claims and its batch. Replaying each time, the
+    counters and the time windows end exactly equal to the independent count."""
+    third = len(events) // 3
+    async with opened(_store(cluster_keyspace)) as store:
+        pipeline = _pipeline(store)
+        await _feed(pipeline, events[:third])
+        _services("pause", "cassandra3-node2", "cassandra3-node3")
+        try:
+            feeding = asyncio.ensure_future(_feed(pipeline, events, third))
+            done, _ = await asyncio.wait({feeding}, timeout=15)
+            assert not done, "commits cannot succeed at QUORUM with two replicas frozen"
+            feeding.cancel()  # the process dies with its commits unacknowledged
+            await asyncio.gather(feeding, return_exceptions=True)
+        finally:
+            _services("resume", "cassandra3-node2", "cassandra3-node3")
+    with pytest.raises(_Crash):
+        await _answered(lambda: _replayed(cluster_keyspace, events, crash_at=3))
+    await _answered(lambda: _replayed(cluster_keyspace, events))
+    async with opened(_store(cluster_keyspace)) as reader:
+        assert (await reader.snapshot()).to_dict() == expected_stats(events)
+        assert (await reader.resume_point()).position == str(len(events) - 1)
+        assert isinstance(reader, CassandraStore)
+        await _assert_windows_exact(reader, events)
