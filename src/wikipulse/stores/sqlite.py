@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import msgspec
 
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, sqlite_windows
+from wikipulse.stores import (
+    ResumePoint,
+    StoreError,
+    StoreUnavailable,
+    sqlite_windows,
+    window_tables,
+)
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 3  # 3: time windows
+_SCHEMA_VERSION = 4  # 3: time windows; 4: windows as blobs (version 3 tables dropped)
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS state (
@@ -108,6 +114,9 @@ class SQLiteStore:
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
+        # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
+        self._win_state = window_tables.WriterState()
+        self._win_next: window_tables.WriterState | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SQLiteStore:
@@ -140,6 +149,7 @@ class SQLiteStore:
                 f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
         self._reader = _Worker(self._path, self._synchronous)
+        self._win_state = await self._writer.run(sqlite_windows.load_state)
         span = await self._reader.run(sqlite_windows.read_span)
         self._pruner.note(span[1] if span else None)
 
@@ -193,6 +203,7 @@ class SQLiteStore:
         unknown = batch.users - self._known_users
         conn.execute("BEGIN IMMEDIATE")
         try:
+            self._win_next = None
             self._apply(conn, batch, unknown)
             conn.execute("COMMIT")
         except BaseException:
@@ -201,6 +212,8 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
         self._known_users |= unknown
+        if self._win_next is not None:
+            self._win_state = self._win_next
 
     def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
         """Run every statement of a commit inside the open transaction."""
@@ -213,7 +226,7 @@ class SQLiteStore:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
-        sqlite_windows.write(conn, batch.windows)
+        self._win_next = sqlite_windows.write(conn, batch.windows, self._win_state)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
@@ -243,6 +256,7 @@ class SQLiteStore:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
+    sqlite_windows.drop_old_tables(conn)
     conn.executescript(_SCHEMA)
     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 

@@ -1,0 +1,270 @@
+"""Time-window buckets as compact blobs, and exact top-N over many of them; pure, no I/O.
+
+The SQL stores keep one row per (granularity, bucket, dimension) whose value is a msgpack blob
+(msgspec) of everything the bucket holds for that dimension, instead of a row per key:
+
+- `t` (`Totals`): all wikis, per event type `[events, bots, bytes_added, bytes_removed]`, and
+  the exact number of distinct users of the bucket;
+- `c` (`Counts`): the same per wiki, and the distinct users per wiki;
+- `u` (`Users`): every user with their count, highest first, and which users each wiki saw
+  (so distinct users stay exact when buckets are merged);
+- `p` (`Pages`): every (wiki, title) with its count, highest first.
+
+`Acc` is a bucket being summed in Python dicts: from a batch's `WindowDelta`, from stored
+blobs, or both (a commit's read-modify-write, the roll-up of a closed hour). `top_items` merges
+the sorted key lists of many buckets with a threshold pass (only keys that can still reach the
+top are summed exactly), so a 24-hour top list reads ~50 blobs without summing every key.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, TypeVar
+
+import msgspec
+
+from wikipulse.windows import WindowDelta
+
+__all__ = [
+    "DIMS",
+    "Acc",
+    "Counts",
+    "Pages",
+    "Part",
+    "Totals",
+    "Users",
+    "best",
+    "decode_part",
+    "delta_accs",
+    "top_items",
+]
+
+#: The dimensions stored per bucket: totals, per-wiki counts, users, pages.
+DIMS = ("t", "c", "u", "p")
+_K = TypeVar("_K", bound=Hashable)
+
+
+class Totals(msgspec.Struct, array_like=True):
+    """All wikis: type -> [events, bots, added, removed], and distinct users."""
+
+    types: dict[str, list[int]]
+    distinct: int
+
+
+class Counts(msgspec.Struct, array_like=True):
+    """Per wiki: wiki -> type -> [events, bots, added, removed], and wiki -> distinct users."""
+
+    rows: dict[str, dict[str, list[int]]]
+    distinct: dict[str, int]
+
+
+class Users(msgspec.Struct, array_like=True):
+    """Users and counts, highest count first; wiki -> indices into `names` of its users."""
+
+    names: list[str]
+    n: list[int]
+    members: dict[str, list[int]]
+
+
+class Pages(msgspec.Struct, array_like=True):
+    """(wiki, title) and counts, highest count first."""
+
+    keys: list[tuple[str, str]]
+    n: list[int]
+
+
+_DECODERS: dict[str, Any] = {
+    "t": msgspec.msgpack.Decoder(Totals),
+    "c": msgspec.msgpack.Decoder(Counts),
+    "u": msgspec.msgpack.Decoder(Users),
+    "p": msgspec.msgpack.Decoder(Pages),
+}
+_encode = msgspec.msgpack.Encoder().encode
+_SECOND = itemgetter(1)
+
+
+@dataclass(slots=True)
+class Part:
+    """The decoded blobs of one stored bucket (only the dimensions that were read)."""
+
+    totals: Totals | None = None
+    counts: Counts | None = None
+    users: Users | None = None
+    pages: Pages | None = None
+
+
+def decode_part(part: Part, dim: str, data: bytes) -> None:
+    """Decode one stored blob into its place in `part`."""
+    value = _DECODERS[dim].decode(data)
+    if dim == "t":
+        part.totals = value
+    elif dim == "c":
+        part.counts = value
+    elif dim == "u":
+        part.users = value
+    else:
+        part.pages = value
+
+
+def _add_row(table: dict[str, list[int]], key: str, row: Sequence[int]) -> None:
+    have = table.get(key)
+    if have is None:
+        table[key] = list(row)
+    else:
+        have[0] += row[0]
+        have[1] += row[1]
+        have[2] += row[2]
+        have[3] += row[3]
+
+
+def _add_keys(table: dict[_K, int], pairs: Iterable[tuple[_K, int]]) -> None:
+    get = table.get
+    for key, n in pairs:
+        table[key] = get(key, 0) + n
+
+
+class Acc:
+    """One bucket being summed: plain dicts, merged from deltas and blobs, encoded at the end."""
+
+    __slots__ = ("members", "pages", "rows", "types", "users")
+
+    def __init__(self) -> None:
+        self.types: dict[str, list[int]] = {}
+        self.rows: dict[str, dict[str, list[int]]] = {}
+        self.users: dict[str, int] = {}
+        self.members: dict[str, set[str]] = {}
+        self.pages: dict[tuple[str, str], int] = {}
+
+    def add_part(self, part: Part) -> None:
+        """Add a stored bucket's blobs (distinct users are recounted from `users`)."""
+        if part.totals is not None:
+            for kind, row in part.totals.types.items():
+                _add_row(self.types, kind, row)
+        if part.counts is not None:
+            rows = self.rows
+            for server, kinds in part.counts.rows.items():
+                mine = rows.get(server)
+                if mine is None:
+                    rows[server] = {kind: list(row) for kind, row in kinds.items()}
+                else:
+                    for kind, row in kinds.items():
+                        _add_row(mine, kind, row)
+        if part.users is not None:
+            users = part.users
+            _add_keys(self.users, zip(users.names, users.n, strict=True))
+            name = users.names.__getitem__
+            for server, indices in users.members.items():
+                self.members.setdefault(server, set()).update(map(name, indices))
+        if part.pages is not None:
+            _add_keys(self.pages, zip(part.pages.keys, part.pages.n, strict=True))
+
+    def add(self, other: Acc) -> None:
+        """Add another bucket (built from a delta) to this one."""
+        for kind, row in other.types.items():
+            _add_row(self.types, kind, row)
+        for server, kinds in other.rows.items():
+            mine = self.rows.setdefault(server, {})
+            for kind, row in kinds.items():
+                _add_row(mine, kind, row)
+        _add_keys(self.users, other.users.items())
+        for server, names in other.members.items():
+            self.members.setdefault(server, set()).update(names)
+        _add_keys(self.pages, other.pages.items())
+
+    def blobs(self) -> list[tuple[str, bytes]]:
+        """The four encoded blobs of the bucket: (dimension, bytes)."""
+        ranked = sorted(self.users.items(), key=_SECOND, reverse=True)
+        names = [name for name, _ in ranked]
+        index = {name: i for i, name in enumerate(names)}
+        members = {s: sorted(map(index.__getitem__, us)) for s, us in self.members.items()}
+        pages = sorted(self.pages.items(), key=_SECOND, reverse=True)
+        distinct = {server: len(names) for server, names in self.members.items()}
+        return [
+            ("t", _encode(Totals(self.types, len(names)))),
+            ("c", _encode(Counts(self.rows, distinct))),
+            ("u", _encode(Users(names, [n for _, n in ranked], members))),
+            ("p", _encode(Pages([key for key, _ in pages], [n for _, n in pages]))),
+        ]
+
+
+def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:
+    """A batch's windows summed into buckets of `granularity` seconds."""
+    delta.compact()
+    accs: dict[int, Acc] = {}
+
+    def acc(minute: int) -> Acc:
+        bucket = minute - minute % granularity
+        found = accs.get(bucket)
+        if found is None:
+            found = accs[bucket] = Acc()
+        return found
+
+    for (minute, server, kind), row in delta.counts.items():
+        a = acc(minute)
+        _add_row(a.types, kind, row)
+        _add_row(a.rows.setdefault(server, {}), kind, row)
+    for (minute, server, user), n in delta.users.items():
+        a = acc(minute)
+        a.users[user] = a.users.get(user, 0) + n
+        a.members.setdefault(server, set()).add(user)
+    for (minute, server, title), n in delta.pages.items():
+        pages = acc(minute).pages
+        key = (server, title)
+        pages[key] = pages.get(key, 0) + n
+    return accs
+
+
+def _full_merge(lists: Sequence[tuple[Sequence[_K], Sequence[int]]]) -> dict[_K, int]:
+    totals: dict[_K, int] = {}
+    for keys, counts in lists:
+        _add_keys(totals, zip(keys, counts, strict=True))
+    return totals
+
+
+def best(totals: dict[_K, int], limit: int) -> list[tuple[_K, int]]:
+    """The `limit` highest counts, ties by key ascending (only the tied tail is sorted)."""
+    if not totals:
+        return []
+    floor = heapq.nlargest(limit, totals.values())[-1]
+    items = [(k, n) for k, n in totals.items() if n >= floor]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:limit]
+
+
+def top_items(lists: Sequence[tuple[Sequence[_K], Sequence[int]]], limit: int) -> list[tuple[_K, int]]:
+    """The exact `limit` busiest keys over lists of (keys, counts) sorted by count, highest first.
+
+    A threshold pass: the first `limit` keys of every list give partial sums, the `limit`-th of
+    which, `floor`, bounds the answer from below. A key missing from the top of all `m` lists by
+    less than `floor / m` in each sums to less than `floor`, so only keys reaching `floor / m`
+    somewhere are summed exactly, from every list.
+    """
+    lists = [(keys, counts) for keys, counts in lists if keys]
+    total_len = sum(len(keys) for keys, _ in lists)
+    if len(lists) <= 1 or total_len <= 20_000:
+        return best(_full_merge(lists), limit)
+    partial: dict[_K, int] = {}
+    for keys, counts in lists:
+        _add_keys(partial, zip(keys[:limit], counts[:limit], strict=True))
+    if len(partial) < limit:
+        return best(_full_merge(lists), limit)
+    floor = heapq.nlargest(limit, partial.values())[-1]
+    m = len(lists)
+    candidates: set[_K] = set()
+    for keys, counts in lists:
+        # counts descend, so `count * m < floor` is False, then True: find the first True
+        end = bisect_left(counts, True, key=lambda n: n * m < floor)
+        candidates.update(keys[:end])
+    if len(candidates) * m > total_len:  # no cheaper than summing everything
+        return best(_full_merge(lists), limit)
+    totals = dict.fromkeys(candidates, 0)
+    for keys, counts in lists:
+        found = dict(zip(keys, counts, strict=True))
+        get = found.get
+        for key in candidates:
+            totals[key] += get(key, 0)
+    return best(totals, limit)
