@@ -235,7 +235,9 @@ def best(totals: dict[_K, int], limit: int) -> list[tuple[_K, int]]:
     return items[:limit]
 
 
-def top_items(lists: Sequence[tuple[Sequence[_K], Sequence[int]]], limit: int) -> list[tuple[_K, int]]:
+def top_items(
+    lists: Sequence[tuple[Sequence[_K], Sequence[int]]], limit: int
+) -> list[tuple[_K, int]]:
     """The exact `limit` busiest keys over lists of (keys, counts) sorted by count, highest first.
 
     A threshold pass: the first `limit` keys of every list give partial sums, the `limit`-th of

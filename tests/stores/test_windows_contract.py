@@ -102,6 +102,24 @@ async def test_windows_equal_the_independent_count(
         assert span is not None
 
 
+@pytest.mark.parametrize("order", ["shuffled", "reversed"])
+async def test_windows_exact_when_events_arrive_out_of_order(
+    kind: StoreKind, window_lines: list[bytes], order: str
+) -> None:
+    """Late events land in buckets already rolled up (sealed) and in ones not yet: all exact."""
+    import random
+
+    lines = list(dict.fromkeys(window_lines))  # repeats far apart would outrun the dedup window
+    if order == "shuffled":
+        random.Random(11).shuffle(lines)
+    else:
+        lines.reverse()
+    async with opened(kind.make()) as store:
+        windows = _windows(store, kind)
+        await _feed(_pipeline(store, max_events=97), lines)
+        await _assert_windows_exact(windows, lines)
+
+
 async def test_windows_of_the_real_recording(kind: StoreKind) -> None:
     """The recording kept in the repository gives its independently counted windows."""
     lines = (DATA_DIR / "recentchange-polars-guide.ndjson").read_bytes().splitlines()
@@ -203,7 +221,7 @@ async def test_postgres_without_window_tables_says_to_migrate(postgres_schema: s
     await PostgresStore(POSTGRES_DSN, schema=postgres_schema).migrate()
     conn = await asyncpg.connect(POSTGRES_DSN)
     try:
-        await conn.execute(f'DROP TABLE "{postgres_schema}".wp_win_counts')
+        await conn.execute(f'DROP TABLE "{postgres_schema}".wp_win_blobs')
     finally:
         await conn.close()
     store = PostgresStore(POSTGRES_DSN, schema=postgres_schema, create_schema=False)

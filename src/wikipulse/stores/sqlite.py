@@ -116,7 +116,6 @@ class SQLiteStore:
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
         # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
         self._win_state = window_tables.WriterState()
-        self._win_next: window_tables.WriterState | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SQLiteStore:
@@ -203,8 +202,7 @@ class SQLiteStore:
         unknown = batch.users - self._known_users
         conn.execute("BEGIN IMMEDIATE")
         try:
-            self._win_next = None
-            self._apply(conn, batch, unknown)
+            windows = self._apply(conn, batch, unknown)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back by itself; a second ROLLBACK would fail.
@@ -212,21 +210,23 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
         self._known_users |= unknown
-        if self._win_next is not None:
-            self._win_state = self._win_next
+        if windows is not None:
+            self._win_state = windows
 
-    def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
-        """Run every statement of a commit inside the open transaction."""
+    def _apply(
+        self, conn: sqlite3.Connection, batch: Batch, users: set[str]
+    ) -> window_tables.WriterState | None:
+        """Run every statement of a commit in the open transaction; return the windows' state."""
         ids_end, last_batch = conn.execute("SELECT ids_end, last_batch FROM state").fetchone()
         if batch.token == last_batch:
-            return  # committed before, but the caller never heard so: do not count it twice
+            return None  # committed before, but the caller never heard so: do not count it twice
         ids = batch.event_ids
         new_users = 0
         if users:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
-        self._win_next = sqlite_windows.write(conn, batch.windows, self._win_state)
+        windows = sqlite_windows.write(conn, batch.windows, self._win_state)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
@@ -242,6 +242,7 @@ class SQLiteStore:
             " + ?, position = coalesce(?, position), ids_end = ?, last_batch = ?",
             (batch.total, batch.bots, new_users, batch.position, ids_end, batch.token),
         )
+        return windows
 
     def _read_resume_point(self, conn: sqlite3.Connection) -> ResumePoint:
         conn.execute("BEGIN")

@@ -44,7 +44,9 @@ CREATE TABLE IF NOT EXISTS win_blobs (
 """
 #: The tables of schema version 3 (a row per bucket and key).
 OLD_TABLES = ("win_counts", "win_users", "win_totals", "win_distinct", "win_users5", "win_pages")
-_RANGE = "SELECT bucket, dim, data FROM win_blobs WHERE g = ? AND dim = ? AND bucket >= ? AND bucket < ?"
+_RANGE = (
+    "SELECT bucket, dim, data FROM win_blobs WHERE g = ? AND dim = ? AND bucket >= ? AND bucket < ?"
+)
 _AT = (
     "SELECT bucket, dim, data FROM win_blobs WHERE g = ? AND dim = ? "
     "AND bucket IN (SELECT value FROM json_each(?))"

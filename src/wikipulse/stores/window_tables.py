@@ -200,7 +200,8 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
             if part.totals is not None:
                 kinds, distinct = part.totals.types, part.totals.distinct
             else:
-                assert part.counts is not None and server is not None
+                assert part.counts is not None
+                assert server is not None
                 kinds = part.counts.rows.get(server, {})
                 distinct = part.counts.distinct.get(server, 0)
         else:  # not sealed yet: summed from the finer level
