@@ -70,7 +70,8 @@ def test_buckets_round_trip_and_merge_with_exact_distinct_users() -> None:
     part = Part()
     for dim, data in five.blobs():
         decode_part(part, dim, data)
-    assert part.totals is not None and part.counts is not None
+    assert part.totals is not None
+    assert part.counts is not None
     assert part.totals.types == {"edit": [3, 1, 5, 3], "new": [1, 0, 7, 0]}
     assert part.totals.distinct == 2  # ann, bob; the empty user is not counted
     assert part.counts.distinct == {"a.org": 2, "b.org": 1}
@@ -80,7 +81,9 @@ def test_buckets_round_trip_and_merge_with_exact_distinct_users() -> None:
     again = Part()
     for dim, data in merged.blobs():
         decode_part(again, dim, data)
-    assert again.totals is not None and again.users is not None and again.pages is not None
+    assert again.totals is not None
+    assert again.users is not None
+    assert again.pages is not None
     assert again.totals.types["edit"] == [6, 2, 10, 6]
     assert again.totals.distinct == 2
     assert dict(zip(again.users.names, again.users.n, strict=True)) == {"ann": 4, "bob": 2}
