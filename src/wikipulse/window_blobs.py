@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
 
 import msgspec
 
-from wikipulse.windows import WindowDelta
+from wikipulse.windows import MINUTE, UNKNOWN_TYPE, WindowDelta
 
 __all__ = [
     "DIMS",
@@ -40,6 +42,7 @@ __all__ = [
     "best",
     "decode_part",
     "delta_accs",
+    "minute_accs",
     "top_items",
 ]
 
@@ -127,6 +130,20 @@ def _add_keys(table: dict[_K, int], pairs: Iterable[tuple[_K, int]]) -> None:
         table[key] = get(key, 0) + n
 
 
+def _add_dict(table: dict[_K, int], other: dict[_K, int]) -> None:
+    """Add `other` to `table` (mostly in C: Python touches only the keys both hold)."""
+    if not table:
+        table.update(other)
+        return
+    both = list(filter(table.__contains__, other))
+    if both:
+        summed = {key: table[key] + other[key] for key in both}
+        table.update(other)
+        table.update(summed)
+    else:
+        table.update(other)
+
+
 class Acc:
     """One bucket being summed: plain dicts, merged from deltas and blobs, encoded at the end."""
 
@@ -140,7 +157,8 @@ class Acc:
         self.pages: dict[tuple[str, str], int] = {}
 
     def add_part(self, part: Part) -> None:
-        """Add a stored bucket's blobs (distinct users are recounted from `users`)."""
+        """Add a stored bucket's blobs, taking them over (a part is decoded for one use);
+        distinct users are recounted from `users`."""
         if part.totals is not None:
             for kind, row in part.totals.types.items():
                 _add_row(self.types, kind, row)
@@ -149,18 +167,23 @@ class Acc:
             for server, kinds in part.counts.rows.items():
                 mine = rows.get(server)
                 if mine is None:
-                    rows[server] = {kind: list(row) for kind, row in kinds.items()}
+                    rows[server] = kinds
                 else:
                     for kind, row in kinds.items():
                         _add_row(mine, kind, row)
         if part.users is not None:
             users = part.users
-            _add_keys(self.users, zip(users.names, users.n, strict=True))
+            _add_dict(self.users, dict(zip(users.names, users.n, strict=True)))
             name = users.names.__getitem__
+            members = self.members
             for server, indices in users.members.items():
-                self.members.setdefault(server, set()).update(map(name, indices))
+                have = members.get(server)
+                if have is None:
+                    members[server] = set(map(name, indices))
+                else:
+                    have.update(map(name, indices))
         if part.pages is not None:
-            _add_keys(self.pages, zip(part.pages.keys, part.pages.n, strict=True))
+            _add_dict(self.pages, dict(zip(part.pages.keys, part.pages.n, strict=True)))
 
     def add(self, other: Acc) -> None:
         """Add another bucket (built from a delta) to this one."""
@@ -170,17 +193,17 @@ class Acc:
             mine = self.rows.setdefault(server, {})
             for kind, row in kinds.items():
                 _add_row(mine, kind, row)
-        _add_keys(self.users, other.users.items())
+        _add_dict(self.users, other.users)
         for server, names in other.members.items():
             self.members.setdefault(server, set()).update(names)
-        _add_keys(self.pages, other.pages.items())
+        _add_dict(self.pages, other.pages)
 
     def blobs(self) -> list[tuple[str, bytes]]:
         """The four encoded blobs of the bucket: (dimension, bytes)."""
         ranked = sorted(self.users.items(), key=_SECOND, reverse=True)
         names = [name for name, _ in ranked]
         index = {name: i for i, name in enumerate(names)}
-        members = {s: sorted(map(index.__getitem__, us)) for s, us in self.members.items()}
+        members = {s: list(map(index.__getitem__, us)) for s, us in self.members.items()}
         pages = sorted(self.pages.items(), key=_SECOND, reverse=True)
         distinct = {server: len(names) for server, names in self.members.items()}
         return [
@@ -195,33 +218,91 @@ def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:
     """A batch's windows summed into buckets of `granularity` seconds."""
     delta.compact()
     accs: dict[int, Acc] = {}
-
-    def acc(minute: int) -> Acc:
-        bucket = minute - minute % granularity
-        found = accs.get(bucket)
-        if found is None:
-            found = accs[bucket] = Acc()
-        return found
-
+    last, a = -1, Acc()  # the maps come in event order: a bucket is looked up once per run
     for (minute, server, kind), row in delta.counts.items():
-        a = acc(minute)
+        if minute != last:
+            last, a = minute, _acc(accs, minute - minute % granularity)
         _add_row(a.types, kind, row)
         _add_row(a.rows.setdefault(server, {}), kind, row)
+    last = -1
     for (minute, server, user), n in delta.users.items():
-        a = acc(minute)
-        a.users[user] = a.users.get(user, 0) + n
-        a.members.setdefault(server, set()).add(user)
+        if minute != last:
+            last, a = minute, _acc(accs, minute - minute % granularity)
+        users = a.users
+        users[user] = users.get(user, 0) + n
+        members = a.members.get(server)
+        if members is None:
+            a.members[server] = {user}
+        else:
+            members.add(user)
+    last = -1
     for (minute, server, title), n in delta.pages.items():
-        pages = acc(minute).pages
+        if minute != last:
+            last, a = minute, _acc(accs, minute - minute % granularity)
+        pages = a.pages
         key = (server, title)
         pages[key] = pages.get(key, 0) + n
     return accs
 
 
+_MINUTE = itemgetter(0)
+_SERVER_KIND = itemgetter(1, 2)
+_SERVER_USER = itemgetter(1, 4)
+_SERVER_TITLE = itemgetter(1, 5)
+_USER = itemgetter(4)
+_TITLE = itemgetter(5)
+_BOT = itemgetter(3)
+_DIFF = itemgetter(6)
+
+
+def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
+    """A batch's windows per minute, read straight from its recorded events when it has only
+    those (the live path): counted in C per minute, without summing the delta's own maps."""
+    if delta.parts or delta.packed or delta.counts:
+        return delta_accs(delta, MINUTE)
+    accs: dict[int, Acc] = {}
+    for minute, group in groupby(sorted(delta.raw, key=_MINUTE), key=_MINUTE):
+        events = list(group)
+        a = accs[minute] = Acc()
+        rows = a.rows
+        for (server, kind), n in Counter(map(_SERVER_KIND, events)).items():
+            rows.setdefault(server, {})[kind or UNKNOWN_TYPE] = [n, 0, 0, 0]
+        for (server, kind), n in Counter(map(_SERVER_KIND, filter(_BOT, events))).items():
+            rows[server][kind or UNKNOWN_TYPE][1] += n
+        for _, server, kind, _, _, _, diff in filter(_DIFF, events):
+            row = rows[server][kind or UNKNOWN_TYPE]
+            if diff > 0:
+                row[2] += diff
+            else:
+                row[3] -= diff
+        types = a.types
+        for kinds in rows.values():
+            for kind, row in kinds.items():
+                _add_row(types, kind, row)
+        named = list(filter(_USER, events))
+        a.users = dict(Counter(map(_USER, named)))
+        members = a.members
+        for server, user in set(map(_SERVER_USER, named)):
+            have = members.get(server)
+            if have is None:
+                members[server] = {user}
+            else:
+                have.add(user)
+        a.pages = dict(Counter(map(_SERVER_TITLE, filter(_TITLE, events))))
+    return accs
+
+
+def _acc(accs: dict[int, Acc], bucket: int) -> Acc:
+    found = accs.get(bucket)
+    if found is None:
+        found = accs[bucket] = Acc()
+    return found
+
+
 def _full_merge(lists: Sequence[tuple[Sequence[_K], Sequence[int]]]) -> dict[_K, int]:
     totals: dict[_K, int] = {}
     for keys, counts in lists:
-        _add_keys(totals, zip(keys, counts, strict=True))
+        _add_dict(totals, dict(zip(keys, counts, strict=True)))
     return totals
 
 

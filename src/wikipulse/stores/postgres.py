@@ -200,7 +200,7 @@ class PostgresStore:
         self._known_users |= unknown
         if windows is not None:
             self._win_state = windows
-        self._pruner.note(batch.windows.newest())
+        self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
 
     async def _apply(
         self, conn: asyncpg.Connection, batch: Batch, users: set[str]

@@ -155,7 +155,7 @@ class SQLiteStore:
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
         await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
-        self._pruner.note(batch.windows.newest())
+        self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
 
     async def window_span(self) -> tuple[int, int] | None:
         """The oldest and newest minute kept."""

@@ -22,7 +22,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from wikipulse.window_blobs import DIMS, Acc, Part, best, decode_part, delta_accs, top_items
+from wikipulse.window_blobs import DIMS, Acc, Part, best, decode_part, minute_accs, top_items
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery, split_levels
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
@@ -139,19 +139,23 @@ def fetch(
     return found
 
 
-def _merge_into(g: int, accs: dict[int, Acc], always: bool) -> Steps[set[int]]:
-    """Add the batch's buckets to the stored ones (all, or only those stored); return those."""
+def _merge_into(g: int, accs: dict[int, list[Acc]], always: bool) -> Steps[set[int]]:
+    """Add the batch's parts of each bucket to the stored bucket (to every bucket, or only to
+    those already stored); return the buckets that were stored."""
     stored = _parts((yield Fetch(g, DIMS, buckets=tuple(sorted(accs)))))
     puts: list[Row] = []
-    for bucket, acc in accs.items():
+    for bucket, parts in accs.items():
         part = stored.get(bucket)
         if part is None and not always:
             continue
-        merged = acc
-        if part is not None:
+        if part is None and len(parts) == 1:
+            merged = parts[0]
+        else:
             merged = Acc()
-            merged.add_part(part)
-            merged.add(acc)
+            if part is not None:
+                merged.add_part(part)
+            for acc in parts:
+                merged.add(acc)
         puts += [(bucket, dim, data) for dim, data in merged.blobs()]
     if puts:
         yield Put(g, puts)
@@ -160,20 +164,23 @@ def _merge_into(g: int, accs: dict[int, Acc], always: bool) -> Steps[set[int]]:
 
 def write(delta: WindowDelta, state: WriterState) -> Steps[WriterState]:
     """Write a batch's windows; return the writer state to keep once the commit succeeded."""
-    minutes = delta_accs(delta, MINUTE)
+    minutes = minute_accs(delta)
     if not minutes:
         return state
     newest = max(minutes) if state.newest is None else max(state.newest, max(minutes))
-    coarse = {g: delta_accs(delta, g) for g in (FIVE_MINUTES, HOUR)}
-    yield from _merge_into(MINUTE, minutes, always=True)
+    yield from _merge_into(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, True)
     sealed = dict(state.sealed)
     for g in (FIVE_MINUTES, HOUR):
-        have = yield from _merge_into(g, coarse[g], always=False)
+        touched: dict[int, list[Acc]] = {}
+        for minute, acc in minutes.items():
+            touched.setdefault(minute - minute % g, []).append(acc)
+        # a late event: its sealed bucket gets it too
+        have = yield from _merge_into(g, touched, always=False)
         edge = newest - GRACE
         hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
         lo = sealed.get(g, 0)
         closed: set[int] = set((yield Closed(g, lo, hi))) if hi > lo else set()
-        closed |= {bucket for bucket in coarse[g] if bucket < hi}
+        closed |= {bucket for bucket in touched if bucket < hi}
         closed -= have  # merged with the batch above
         for bucket in sorted(closed):
             acc = Acc()
