@@ -120,6 +120,24 @@ async def test_windows_exact_when_events_arrive_out_of_order(
         await _assert_windows_exact(windows, lines)
 
 
+async def test_windows_read_then_written_again_stay_exact(
+    kind: StoreKind, window_lines: list[bytes]
+) -> None:
+    """Top lists read (and whatever a store keeps of them) before more events land in the same
+    buckets: the next answers count those events too."""
+    lines = list(dict.fromkeys(window_lines))
+    first, second = lines[::2], lines[1::2]
+    async with opened(kind.make()) as store:
+        windows = _windows(store, kind)
+        await _feed(_pipeline(store), first)
+        await _assert_tops_exact(windows, counted_events(first))
+        pipeline = _pipeline(store)
+        for index, line in enumerate(second):
+            await pipeline.add(line, str(len(first) + index))
+        await pipeline.flush()
+        await _assert_windows_exact(windows, first + second)
+
+
 async def test_windows_of_the_real_recording(kind: StoreKind) -> None:
     """The recording kept in the repository gives its independently counted windows."""
     lines = (DATA_DIR / "recentchange-polars-guide.ndjson").read_bytes().splitlines()
