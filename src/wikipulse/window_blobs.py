@@ -39,6 +39,7 @@ __all__ = [
     "Part",
     "Totals",
     "Users",
+    "add_row",
     "best",
     "decode_part",
     "delta_accs",
@@ -113,7 +114,8 @@ def decode_part(part: Part, dim: str, data: bytes) -> None:
         part.pages = value
 
 
-def _add_row(table: dict[str, list[int]], key: str, row: Sequence[int]) -> None:
+def add_row(table: dict[str, list[int]], key: str, row: Sequence[int]) -> None:
+    """Add `[events, bots, added, removed]` to the row of `key` (a copy if it is new)."""
     have = table.get(key)
     if have is None:
         table[key] = list(row)
@@ -161,7 +163,7 @@ class Acc:
         distinct users are recounted from `users`."""
         if part.totals is not None:
             for kind, row in part.totals.types.items():
-                _add_row(self.types, kind, row)
+                add_row(self.types, kind, row)
         if part.counts is not None:
             rows = self.rows
             for server, kinds in part.counts.rows.items():
@@ -170,7 +172,7 @@ class Acc:
                     rows[server] = kinds
                 else:
                     for kind, row in kinds.items():
-                        _add_row(mine, kind, row)
+                        add_row(mine, kind, row)
         if part.users is not None:
             users = part.users
             _add_dict(self.users, dict(zip(users.names, users.n, strict=True)))
@@ -188,11 +190,11 @@ class Acc:
     def add(self, other: Acc) -> None:
         """Add another bucket (built from a delta) to this one."""
         for kind, row in other.types.items():
-            _add_row(self.types, kind, row)
+            add_row(self.types, kind, row)
         for server, kinds in other.rows.items():
             mine = self.rows.setdefault(server, {})
             for kind, row in kinds.items():
-                _add_row(mine, kind, row)
+                add_row(mine, kind, row)
         _add_dict(self.users, other.users)
         for server, names in other.members.items():
             self.members.setdefault(server, set()).update(names)
@@ -222,8 +224,8 @@ def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:
     for (minute, server, kind), row in delta.counts.items():
         if minute != last:
             last, a = minute, _acc(accs, minute - minute % granularity)
-        _add_row(a.types, kind, row)
-        _add_row(a.rows.setdefault(server, {}), kind, row)
+        add_row(a.types, kind, row)
+        add_row(a.rows.setdefault(server, {}), kind, row)
     last = -1
     for (minute, server, user), n in delta.users.items():
         if minute != last:
@@ -278,7 +280,7 @@ def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
         types = a.types
         for kinds in rows.values():
             for kind, row in kinds.items():
-                _add_row(types, kind, row)
+                add_row(types, kind, row)
         named = list(filter(_USER, events))
         a.users = dict(Counter(map(_USER, named)))
         members = a.members

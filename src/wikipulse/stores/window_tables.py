@@ -22,7 +22,16 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from wikipulse.window_blobs import DIMS, Acc, Part, best, decode_part, minute_accs, top_items
+from wikipulse.window_blobs import (
+    DIMS,
+    Acc,
+    Part,
+    add_row,
+    best,
+    decode_part,
+    minute_accs,
+    top_items,
+)
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery, split_levels
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
@@ -211,14 +220,26 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
                 assert server is not None
                 kinds = part.counts.rows.get(server, {})
                 distinct = part.counts.distinct.get(server, 0)
-        else:  # not sealed yet: summed from the finer level
-            acc = Acc()
+        else:  # not sealed yet: summed from the finer level, users as a set union (in C)
+            kinds = {}
+            names: set[str] = set()
             for piece in parts:
-                acc.add_part(piece)
-            if server is None:
-                kinds, distinct = acc.types, len(acc.users)
-            else:
-                kinds, distinct = acc.rows.get(server, {}), len(acc.members.get(server, ()))
+                if piece.totals is not None:
+                    found_kinds = piece.totals.types
+                elif piece.counts is not None and server is not None:
+                    found_kinds = piece.counts.rows.get(server, {})
+                else:
+                    found_kinds = {}
+                for kind, row in found_kinds.items():
+                    add_row(kinds, kind, row)
+                if piece.users is not None:
+                    listed = piece.users
+                    if server is None:
+                        names.update(listed.names)
+                    else:
+                        at = listed.names.__getitem__
+                        names.update(map(at, listed.members.get(server, ())))
+            distinct = len(names)
         counts += [(bucket, kind, r[0], r[1], r[2], r[3]) for kind, r in kinds.items()]
         if distinct:
             users.append((bucket, distinct))
