@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from wikipulse.window_blobs import Acc, Part, best, decode_part, delta_accs, top_items
+from wikipulse.window_blobs import Acc, Part, decode_part, delta_accs
+from wikipulse.window_topn import best, top_items
 from wikipulse.windows import WindowDelta
 
 

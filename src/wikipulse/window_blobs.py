@@ -11,15 +11,12 @@ The SQL stores keep one row per (granularity, bucket, dimension) whose value is 
 - `p` (`Pages`): every (wiki, title) with its count, highest first.
 
 `Acc` is a bucket being summed in Python dicts: from a batch's `WindowDelta`, from stored
-blobs, or both (a commit's read-modify-write, the roll-up of a closed hour). `top_items` merges
-the sorted key lists of many buckets with a threshold pass (only keys that can still reach the
-top are summed exactly), so a 24-hour top list reads ~50 blobs without summing every key.
+blobs, or both (a commit's read-modify-write, the roll-up of a closed hour). The sorted key
+lists are merged into top lists by `window_topn`.
 """
 
 from __future__ import annotations
 
-import heapq
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,12 +36,11 @@ __all__ = [
     "Part",
     "Totals",
     "Users",
+    "add_dict",
     "add_row",
-    "best",
     "decode_part",
     "delta_accs",
     "minute_accs",
-    "top_items",
 ]
 
 #: The dimensions stored per bucket: totals, per-wiki counts, users, pages.
@@ -132,7 +128,7 @@ def _add_keys(table: dict[_K, int], pairs: Iterable[tuple[_K, int]]) -> None:
         table[key] = get(key, 0) + n
 
 
-def _add_dict(table: dict[_K, int], other: dict[_K, int]) -> None:
+def add_dict(table: dict[_K, int], other: dict[_K, int]) -> None:
     """Add `other` to `table` (mostly in C: Python touches only the keys both hold)."""
     if not table:
         table.update(other)
@@ -175,7 +171,7 @@ class Acc:
                         add_row(mine, kind, row)
         if part.users is not None:
             users = part.users
-            _add_dict(self.users, dict(zip(users.names, users.n, strict=True)))
+            add_dict(self.users, dict(zip(users.names, users.n, strict=True)))
             name = users.names.__getitem__
             members = self.members
             for server, indices in users.members.items():
@@ -185,7 +181,7 @@ class Acc:
                 else:
                     have.update(map(name, indices))
         if part.pages is not None:
-            _add_dict(self.pages, dict(zip(part.pages.keys, part.pages.n, strict=True)))
+            add_dict(self.pages, dict(zip(part.pages.keys, part.pages.n, strict=True)))
 
     def add(self, other: Acc) -> None:
         """Add another bucket (built from a delta) to this one."""
@@ -195,10 +191,10 @@ class Acc:
             mine = self.rows.setdefault(server, {})
             for kind, row in kinds.items():
                 add_row(mine, kind, row)
-        _add_dict(self.users, other.users)
+        add_dict(self.users, other.users)
         for server, names in other.members.items():
             self.members.setdefault(server, set()).update(names)
-        _add_dict(self.pages, other.pages)
+        add_dict(self.pages, other.pages)
 
     def blobs(self) -> list[tuple[str, bytes]]:
         """The four encoded blobs of the bucket: (dimension, bytes)."""
@@ -299,57 +295,3 @@ def _acc(accs: dict[int, Acc], bucket: int) -> Acc:
     if found is None:
         found = accs[bucket] = Acc()
     return found
-
-
-def _full_merge(lists: Sequence[tuple[Sequence[_K], Sequence[int]]]) -> dict[_K, int]:
-    totals: dict[_K, int] = {}
-    for keys, counts in lists:
-        _add_dict(totals, dict(zip(keys, counts, strict=True)))
-    return totals
-
-
-def best(totals: dict[_K, int], limit: int) -> list[tuple[_K, int]]:
-    """The `limit` highest counts, ties by key ascending (only the tied tail is sorted)."""
-    if not totals:
-        return []
-    floor = heapq.nlargest(limit, totals.values())[-1]
-    items = [(k, n) for k, n in totals.items() if n >= floor]
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return items[:limit]
-
-
-def top_items(
-    lists: Sequence[tuple[Sequence[_K], Sequence[int]]], limit: int
-) -> list[tuple[_K, int]]:
-    """The exact `limit` busiest keys over lists of (keys, counts) sorted by count, highest first.
-
-    A threshold pass: the first `limit` keys of every list give partial sums, the `limit`-th of
-    which, `floor`, bounds the answer from below. A key missing from the top of all `m` lists by
-    less than `floor / m` in each sums to less than `floor`, so only keys reaching `floor / m`
-    somewhere are summed exactly, from every list.
-    """
-    lists = [(keys, counts) for keys, counts in lists if keys]
-    total_len = sum(len(keys) for keys, _ in lists)
-    if len(lists) <= 1 or total_len <= 20_000:
-        return best(_full_merge(lists), limit)
-    partial: dict[_K, int] = {}
-    for keys, counts in lists:
-        _add_keys(partial, zip(keys[:limit], counts[:limit], strict=True))
-    if len(partial) < limit:
-        return best(_full_merge(lists), limit)
-    floor = heapq.nlargest(limit, partial.values())[-1]
-    m = len(lists)
-    candidates: set[_K] = set()
-    for keys, counts in lists:
-        # counts descend, so `count * m < floor` is False, then True: find the first True
-        end = bisect_left(counts, True, key=lambda n: n * m < floor)
-        candidates.update(keys[:end])
-    if len(candidates) * m > total_len:  # no cheaper than summing everything
-        return best(_full_merge(lists), limit)
-    totals = dict.fromkeys(candidates, 0)
-    for keys, counts in lists:
-        found = dict(zip(keys, counts, strict=True))
-        get = found.get
-        for key in candidates:
-            totals[key] += get(key, 0)
-    return best(totals, limit)

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from wikipulse.window_blobs import top_items
 from wikipulse.window_query import Range, SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.window_topn import top_items
 from wikipulse.windows import GRANULARITIES, MINUTE, STEPS, WindowDelta
 
 __all__ = ["MemoryWindows"]

@@ -27,12 +27,11 @@ from wikipulse.window_blobs import (
     Acc,
     Part,
     add_row,
-    best,
     decode_part,
     minute_accs,
-    top_items,
 )
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery, split_levels
+from wikipulse.window_topn import best, top_items
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = [
