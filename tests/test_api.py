@@ -470,6 +470,7 @@ async def test_status_answers_while_the_stream_is_unreachable() -> None:
         "status": "ok",
         "version": __version__,
         "store": "memory",
+        "role": "serve",
         "consumer_running": True,
         "consumer": {
             "connected": False,
@@ -487,6 +488,7 @@ async def test_status_answers_while_the_stream_is_unreachable() -> None:
             "oversized_events": 0,
             "redirects_refused": 0,
         },
+        "lease": None,
     }
 
 

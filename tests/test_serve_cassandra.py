@@ -16,6 +16,7 @@ from tests.stores import conftest as store_fixtures
 from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT
 from tests.support.counting import expected_stats
 from tests.support.eventstreams import EventStreamsServer, Faults
+from tests.support.windows_expected import counted_events, expected_series, expected_top
 from tests.test_serve_e2e import Service, _env, _lines, _wait_for
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.slow]
@@ -69,8 +70,30 @@ def test_sigkill_midway_then_restart_on_cassandra_loses_and_doubles_nothing(
         assert final == expected
         assert resumed
         assert len(srv.delivered) > len(lines)  # the resume replayed events, none counted twice
+        _assert_windows_over_http(second, lines)
         second.stop()
     assert second.proc.returncode == 0
+
+
+def _assert_windows_over_http(service: Service, lines: list[bytes]) -> None:
+    """/stats/timeseries and /stats/top equal the independent count, across the kill -9."""
+    service.stats()  # logs in
+    auth = {"Authorization": f"Bearer {service._token}"}
+    events = counted_events(lines)
+    first = min(e.second for e in events)
+    last = max(e.second for e in events)
+    for step in (60, 3600):
+        since, until = first - first % step, -(-(last + 1) // step) * step
+        params: dict[str, Any] = {"since": since, "until": until, "step": step}
+        got = service.http.get("/stats/timeseries", params=params, headers=auth)
+        assert got.status_code == 200, got.text
+        assert got.json() == expected_series(events, step, since, until), step
+    since, until = first - first % 60, last - last % 60 + 60
+    for by in ("server_name", "user", "page"):
+        params = {"by": by, "since": since, "until": until, "limit": 20}
+        got = service.http.get("/stats/top", params=params, headers=auth)
+        assert got.status_code == 200, got.text
+        assert got.json() == expected_top(events, by, since, until, 20), by
 
 
 def _settled_stats(service: Service, expected: dict[str, Any]) -> dict[str, Any]:

@@ -70,8 +70,12 @@ class StatusResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     store: str
+    #: `serve`, `api` (no consumer) or `ingest` (no API).
+    role: str = "serve"
     consumer_running: bool
     consumer: dict[str, Any]
+    #: `ingest` only: whether this process holds the writer's lease, who does, the token.
+    lease: dict[str, Any] | None = None
 
 
 class ReadyResponse(BaseModel):
@@ -114,8 +118,10 @@ async def get_status(request: Request) -> StatusResponse:
     return StatusResponse(
         version=__version__,
         store=services.settings.store,
+        role=services.role,
         consumer_running=services.consumer_running(),
         consumer=services.consumer.as_dict(services.clock()),
+        lease=None if services.lease_status is None else services.lease_status(),
     )
 
 
@@ -133,7 +139,7 @@ async def get_ready(request: Request) -> JSONResponse:
         reasons.append("the statistics store is not open")
     elif not services.consumer.store_ok:
         reasons.append("the last commit to the statistics store failed")
-    if not services.consumer_running():
+    if services.role != "api" and not services.consumer_running():
         reasons.append("the stream consumer is not running")
     body = ReadyResponse(ready=not reasons, reasons=reasons)
     return JSONResponse(

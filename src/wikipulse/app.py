@@ -37,6 +37,7 @@ from wikipulse.live import router as live_router
 from wikipulse.metrics import HttpMetricsMiddleware, Metrics
 from wikipulse.ratelimit import LoginGuard
 from wikipulse.snapshots import SnapshotCache, SnapshotRefresher
+from wikipulse.stats import Stats
 from wikipulse.stores import StatsStore
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def build_app(
     auth: Authenticator | None = None,
     shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
     clock: Callable[[], float] = time.time,
+    role: str = "serve",
 ) -> FastAPI:
     """Build the ASGI app; its lifespan opens the store and runs the consumer in the background.
 
@@ -85,7 +87,8 @@ def build_app(
     app is built (so `serve` prints a generated admin password before the server starts).
     The store defaults to the one the settings name and the source to the live stream; both
     are made when the lifespan starts, not here. `clock` is the wall clock the stream lag is
-    measured against.
+    measured against. `role="api"` runs no consumer: the app serves what other processes
+    (`wikipulse ingest`) commit to the shared store, re-reading it every batch interval.
     """
     consumer_state = state if state is not None else ConsumerState()
     # Every app has its own registry: no process-wide metric objects to collide in the tests.
@@ -98,6 +101,7 @@ def build_app(
         clock=clock,
         login_guard=LoginGuard.from_settings(settings),
         live=LiveFeed(min_interval=settings.batch_max_ms / 1000),
+        role=role,
     )
     live = services.live
     metrics.registry.register(LiveCollector(live))
@@ -108,6 +112,10 @@ def build_app(
         await the_store.open()
         snapshots = services.snapshots
         refresher: asyncio.Task[None] | None = None
+        if role == "api":
+            async with _api_only(services, the_store):
+                yield
+            return
         try:
             pipeline = make_pipeline(
                 settings,
@@ -179,6 +187,40 @@ class WikipulseApp(FastAPI):
         if fast_path is not None and await fast_path.answer(scope, send):
             return
         await super().__call__(scope, receive, send)
+
+
+@asynccontextmanager
+async def _api_only(services: Services, store: StatsStore) -> AsyncIterator[None]:
+    """The lifespan of an `api` process: re-read the store every batch interval, no consumer.
+
+    Each read that finds new statistics also wakes the `/stats/live` feed, as a commit does
+    in `serve`.
+    """
+    live = services.live
+    seen: list[Stats] = []
+
+    async def read() -> Stats:
+        stats = await store.snapshot()
+        if not seen or seen[0] != stats:
+            seen[:] = [stats]
+            live.commit_succeeded(0.0)
+        return stats
+
+    reader = SnapshotRefresher(services.snapshots, read, services.settings.batch_max_ms / 1000)
+    refresher = asyncio.create_task(reader.run(), name="wikipulse-snapshots")
+    services.store = store
+    live.stats = store_stats(store)
+    if live.bucket is None:
+        live.bucket = store_newest_bucket(store)
+    try:
+        yield
+    finally:
+        await live.aclose()
+        services.store = None
+        refresher.cancel()
+        await asyncio.wait({refresher})
+        services.snapshots.invalidate()
+        await store.close()
 
 
 async def _publish_first(snapshots: SnapshotCache, store: StatsStore) -> None:

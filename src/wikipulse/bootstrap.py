@@ -1,8 +1,8 @@
 """One place that wires the parts: the store, the pipeline and the sources of every command.
 
-`serve` (through `app.build_app`) and `replay` build their store and pipeline here, from the
-settings, so that both run the same parts the same way; the roles still to come (an API-only
-process, an ingester) will too. Imports of drivers and of the HTTP client stack happen in the
+`serve` (through `app.build_app`), `ingest` (through `fleet.Elector`) and `replay` build their
+store and pipeline here, from the settings, so that all run the same parts the same way (the
+roles are wired in `roles.py`). Imports of drivers and of the HTTP client stack happen in the
 functions that need them, so a command loads only what it uses.
 """
 
@@ -125,6 +125,10 @@ class Services:
     #: Set while the app's lifespan runs; `/stats` answers 503 until then.
     store: StatsStore | None = None
     consumer_task: asyncio.Task[None] | None = field(default=None)
+    #: `serve` (consumer and API), `api` (API only) or `ingest` (consumer only).
+    role: str = "serve"
+    #: The writer's lease as `/status` shows it (`ingest` only).
+    lease_status: Callable[[], dict[str, object]] | None = None
 
     def consumer_running(self) -> bool:
         """Whether the stream consumer task exists and has not ended."""

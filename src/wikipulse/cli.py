@@ -1,4 +1,5 @@
-"""The `wikipulse` command: serve, replay, hash-password, migrate, healthcheck."""
+"""The `wikipulse` command: serve, ingest, api (see `roles.py`), replay, generate, hash-password,
+migrate, healthcheck."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import gc
 import getpass
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from wikipulse import __version__
@@ -77,14 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    serve = sub.add_parser(
-        "serve",
-        parents=[common],
-        help="run the HTTP API and the stream consumer",
-        description="Consume the RecentChange stream and serve /status, /login, /stats and "
-        "/docs on WIKIPULSE_HOST:WIKIPULSE_PORT (default 0.0.0.0:7000).",
-    )
-    serve.set_defaults(command="serve", handler=_serve)
+    from wikipulse.roles import add_role_commands
+
+    add_role_commands(sub, common, _settings)
 
     replay = sub.add_parser(
         "replay",
@@ -221,56 +215,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
     configure_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    import asyncio
-
-    import uvicorn
-
-    # Check the store before serving: a wrong DSN or a missing schema ends here with one
-    # line and exit 1, not with a traceback from inside the server's start-up.
-    asyncio.run(_check_store(settings))
-
-    from wikipulse.app import build_app
-
-    app = build_app(settings)
-    log.info("wikipulse %s listening on %s:%d", __version__, settings.host, settings.port)
-    # uvicorn shuts down gracefully on SIGTERM (the lifespan commits the last batch), then
-    # restores the previous handler and raises the signal again. With the default handler
-    # that kills the process (exit -15/143) after a clean stop; this one exits 0 instead,
-    # and also stops a process that gets SIGTERM before uvicorn took the signal over.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    from wikipulse.httpserver import guarded_protocol
-    from wikipulse.live import LiveServer
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        # Header timeout and connection cap (uvicorn has neither before the first request).
-        http=guarded_protocol(settings.http_header_timeout_seconds, settings.http_max_connections),
-        timeout_keep_alive=settings.http_keepalive_timeout_seconds,
-    )
-    server = LiveServer(config)
-    server.run()
-    # uvicorn.run exits 3 when the app fails to start; so does this.
-    return EXIT_OK if server.started else 3
-
-
-async def _check_store(settings: Settings) -> None:
-    from wikipulse.stores import make_store
-
-    store = make_store(settings)
-    await store.open()
-    await store.close()
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(EXIT_OK)
 
 
 def _replay(args: argparse.Namespace) -> int:

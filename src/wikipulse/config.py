@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(1000, ge=1)
     # Time windows are kept this long behind the newest event time seen, then pruned.
     window_retention_hours: float = Field(48.0, gt=0, le=24 * 366)
+    # The writer's lease of `wikipulse ingest`: a standby takes over this long after the
+    # holder stopped renewing it (plus one batch interval); the holder renews at a third.
+    lease_seconds: float = Field(10.0, ge=1, le=3600)
 
     @field_validator("store")
     @classmethod

@@ -10,6 +10,10 @@ ever: nothing times out before the first request, nor while a request's headers 
   and then, which stops the keep-alive timer), and
 - refuse a connection beyond `max_connections` open ones at once: it gets a bare 503 and is
   closed, and a warning says so (at most once per interval, with how many were refused).
+
+The httptools protocol also hands each response to the socket in one send instead of two
+(`HeadWithBody`): uvicorn writes a response's head and its body separately, and under load
+each write is a system call that costs about as much as the rest of a cached `/stats`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ except ImportError:  # httptools is a dependency, but a platform without its whe
     HttpToolsProtocol = H11Protocol  # type: ignore[misc,assignment]
     _HTTPTOOLS = False
 
-__all__ = ["GuardedH11Protocol", "GuardedHttpToolsProtocol", "guarded_protocol"]
+__all__ = ["GuardedH11Protocol", "GuardedHttpToolsProtocol", "HeadWithBody", "guarded_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +176,75 @@ class GuardedH11Protocol(_Guard, H11Protocol):
         self.transport.close()
 
 
+class HeadWithBody:
+    """A response's transport that sends its first write (the head) with the next one.
+
+    uvicorn writes the status line and headers when the app starts the response, and the body
+    when the app sends it, which for a cached `/stats` is at once, in the same step of the
+    event loop. Holding the head until then makes one system call of two. Nothing waits for
+    a body that does not come: the head is sent by itself at the loop's next turn (a
+    streaming response, a 100 Continue), and before a close. Order is always kept: whatever
+    is written while the head is held goes after it, in the same send. Everything but
+    `write`, `writelines` and `close` is the connection's transport's own.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        #: None before the first write; the head while it is held; b"" once it is sent.
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        """Hold the first write for the second one; send everything after it as it comes."""
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self.flush)
+        elif held:
+            self._held = b""
+            self._transport.writelines([held, data])
+        else:
+            self._transport.write(data)
+
+    def writelines(self, list_of_data: list[bytes]) -> None:
+        """Write the pieces in order (after a held head)."""
+        for data in list_of_data:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Send a held head now."""
+        held = self._held
+        if held:
+            self._held = b""
+            if not self._transport.is_closing():
+                self._transport.write(held)
+        elif held is None:
+            self._held = b""
+
+    def close(self) -> None:
+        """Send a held head, then close as the transport does (after its buffer drains)."""
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
     """uvicorn's httptools protocol (C parser) with the same header timeout and connection cap."""
 
     def on_headers_complete(self) -> None:
-        """A request's headers are in: stop the header timer, then go on as uvicorn does."""
+        """A request's headers are in: stop the header timer, then go on as uvicorn does.
+
+        The response's cycle gets a `HeadWithBody` in front of the connection's transport.
+        """
         self._cancel_header_timer()
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = HeadWithBody(self.transport, self.loop)
 
 
 def guarded_protocol(header_timeout: float, max_connections: int | None) -> type[_Guard]:

@@ -58,6 +58,9 @@ class Statement:
     if_not_exists: bool = False
     distinct: bool = False
     parts: list[Statement] = field(default_factory=list)  # a batch's statements
+    #: (TIMESTAMP or TTL, value): a row written with an older timestamp than its current one
+    #: is left alone (last write wins, as on a node); TTLs are not enforced.
+    using: list[tuple[str, Any]] = field(default_factory=list)
 
 
 def _value(text: str) -> Any:
@@ -87,12 +90,16 @@ def parse(cql: str) -> Statement:
         parts = [parse(s) for s in m[1].split(";") if s.strip()]
         return Statement("BATCH", "", parts=parts)
     m = re.fullmatch(
-        r"INSERT INTO (\w+) \(([^)]*)\) VALUES \((.*)\)( IF NOT EXISTS)?", cql, flags=re.I
+        r"INSERT INTO (\w+) \(([^)]*)\) VALUES \((.*)\)( IF NOT EXISTS)?"
+        r"(?: USING (TIMESTAMP|TTL) (\?|\d+)(?: AND (TIMESTAMP|TTL) (\?|\d+))?)?",
+        cql,
+        flags=re.I,
     )
     if m:
         columns = [c.strip() for c in m[2].split(",")]
         values = [_value(v) for v in m[3].split(",")]
-        return Statement("INSERT", m[1], columns, values, if_not_exists=bool(m[4]))
+        using = [(m[k].upper(), _value(m[k + 1])) for k in (5, 7) if m[k]]
+        return Statement("INSERT", m[1], columns, values, if_not_exists=bool(m[4]), using=using)
     m = re.fullmatch(r"UPDATE (\w+) SET (.*) WHERE (.*?)(?: IF (.*))?", cql, flags=re.I)
     if m:
         sets = []
@@ -137,12 +144,13 @@ def _bind(statement: Statement, params: Sequence[Any]) -> Statement:
         [(c, v(x)) for c, x in statement.conditions],
         statement.if_not_exists,
         statement.distinct,
+        using=[(k, v(x)) for k, x in statement.using],
     )
 
 
 def _placeholders(s: Statement) -> int:
     values = [*s.values, *(x for *_, x in s.sets), *(x for *_, x in s.where)]
-    values += [x for _, x in s.conditions]
+    values += [x for _, x in s.conditions] + [x for _, x in s.using]
     return sum(1 for x in values if x is _PARAM) + sum(_placeholders(p) for p in s.parts)
 
 
@@ -204,6 +212,8 @@ class FakeCluster:
         self.held: list[tuple[str, Statement]] = []
         self.log: list[tuple[str, list[Any], int | None]] = []  # (cql, params, consistency)
         self.control_connection = FakeControlConnection()
+        #: (table, partition, row) -> the timestamp of its last write made USING TIMESTAMP.
+        self.stamps: dict[tuple[int, Any, Any], int] = {}
 
     def session(self) -> FakeSession:
         """A new session on this node."""
@@ -309,6 +319,11 @@ class FakeCluster:
             row = rows.setdefault(
                 ck if ck is not None else (), dict(zip(table.clustering, ck or (), strict=False))
             )
+            stamp = dict(s.using).get("TIMESTAMP")
+            if stamp is not None:
+                if stamp < self.stamps.get((id(table), pk, ck), stamp):
+                    return  # an older write than the row's: it loses
+                self.stamps[(id(table), pk, ck)] = stamp
         for column, op, value in changes:
             if column in keys or value is UNSET_VALUE:
                 continue

@@ -55,7 +55,7 @@ async def test_sqlite_version_3_is_migrated_on_open(
     conn = sqlite3.connect(path)
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     assert "win_counts" not in tables
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
     conn.close()
 
 

@@ -48,10 +48,8 @@ def window_lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _windows(store: StatsStore, kind: StoreKind) -> WindowStore:
-    """The store as a window store; only Cassandra lacks windows so far (it answers 501)."""
-    if not isinstance(store, WindowStore):
-        assert kind.name.startswith("cassandra"), f"the {kind.name} store must keep time windows"
-        pytest.skip("the Cassandra store keeps no time windows yet: /stats/timeseries answers 501")
+    """The store as a window store: every store keeps time windows."""
+    assert isinstance(store, WindowStore), f"the {kind.name} store must keep time windows"
     return store
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
+from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import (
     ResumePoint,
@@ -38,6 +39,7 @@ from wikipulse.stores import (
     postgres_windows,
     window_tables,
 )
+from wikipulse.stores.postgres_lease import LEASE_DDL, PostgresLease, check_in_transaction
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -109,6 +111,7 @@ class PostgresStore:
         max_pool: int = 4,
         timeout: float = 10.0,
         window_retention_hours: float = 48.0,
+        lease_seconds: float = 10.0,
     ) -> None:
         if not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema must match {_SCHEMA_NAME.pattern}")
@@ -126,7 +129,13 @@ class PostgresStore:
         self._max_pool = max_pool
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
-        self._server_settings = {"search_path": schema}
+        # A transaction left open by a paused or cut-off writer would hold its locks, and
+        # with them a standby's takeover, for ever: the server ends it after a lease period.
+        self._server_settings = {
+            "search_path": schema,
+            "idle_in_transaction_session_timeout": str(max(1, int(lease_seconds * 1000))),
+        }
+        self._fence: Fence | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
         # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
         self._win_state = window_tables.WriterState()
@@ -139,6 +148,7 @@ class PostgresStore:
             dedup_window=settings.dedup_window,
             create_schema=settings.migrate_on_start,
             window_retention_hours=settings.window_retention_hours,
+            lease_seconds=settings.lease_seconds,
         )
 
     async def migrate(self) -> None:
@@ -163,6 +173,7 @@ class PostgresStore:
             await conn.execute(_DDL)
             await postgres_windows.drop_old_tables(conn)
             await conn.execute(postgres_windows.WINDOW_DDL)
+            await conn.execute(LEASE_DDL)
 
     async def open(self) -> None:
         """Create the connection pool, and the schema if asked to."""
@@ -195,7 +206,10 @@ class PostgresStore:
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
         unknown = batch.users - self._known_users
+        fence = self._fence
+        check_fence(fence)
         async with self._connection() as conn, conn.transaction():
+            await check_in_transaction(conn, fence)
             windows = await self._apply(conn, batch, unknown)
         self._known_users |= unknown
         if windows is not None:
@@ -229,6 +243,14 @@ class PostgresStore:
             _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, batch.token
         )
         return windows
+
+    def lease(self) -> PostgresLease:
+        """The writer's lease, in `wp_lease` (see `postgres_lease.py`)."""
+        return PostgresLease(self._connection)
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Check every later commit against this fence, in the commit's transaction."""
+        self._fence = fence
 
     async def snapshot(self) -> Stats:
         """Read counts and servers as of one commit (REPEATABLE READ, read-only)."""

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import msgspec
 
+from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import (
     ResumePoint,
@@ -45,6 +46,7 @@ from wikipulse.stores import (
     sqlite_windows,
     window_tables,
 )
+from wikipulse.stores.sqlite_lease import LEASE_SCHEMA, SQLiteLease, check_in_transaction
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 4  # 3: time windows; 4: windows as blobs (version 3 tables dropped)
+_SCHEMA_VERSION = 5  # 3: time windows, 4: the writer's lease, 5: windows as blobs
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS state (
@@ -76,6 +78,7 @@ CREATE TABLE IF NOT EXISTS recent_batches (
 );
 """
     + sqlite_windows.WINDOW_SCHEMA
+    + LEASE_SCHEMA
 )
 # Primary result codes worth waiting out: busy, locked, I/O error, disk full.
 _TRANSIENT = {5, 6, 10, 13}
@@ -116,6 +119,7 @@ class SQLiteStore:
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
         # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
         self._win_state = window_tables.WriterState()
+        self._fence: Fence | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SQLiteStore:
@@ -154,8 +158,17 @@ class SQLiteStore:
 
     async def commit(self, batch: Batch) -> None:
         """Apply the batch and move the position in one transaction."""
+        check_fence(self._fence)
         await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
         self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
+
+    def lease(self) -> SQLiteLease:
+        """The writer's lease, in the `lease` table (see `sqlite_lease.py`)."""
+        return SQLiteLease(lambda work: self._need(self._writer).run(work))
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Check every later commit against this fence, in the commit's transaction."""
+        self._fence = fence
 
     async def window_span(self) -> tuple[int, int] | None:
         """The oldest and newest minute kept."""
@@ -200,8 +213,10 @@ class SQLiteStore:
 
     def _transact(self, conn: sqlite3.Connection, batch: Batch) -> None:
         unknown = batch.users - self._known_users
+        fence = self._fence
         conn.execute("BEGIN IMMEDIATE")
         try:
+            check_in_transaction(conn, fence)
             windows = self._apply(conn, batch, unknown)
             conn.execute("COMMIT")
         except BaseException:

@@ -6,7 +6,7 @@ logic; this module runs it on a connection). A commit rewrites the few minute ro
 touches and seals closed 5-minute and hour buckets, in the same transaction as the counters
 and the position. Pruning deletes a bounded number of rows per transaction.
 
-Databases of schema version 3 held a row per (bucket, key) in six `win_*` tables; migrating
+Databases of schema versions 3 and 4 held a row per (bucket, key) in six `win_*` tables; migrating
 drops them (the windows then restart from nothing; the counters are kept).
 """
 

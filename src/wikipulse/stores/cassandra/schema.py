@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import zlib
 
+from wikipulse.stores.cassandra.window_cql import WINDOW_MARK, window_statement, windows_table_cql
+
 __all__ = [
     "CLAIMS_PER_BATCH",
     "SLOTS",
     "STATEMENTS",
     "USER_SHARDS",
+    "fenced",
     "schema_cql",
     "shard_of",
     "statement",
@@ -58,10 +61,34 @@ STATEMENTS = {
 }
 
 
+def fenced(cql: str, *, token: bool = True) -> str:
+    """A commit batch that also checks the writer's lease (see `lease.py`) in its condition.
+
+    With `token`, the holder and token must be the committer's; without, the holder must be
+    null (nobody holds the lease: a lone `serve` does not write under an ingester fleet).
+    """
+    check = "lease_holder = ? AND lease_token = ?" if token else "lease_holder = ?"
+    return cql.replace("IF seq = ?;", f"IF seq = ? AND {check};", 1)
+
+
 def statement(name: str) -> str:
-    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N` or `state+...*N`."""
+    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N`, `state+...*N`
+    (a commit; with a `+win` suffix it also records the newest window minute), or `win_...`.
+
+    `<name>@fenced` is that commit batch checking the lease too; `<name>@solo` checks that
+    nobody holds it.
+    """
+    base, _, check = name.partition("@")
+    if check:
+        return fenced(statement(base), token=check == "fenced")
     if name in STATEMENTS:
         return STATEMENTS[name]
+    if name.endswith("+win"):
+        cql = statement(name.removesuffix("+win"))
+        return cql.replace("APPLY BATCH", f"{WINDOW_MARK}APPLY BATCH")
+    window = window_statement(name)
+    if window is not None:
+        return window
     kind, _, count = name.partition("*")
     if kind == "state+recent+clear":  # also empties `count` window slots
         return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
@@ -85,8 +112,10 @@ def schema_cql(keyspace: str, replication: str) -> list[str]:
         "seq bigint STATIC, batch_token text STATIC, total bigint STATIC, bots bigint STATIC, "
         "distinct_users bigint STATIC, position text STATIC, by_server map<text, bigint> STATIC, "
         "last_seq bigint, ids frozen<list<text>>, "
+        "lease_holder text STATIC, lease_token bigint STATIC, "
         "PRIMARY KEY ((ingester_id), kind, name))",
         f"CREATE TABLE IF NOT EXISTS {k}.users ("
         "shard int, name text, ingester_id text, epoch text, seq bigint, "
         "PRIMARY KEY ((shard), name))",
+        windows_table_cql(k),
     ]

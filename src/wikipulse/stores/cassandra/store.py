@@ -10,11 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 from cassandra.query import UNSET_VALUE
 
+from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
+from wikipulse.stores.cassandra.lease import (
+    CassandraLease,
+    add_lease_columns,
+    lease_condition,
+    refusal,
+)
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
+from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
@@ -36,6 +45,8 @@ class _Partition:
     epochs: dict[str, int] = field(default_factory=dict)
     #: (seq of the last commit that wrote it, slot number, its ids), oldest first.
     slots: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    #: The newest minute of event time committed to the time windows (see `windows.py`).
+    window_newest: int | None = None
 
 
 def _parse(rows: driver.Rows) -> _Partition:
@@ -48,6 +59,8 @@ def _parse(rows: driver.Rows) -> _Partition:
             part.servers = dict(row["by_server"] or {})
         if row.get("kind") == "epoch":
             part.epochs[row["name"]] = row["last_seq"]
+        elif row.get("kind") == "window":
+            part.window_newest = row["last_seq"]
         elif row.get("kind") == "recent":
             part.slots.append((row["last_seq"], int(row["name"]), list(row["ids"] or ())))
     part.slots.sort()
@@ -65,7 +78,7 @@ def _beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]
     return sorted(beyond)
 
 
-class CassandraStore:
+class CassandraStore(WindowQueries):
     """Keep one ingester's cumulative statistics in Cassandra, fenced by its commit `seq`."""
 
     def __init__(
@@ -82,6 +95,7 @@ class CassandraStore:
         dedup_window: int = 100_000,
         create_schema: bool = False,
         session: driver.CqlSession | None = None,
+        window_retention_hours: float = 48.0,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -104,6 +118,10 @@ class CassandraStore:
         self._slot = 0
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
+        retention = int(window_retention_hours * 3600)
+        self._windows = WindowWriter(ingester_id, retention, self._execute)
+        self._window_reader = WindowReader(retention, self._execute)
+        self._fence: Fence | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -123,6 +141,7 @@ class CassandraStore:
             ingester_id=settings.ingester_id,
             dedup_window=settings.dedup_window,
             create_schema=migrate,
+            window_retention_hours=settings.window_retention_hours,
         )
 
     async def migrate(self) -> None:
@@ -152,6 +171,7 @@ class CassandraStore:
             await self._execute("init", [self._me])
             part = await self._load()
         self._adopt(part)
+        self._windows.opened(part.window_newest)
         self._claims.new_epoch()
 
     async def _load(self) -> _Partition:
@@ -171,8 +191,27 @@ class CassandraStore:
         else:
             self._slot, self._slot_ids = 0, []
 
+    def lease(self) -> CassandraLease:
+        """The writer's lease, in this ingester's partition (see `lease.py`)."""
+        return CassandraLease(self._lease_execute, self._me)
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Make every later commit batch check this fence (None: that nobody holds the lease)."""
+        self._fence = fence
+
+    async def _lease_execute(
+        self, name: str, cql: str, params: Sequence[Any], serial: bool
+    ) -> driver.Rows:
+        if name not in self._stmts and self._session is not None:
+            prepared = await driver.blocking(self._session.prepare, cql)
+            if serial:  # a read at SERIAL sees the outcome of every lease transaction
+                prepared.consistency_level = driver.consistency_levels(self._consistency)[1]
+            self._stmts[name] = prepared
+        return await self._execute(name, params)
+
     async def commit(self, batch: Batch) -> None:
         """Claim the batch's new users, then write the new totals in one conditional batch."""
+        check_fence(self._fence)
         if batch.token == self._state.token:
             return  # committed already: the caller retries a commit it thought had failed
         if self._failed_token is not None and self._failed_token != batch.token:
@@ -185,9 +224,11 @@ class CassandraStore:
     async def _commit(self, batch: Batch) -> None:
         state = self._state
         seq = (state.seq or 0) + 1
-        new_users = 0
-        if batch.users:
-            new_users = await self._claims.claim(batch.users, seq, self._execute, self._epochs)
+        # Claims and window versions are independent: written side by side, before the commit.
+        new_users, staged = await asyncio.gather(
+            self._claims.claim(batch.users, seq, self._execute, self._epochs),
+            self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs),
+        )
         servers = {
             name: state.servers.get(name, 0) + count
             for name, count in sorted(batch.by_server_name.items())
@@ -232,21 +273,34 @@ class CassandraStore:
                 params += [me, f"{old:04d}", 0, []]
                 del filled[old]
             shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
+        if staged is not None:
+            shape += "+win"
+            params += [me, staged.newest]
+        # The lease is checked in the same Paxos round: right after `IF seq = ?`.
+        params[9:9], check = lease_condition(self._fence)
+        shape = f"{shape}@{check}"
         rows = await self._execute(shape, params)
         if not rows[0]["[applied]"]:
-            await self._settle(batch, seq)
+            await self._settle(batch, seq, staged, rows[0])
             return
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
+        self._windows.committed(staged)
 
-    async def _settle(self, batch: Batch, seq: int) -> None:
+    async def _settle(
+        self, batch: Batch, seq: int, staged: Staged | None, found: dict[str, Any]
+    ) -> None:
         """Another commit moved `seq` first: ours, acknowledged too late, or another writer's."""
         part = await self._load()
         if part.seq == seq and part.token == batch.token:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
+            self._windows.committed(staged)
             return
+        refused = refusal(self._fence, found, self._me)
+        if refused is not None:
+            raise refused
         raise StoreError(
             f"Cassandra: another writer with ingester id {self._me!r} committed batch "
             f"{part.seq} meanwhile; run one ingester per id (this one stops)"
@@ -293,6 +347,7 @@ class CassandraStore:
     async def _migrate(self, session: driver.CqlSession) -> None:
         for cql in schema_cql(self._keyspace, self._replication):
             await driver.result(session.execute_async(cql))
+        await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:

@@ -1,0 +1,65 @@
+"""The CQL of the Cassandra store's time windows: one table, versioned whole-bucket rows.
+
+`windows` holds, per ingester, granularity (60 or 3600) and hour (`period`), the buckets of that
+hour; each bucket has two *slots*, each holding one whole version of the bucket (its contents as
+msgpack blobs) with the (epoch, seq) of the commit that wrote it. See `windows.py` for why.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WINDOW_MARK", "WINDOW_STATEMENTS", "window_statement", "windows_table_cql"]
+
+#: Written before the conditional commit: a whole bucket, as the version of commit `seq`.
+#: The timestamp is chosen by the writer (later than any write it has seen on the bucket),
+#: the TTL counts the retention period from the newest event time.
+_WRITE = (
+    "INSERT INTO windows (ingester_id, g, period, bucket, slot, seq, epoch, users_n, totals, "
+    "counts, users, pages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "USING TIMESTAMP ? AND TTL ?"
+)
+
+#: Every window statement by name; `win_read:<columns>` are made by `window_statement`.
+WINDOW_STATEMENTS = {
+    "win_write": _WRITE,
+    # A whole partition as the writer loads it: every slot, and when each was written.
+    "win_load": "SELECT bucket, slot, seq, epoch, counts, users, pages, writetime(seq) "
+    "FROM windows WHERE ingester_id = ? AND g = ? AND period = ?",
+    # A reader's view of one ingester: its committed epochs and its newest minute.
+    "win_meta": "SELECT kind, name, last_seq FROM ingesters WHERE ingester_id = ? AND kind IN ?",
+    "win_ingesters": "SELECT DISTINCT ingester_id FROM ingesters",
+}
+
+#: Appended to the commit batch: the newest minute of event time this ingester has committed.
+WINDOW_MARK = (
+    "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'window', 'newest', ?); "
+)
+
+_READABLE = {"users_n", "totals", "counts", "users", "pages"}
+
+
+def window_statement(name: str) -> str | None:
+    """The CQL of a window statement by name, or None if the name is not one."""
+    if name in WINDOW_STATEMENTS:
+        return WINDOW_STATEMENTS[name]
+    kind, _, columns = name.partition(":")
+    if kind != "win_read":
+        return None
+    wanted = [c for c in columns.split(",") if c]
+    if not set(wanted) <= _READABLE:
+        raise ValueError(f"unknown window columns in {name!r}")
+    picked = "".join(f", {c}" for c in wanted)
+    return (
+        # Columns come from `_READABLE` only, never from a request.
+        f"SELECT bucket, seq, epoch{picked} FROM windows WHERE ingester_id = ? AND g = ? "  # noqa: S608
+        "AND period = ? AND bucket >= ? AND bucket < ?"
+    )
+
+
+def windows_table_cql(keyspace: str) -> str:
+    """The CREATE TABLE of the windows (idempotent)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {keyspace}.windows ("
+        "ingester_id text, g int, period bigint, bucket bigint, slot int, seq bigint, "
+        "epoch text, users_n int, totals blob, counts blob, users blob, pages blob, "
+        "PRIMARY KEY ((ingester_id, g, period), bucket, slot))"
+    )

@@ -1,0 +1,256 @@
+"""Reading the Cassandra store's time windows: committed versions only, over every ingester.
+
+For each ingester a reader reads the window rows first and that ingester's committed epochs
+*after* them: a version whose commit landed before the epochs were read is then recognised,
+and a writer never overwrites a bucket's newest committed version, so every bucket read has
+a committed version among its two slots (see `windows.py`). Whole hours come from hour rows;
+an hour without a committed hour row (the newest event's hour) is summed from its minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
+from wikipulse.stores.cassandra.windows import Execute, committed_version
+from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.windows import HOUR, MINUTE
+
+__all__ = ["WindowQueries", "WindowReader"]
+
+Row = dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Meta:
+    """One ingester as a reader needs it: its committed epochs and newest minute."""
+
+    epochs: dict[str, int]
+    newest: int | None
+
+
+class WindowReader:
+    """Answer window queries from the committed versions of every ingester's buckets."""
+
+    def __init__(self, retention_seconds: int, execute: Execute) -> None:
+        self._retention = retention_seconds
+        self._execute = execute
+
+    async def _ingesters(self) -> list[str]:
+        return [row["ingester_id"] for row in await self._execute("win_ingesters", [])]
+
+    async def _meta(self, ingester: str) -> _Meta:
+        rows = await self._execute("win_meta", [ingester, ["epoch", "window"]])
+        epochs = {r["name"]: r["last_seq"] for r in rows if r["kind"] == "epoch"}
+        marks = [r["last_seq"] for r in rows if r["kind"] == "window"]
+        return _Meta(epochs, marks[0] if marks else None)
+
+    async def span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept (within the retention), over every ingester."""
+        ingesters = await self._ingesters()
+        metas = await asyncio.gather(*(self._meta(i) for i in ingesters))
+        newest = max((m.newest for m in metas if m.newest is not None), default=None)
+        if newest is None:
+            return None
+        cutoff = newest - self._retention
+        since = max(cutoff - cutoff % MINUTE, 0)
+        # The oldest minute kept: hours are searched from the cutoff on, a few at a time, so
+        # a store filled over the whole retention answers after the first few reads.
+        step = 6 * HOUR
+        for start in range(since - since % HOUR, newest + MINUTE, step):
+            first, end = max(start, since), min(start + step, newest + MINUTE)
+            found = await asyncio.gather(
+                *(self._buckets(i, MINUTE, first, end, "") for i in ingesters)
+            )
+            oldest = min((min(rows) for rows in found if rows), default=None)
+            if oldest is not None:
+                return oldest, newest
+        return newest, newest
+
+    async def _buckets(
+        self, ingester: str, g: int, since: int, until: int, cols: str
+    ) -> dict[int, Row]:
+        """Per bucket of [since, until) at granularity g, its newest committed version."""
+        rows = await self._read(ingester, g, since, until, cols)
+        meta = await self._meta(ingester)
+        return self._committed(rows, meta, g)
+
+    async def _read(self, ingester: str, g: int, since: int, until: int, cols: str) -> list[Row]:
+        first = since - since % HOUR
+        reads = [
+            self._execute(
+                f"win_read:{cols}",
+                [ingester, g, period, max(since, period), min(until, period + HOUR)],
+            )
+            for period in range(first, until, HOUR)
+        ]
+        return [row for rows in await asyncio.gather(*reads) for row in rows]
+
+    def _committed(self, rows: Iterable[Row], meta: _Meta, g: int) -> dict[int, Row]:
+        """Per bucket, its committed version of highest seq, if the bucket ends after the
+        retention's cutoff (an hour is kept whole while any of it is, as the other stores do)."""
+        best: dict[int, Row] = {}
+        cutoff = None if meta.newest is None else meta.newest - self._retention
+        for row in rows:
+            if not committed_version(row, meta.epochs):
+                continue
+            bucket = row["bucket"]
+            if cutoff is not None and bucket + g <= cutoff:
+                continue
+            have = best.get(bucket)
+            if have is None or row["seq"] > have["seq"]:
+                best[bucket] = row
+        return best
+
+    async def _hours(
+        self, ingester: str, since: int, until: int, cols: str
+    ) -> list[tuple[int, list[Row]]]:
+        """Whole hours of [since, until): each hour's committed hour row, else its minutes."""
+        rows = await self._read(ingester, HOUR, since, until, cols)
+        meta = await self._meta(ingester)
+        hours = self._committed(rows, meta, HOUR)
+        out: list[tuple[int, list[Row]]] = []
+        missing = []
+        for hour in range(since, until, HOUR):
+            if hour in hours:
+                out.append((hour, [hours[hour]]))
+            else:
+                missing.append(hour)
+        if missing:
+            # Minutes are summed here, so their distinct users must be read, not counted.
+            minute_cols = cols.replace("users_n", "users")
+            reads = await asyncio.gather(
+                *(self._read(ingester, MINUTE, h, h + HOUR, minute_cols) for h in missing)
+            )
+            meta = await self._meta(ingester)
+            for hour, found in zip(missing, reads, strict=True):
+                minutes = list(self._committed(found, meta, MINUTE).values())
+                if minutes:
+                    out.append((hour, minutes))
+        return out
+
+    async def series(self, query: SeriesQuery) -> SeriesRows:
+        """Per step bucket and type: the sums; per step bucket: the distinct users."""
+        ingesters = await self._ingesters()
+        g, step, server = query.granularity, query.step, query.server_name
+        exact_n = len(ingesters) == 1 and server is None and step == g
+        # All wikis: the per-type sums stored with each bucket, not every wiki's counts.
+        counted = "counts" if server is not None else "totals"
+        cols = f"{counted},users_n" if exact_n else f"{counted},users"
+        counts: dict[tuple[int, str], list[int]] = {}
+        users: dict[int, set[str]] = {}
+        user_n: dict[int, int] = {}
+        for ingester in ingesters:
+            if g == HOUR:
+                groups = await self._hours(ingester, query.since, query.until, cols)
+            else:
+                found = await self._buckets(ingester, MINUTE, query.since, query.until, cols)
+                groups = [(b, [row]) for b, row in found.items()]
+            for bucket, rows in groups:
+                start = bucket - bucket % step
+                names = users.setdefault(start, set())
+                for row in rows:
+                    _add_counts(counts, start, decode_counts(row[counted]), server)
+                    if exact_n and len(rows) == 1 and row.get("users_n") is not None:
+                        user_n[start] = row["users_n"]
+                        continue
+                    for name, keys in decode_keys(row.get("users")).items():
+                        if server is None or name == server:
+                            names.update(keys)
+        for start, names in users.items():
+            if start not in user_n:
+                user_n[start] = len(names)
+        return SeriesRows(
+            [(b, kind, r[0], r[1], r[2], r[3]) for (b, kind), r in counts.items()],
+            sorted(user_n.items()),
+        )
+
+    async def top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the query's ranges, over every ingester."""
+        col = {"server_name": "counts", "user": "users", "page": "pages"}[query.by]
+        totals: dict[str, dict[str, int]] = {}  # server (or "") -> key -> count
+        for ingester in await self._ingesters():
+            for part in query.ranges():
+                if part.granularity == HOUR:
+                    groups = await self._hours(ingester, part.since, part.until, col)
+                    rows = [row for _, found in groups for row in found]
+                else:
+                    found = await self._buckets(ingester, MINUTE, part.since, part.until, col)
+                    rows = list(found.values())
+                for row in rows:
+                    _add_top(totals, query.by, row[col])
+        return _busiest(totals, query.by, query.limit)
+
+
+def _add_counts(
+    into: dict[tuple[int, str], list[int]],
+    start: int,
+    counts: Mapping[str, Any],
+    server: str | None,
+) -> None:
+    for name, kinds in counts.items():
+        if server is not None and name != server:
+            continue
+        for kind, row in kinds.items():
+            have = into.setdefault((start, kind), [0, 0, 0, 0])
+            for i in range(4):
+                have[i] += row[i]
+
+
+def _add_top(totals: dict[str, dict[str, int]], by: str, blob: bytes | None) -> None:
+    """Add one bucket's counts of servers, users or pages to the running totals."""
+    if by == "server_name":
+        mine = totals.setdefault("", {})
+        for name, kinds in decode_counts(blob).items():
+            mine[name] = mine.get(name, 0) + sum(row[0] for row in kinds.values())
+        return
+    for name, keys in decode_keys(blob).items():
+        mine = totals.setdefault("" if by == "user" else name, {})
+        if not mine:
+            mine.update(keys)
+            continue
+        get = mine.get
+        for key, n in keys.items():
+            mine[key] = get(key, 0) + n
+
+
+def _busiest(totals: dict[str, dict[str, int]], by: str, limit: int) -> list[TopItem]:
+    """The `limit` highest counts, ties by key: only keys at or above the limit-th count are
+    sorted, so a window of a million keys costs one pass over the counts, not a sort."""
+    counts = [n for keys in totals.values() for n in keys.values()]
+    if not counts:
+        return []
+    floor = heapq.nlargest(limit, counts)[-1]
+    items: list[TopItem] = []
+    for server, keys in totals.items():
+        for key, n in keys.items():
+            if n >= floor:
+                items.append(((server, key) if by == "page" else (key,), n))
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:limit]
+
+
+class WindowQueries:
+    """The `WindowStore` methods of the Cassandra store, answered by its `WindowReader`."""
+
+    _window_reader: WindowReader
+
+    async def window_span(self) -> tuple[int, int] | None:
+        """The oldest and newest minute kept, over every ingester."""
+        return await self._window_reader.span()
+
+    async def window_series(self, query: SeriesQuery) -> SeriesRows:
+        """The rows of a timeseries, from committed bucket versions only."""
+        return await self._window_reader.series(query)
+
+    async def window_top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the window."""
+        return await self._window_reader.top(query)
+
+    async def prune_windows(self) -> int:
+        """Nothing to delete: window rows expire by TTL, and reads skip what is too old."""
+        return 0

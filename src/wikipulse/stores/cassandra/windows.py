@@ -1,0 +1,220 @@
+"""Time windows in Cassandra, exactly once: whole-bucket versions written before the commit.
+
+A commit is one conditional batch into the ingester's partition (`IF seq = ?`), so rows of other
+partitions cannot join it. The window rows are therefore written *before* it, as whole values,
+never increments, and made valid by it:
+
+- Each bucket (a minute, or an hour) of an ingester has two slots in `windows`, partitioned by
+  (ingester, granularity, hour). A commit writes each bucket it touches whole (its full
+  contents: counts by wiki and type, users, pages, as msgpack blobs) into the slot that does
+  *not* hold the bucket's newest committed version, tagged with the commit's (epoch, seq).
+- A version counts only if its commit did: the ingester's partition records, per epoch (one
+  run of a process, renewed when a batch is given up), the last seq committed in it, so a
+  version is committed iff `seq <= last_seq[epoch]`. A reader takes, per bucket, the committed
+  version of highest seq. A version written by an attempt that died, timed out or was given up
+  never becomes valid, even once seq passes it (its epoch stops below it), and an attempt
+  retried with the same batch token keeps its epoch and seq and writes the same value again.
+- Overwriting a slot never touches the newest committed version, so a crash between the window
+  writes and the commit leaves the previous committed value readable. Slots are overwritten in
+  place (no tombstone), each with a write timestamp above every timestamp the writer has read
+  on that bucket, so a clock stepped back across a restart cannot lose a write; a lost write
+  held in the network that lands late loses to the newer one (or, if it somehow won, is an
+  invalid version and readers fall back to the other slot).
+- Hours: minutes of the hour of the newest event are summed by the reader (at most 60 rows).
+  When a commit moves the newest event past an hour, or touches an hour already past (a late
+  event), it writes that hour's row too, so once an hour row is committed it stays complete:
+  a 24 h query reads 24 hour rows and one hour of minutes.
+- Retention: rows carry a TTL of the retention period counted from the newest event time (so
+  live data expires by wall clock as the SQL stores prune by event time), and readers ignore
+  what falls out of the retention behind the newest event. Nothing is ever deleted, so nothing
+  leaves a tombstone; a partition holds one hour: at most 120 minute rows or 2 hour rows.
+
+The writer keeps the committed contents of the buckets it works on (the current and previous
+hour), loading a partition from Cassandra on a miss (after a restart, or a late event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wikipulse.stores.cassandra.window_blob import Content, split_delta, total
+from wikipulse.windows import HOUR, MINUTE, WindowDelta
+
+__all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
+
+Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
+
+_MAX_TTL = 630_720_000  # Cassandra's limit: 20 years
+_KEEP_DECODED = 2 * MINUTE  # minutes this far behind the newest stay decoded in memory
+
+
+def committed_version(row: Mapping[str, Any], epochs: Mapping[str, int]) -> bool:
+    """Whether a window row was written by a commit that landed."""
+    seq = row["seq"]
+    done = epochs.get(row["epoch"])
+    return seq is not None and done is not None and 0 < seq <= done
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """One bucket's newest committed version as the writer knows it."""
+
+    slot: int | None  # the slot holding it; None when no version ever committed
+    content: Content | None  # decoded, or None to decode `blobs` when needed
+    blobs: tuple[bytes | None, bytes | None, bytes | None] = (None, None, None)
+
+    def value(self) -> Content:
+        if self.content is None:
+            self.content = Content.decode(*self.blobs)
+        return self.content
+
+
+@dataclass(slots=True)
+class Staged:
+    """What one commit attempt wrote; the writer adopts it once the commit has landed."""
+
+    buckets: dict[tuple[int, int], _Bucket]
+    newest: int
+    pending: set[int]
+
+
+class WindowWriter:
+    """Write one ingester's window buckets as versions of its commits."""
+
+    def __init__(self, ingester_id: str, retention_seconds: int, execute: Execute) -> None:
+        self._me = ingester_id
+        self._retention = retention_seconds
+        self._execute = execute
+        #: hour -> minute -> bucket, for the hours whose minute partition is loaded.
+        self._minutes: dict[int, dict[int, _Bucket]] = {}
+        #: hour -> its hour bucket, for the hours whose hour partition is loaded.
+        self._hours: dict[int, _Bucket] = {}
+        self.newest: int | None = None
+        #: Hours holding minutes but no hour row yet (only ever the newest event's hour).
+        self._pending: set[int] = set()
+        self._stamp = 0  # the highest write timestamp written or read (microseconds)
+
+    def opened(self, newest: int | None) -> None:
+        """Start from the committed state: the newest minute committed, nothing cached."""
+        self._minutes.clear()
+        self._hours.clear()
+        self.newest = newest
+        self._pending = set() if newest is None else {newest - newest % HOUR}
+
+    async def stage(
+        self, delta: WindowDelta, seq: int, epoch: str, epochs: Mapping[str, int]
+    ) -> Staged | None:
+        """Write the buckets the batch touches as versions (epoch, seq); None if none."""
+        if not delta:
+            return None
+        minutes = split_delta(delta)
+        if not minutes:
+            return None
+        hours = {m - m % HOUR for m in minutes}
+        newest = max(max(minutes), self.newest if self.newest is not None else -1)
+        current = newest - newest % HOUR
+        closing = sorted(h for h in hours | self._pending if h < current)
+        await asyncio.gather(
+            *(self._load(MINUTE, h, epochs) for h in hours | set(closing)),
+            *(self._load(HOUR, h, epochs) for h in closing),
+        )
+        staged: dict[tuple[int, int], _Bucket] = {}
+        for minute, change in minutes.items():
+            have = self._minutes[minute - minute % HOUR].get(minute)
+            new = have.value().plus(change) if have is not None else change
+            staged[(MINUTE, minute)] = self._next(have, new)
+        for hour in closing:
+            have = self._hours.get(hour)
+            if have is not None and have.slot is not None:
+                # A late event in an hour already rolled up: add the batch's minutes to it.
+                change = total(c for m, c in minutes.items() if m - m % HOUR == hour)
+                new = have.value().plus(change)
+            else:
+                known = self._minutes[hour] | {
+                    b: s for (g, b), s in staged.items() if g == MINUTE and b - b % HOUR == hour
+                }
+                new = total(b.value() for b in known.values() if b.slot is not None)
+            staged[(HOUR, hour)] = self._next(have, new)
+        await asyncio.gather(
+            *(self._write(g, b, version, seq, epoch, newest) for (g, b), version in staged.items())
+        )
+        pending = (self._pending | hours) - set(closing)
+        return Staged(staged, newest, pending)
+
+    @staticmethod
+    def _next(have: _Bucket | None, new: Content) -> _Bucket:
+        """The next version of a bucket: in the slot not holding its committed version."""
+        slot = 0 if have is None or have.slot is None else 1 - have.slot
+        return _Bucket(slot, new, new.encode())
+
+    async def _write(
+        self, g: int, bucket: int, version: _Bucket, seq: int, epoch: str, newest: int
+    ) -> None:
+        new = version.value()
+        stamp = self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
+        ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
+        params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
+        summary = [new.users_n(), new.totals()]
+        await self._execute("win_write", [*params, *summary, *version.blobs, stamp, ttl])
+
+    def committed(self, staged: Staged | None) -> None:
+        """The commit that wrote `staged` landed: its versions are now the committed ones."""
+        if staged is None:
+            return
+        for (g, bucket), written in staged.buckets.items():
+            if g == HOUR:
+                self._hours[bucket] = written
+            else:
+                self._minutes.setdefault(bucket - bucket % HOUR, {})[bucket] = written
+        self.newest, self._pending = staged.newest, staged.pending
+        self._forget(staged.newest)
+
+    def _forget(self, newest: int) -> None:
+        """Bound memory: keep the current and previous hour; decode only the newest minutes."""
+        current = newest - newest % HOUR
+        for hour in [h for h in self._minutes if h < current - HOUR]:
+            del self._minutes[hour]
+        for hour in [h for h in self._hours if h < current - 2 * HOUR]:
+            del self._hours[hour]
+        for bucket in self._hours.values():
+            bucket.content = None
+        for hour, minutes in self._minutes.items():
+            if hour + HOUR <= newest - _KEEP_DECODED:
+                for b in minutes.values():
+                    b.content = None
+            else:
+                for minute, b in minutes.items():
+                    if minute < newest - _KEEP_DECODED:
+                        b.content = None
+
+    async def _load(self, g: int, hour: int, epochs: Mapping[str, int]) -> None:
+        """Read one partition (an hour of minutes, or an hour row) unless it is in memory."""
+        cache: dict[int, Any] = self._minutes if g == MINUTE else self._hours
+        if hour in cache:
+            return
+        rows = await self._execute("win_load", [self._me, g, hour])
+        found: dict[int, _Bucket] = {}
+        best: dict[int, int] = {}
+        for row in rows:
+            stamp = row.get("writetime(seq)") or 0
+            self._stamp = max(self._stamp, stamp)
+            bucket = row["bucket"]
+            found.setdefault(bucket, _Bucket(None, None))
+            if committed_version(row, epochs) and row["seq"] > best.get(bucket, 0):
+                best[bucket] = row["seq"]
+                blobs = (row["counts"], row["users"], row["pages"])
+                found[bucket] = _Bucket(row["slot"], None, blobs)
+        if g == MINUTE:
+            # A minute whose slots were all written by lost attempts holds nothing committed.
+            self._minutes.setdefault(hour, {}).update(
+                {b: v for b, v in found.items() if v.slot is not None}
+            )
+            for b, v in found.items():
+                if v.slot is None:
+                    self._minutes[hour][b] = _Bucket(None, Content())
+        else:
+            self._hours[hour] = found.get(hour, _Bucket(None, None))
