@@ -30,6 +30,7 @@ __all__ = [
     "parse_instant",
     "series_body",
     "series_query",
+    "split_levels",
     "split_range",
     "top_body",
     "top_query",
@@ -39,6 +40,7 @@ __all__ = [
 MAX_BUCKETS = 10_000
 TopKind = Literal["server_name", "user", "page"]
 TOP_KINDS: tuple[TopKind, ...] = ("server_name", "user", "page")
+FIVE_MINUTES = 300
 _MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
@@ -136,6 +138,30 @@ def split_range(since: int, until: int) -> list[Range]:
     if last_hour < until:
         ranges.append(Range(MINUTE, last_hour, until))
     return ranges
+
+
+def split_levels(since: int, until: int) -> list[Range]:
+    """Cover minute-aligned [since, until) with hours where whole, then 5 minutes, then minutes.
+
+    The SQL stores keep 5-minute buckets too, so a window's ragged edges read at most 11
+    five-minute and 4 minute buckets each instead of up to 59 minutes.
+    """
+    out: list[Range] = []
+    for part in split_range(since, until):
+        if part.granularity == HOUR:
+            out.append(part)
+            continue
+        lo = -(-part.since // FIVE_MINUTES) * FIVE_MINUTES
+        hi = part.until - part.until % FIVE_MINUTES
+        if lo >= hi:
+            out.append(part)
+            continue
+        if part.since < lo:
+            out.append(Range(MINUTE, part.since, lo))
+        out.append(Range(FIVE_MINUTES, lo, hi))
+        if hi < part.until:
+            out.append(Range(MINUTE, hi, part.until))
+    return out
 
 
 def parse_instant(value: str, param: str) -> int:

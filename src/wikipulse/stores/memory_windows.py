@@ -10,9 +10,11 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from wikipulse.window_query import Range, SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.window_topn import top_items
 from wikipulse.windows import GRANULARITIES, MINUTE, STEPS, WindowDelta
 
 __all__ = ["MemoryWindows"]
@@ -40,6 +42,10 @@ class MemoryWindows:
         self._totals: dict[int, dict[int, dict[str, list[int]]]] = {s: {} for s in STEPS}
         self._bucket_users: dict[int, dict[int, set[str]]] = {s: {} for s in STEPS}
         self._newest: int | None = None
+        # Top lists: per ("user" or "page", granularity, bucket), its keys and counts sorted by
+        # count, built when first read and dropped when the bucket changes, so a top list over
+        # many closed buckets merges sorted lists (`top_items`) instead of summing every key.
+        self._ranked: dict[tuple[str, int, int], tuple[list[Any], list[int]]] = {}
 
     def add(self, delta: WindowDelta, events: int) -> None:
         """Keep a committed delta (no await: readers never see half of it)."""
@@ -52,6 +58,11 @@ class MemoryWindows:
     def _index(self) -> None:
         waiting, self._waiting, self._waiting_events = self._waiting, [], 0
         for delta in waiting:
+            if self._ranked:
+                for minute in {key[0] for key in delta.compact().counts}:
+                    for g in GRANULARITIES:
+                        for by in ("user", "page"):
+                            self._ranked.pop((by, g, minute - minute % g), None)
             for g, counts, users, pages in delta.granular():
                 self._apply_rows(self._counts[g], counts)
                 _apply_keys(self._users[g], users)
@@ -103,6 +114,8 @@ class MemoryWindows:
             old = [bucket for bucket in table if bucket + g <= cutoff]
             for bucket in old:
                 dropped += len(table.pop(bucket))
+        for key in [key for key in self._ranked if key[2] + key[1] <= cutoff]:
+            del self._ranked[key]
         return dropped
 
     def span(self) -> tuple[int, int] | None:
@@ -151,20 +164,40 @@ class MemoryWindows:
     def top(self, query: TopQuery) -> list[TopItem]:
         """The busiest keys over the query's ranges."""
         self._index()
+        if query.by != "server_name":
+            lists = [
+                self._ranked_keys(query.by, part.granularity, bucket, keys)
+                for part in query.ranges()
+                for bucket, keys in _in(self._users if query.by == "user" else self._pages, part)
+            ]
+            items = top_items(lists, query.limit)
+            if query.by == "user":
+                return [((user,), n) for user, n in items]
+            return list(items)
         totals: Counter[tuple[str, ...]] = Counter()
         for part in query.ranges():
-            if query.by == "server_name":
-                for _, cell in _in(self._counts, part):
-                    for (name, _kind), row in cell.items():
-                        totals[(name,)] += row[0]
-            elif query.by == "user":
-                for _, keys in _in(self._users, part):
-                    for (_name, user), n in keys.items():
-                        totals[(user,)] += n
-            else:
-                for _, keys in _in(self._pages, part):
-                    totals.update(keys)
+            for _, cell in _in(self._counts, part):
+                for (name, _kind), row in cell.items():
+                    totals[(name,)] += row[0]
         return heapq.nsmallest(query.limit, totals.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def _ranked_keys(
+        self, by: str, g: int, bucket: int, keys: _Keys
+    ) -> tuple[list[Any], list[int]]:
+        """A bucket's users (summed over wikis) or pages, sorted by count, highest first."""
+        found = self._ranked.get((by, g, bucket))
+        if found is None:
+            ranked: list[tuple[Any, int]]
+            if by == "user":
+                users: dict[str, int] = {}
+                for (_name, user), n in keys.items():
+                    users[user] = users.get(user, 0) + n
+                ranked = sorted(users.items(), key=itemgetter(1), reverse=True)
+            else:
+                ranked = sorted(keys.items(), key=itemgetter(1), reverse=True)
+            found = ([k for k, _ in ranked], [n for _, n in ranked])
+            self._ranked[(by, g, bucket)] = found
+        return found
 
 
 def _apply_keys(table: dict[int, _Keys], keys: dict[tuple[int, str, str], int]) -> None:

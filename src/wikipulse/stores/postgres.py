@@ -32,7 +32,13 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, postgres_windows
+from wikipulse.stores import (
+    ResumePoint,
+    StoreError,
+    StoreUnavailable,
+    postgres_windows,
+    window_tables,
+)
 from wikipulse.stores.postgres_lease import LEASE_DDL, PostgresLease, check_in_transaction
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
@@ -131,6 +137,8 @@ class PostgresStore:
         }
         self._fence: Fence | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
+        # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
+        self._win_state = window_tables.WriterState()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresStore:
@@ -163,6 +171,7 @@ class PostgresStore:
             # The name is checked against _SCHEMA_NAME, so quoting it is enough.
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             await conn.execute(_DDL)
+            await postgres_windows.drop_old_tables(conn)
             await conn.execute(postgres_windows.WINDOW_DDL)
             await conn.execute(LEASE_DDL)
 
@@ -190,6 +199,8 @@ class PostgresStore:
                 f"PostgreSQL schema {self._schema!r} has no up-to-date wikipulse tables ({exc}); "
                 "run `wikipulse migrate`"
             ) from exc
+        async with self._connection() as conn:
+            self._win_state = await postgres_windows.load_state(conn)
         self._pruner.note(span[1] if span else None)
 
     async def commit(self, batch: Batch) -> None:
@@ -199,15 +210,19 @@ class PostgresStore:
         check_fence(fence)
         async with self._connection() as conn, conn.transaction():
             await check_in_transaction(conn, fence)
-            await self._apply(conn, batch, unknown)
+            windows = await self._apply(conn, batch, unknown)
         self._known_users |= unknown
-        self._pruner.note(batch.windows.newest())
+        if windows is not None:
+            self._win_state = windows
+        self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
 
-    async def _apply(self, conn: asyncpg.Connection, batch: Batch, users: set[str]) -> None:
-        """Run every statement of a commit inside the open transaction."""
+    async def _apply(
+        self, conn: asyncpg.Connection, batch: Batch, users: set[str]
+    ) -> window_tables.WriterState | None:
+        """Run every statement of a commit in the open transaction; return the windows' state."""
         ids_end, last_batch = await conn.fetchrow(_LOCK_STATE)
         if batch.token == last_batch:
-            return  # committed before, but the caller never heard so: do not count it twice
+            return None  # committed before, but the caller never heard so: do not count it twice
         ids = batch.event_ids
         new_users = 0
         if users:
@@ -217,7 +232,7 @@ class PostgresStore:
             names = sorted(batch.by_server_name)
             counts = [batch.by_server_name[name] for name in names]
             await conn.execute(_UPSERT_SERVERS, names, counts)
-        await postgres_windows.write(conn, batch.windows)
+        windows = await postgres_windows.write(conn, batch.windows, self._win_state)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
@@ -227,6 +242,7 @@ class PostgresStore:
         await conn.execute(
             _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, batch.token
         )
+        return windows
 
     def lease(self) -> PostgresLease:
         """The writer's lease, in `wp_lease` (see `postgres_lease.py`)."""

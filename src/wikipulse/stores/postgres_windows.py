@@ -1,202 +1,149 @@
-"""The PostgreSQL store's time windows: six tables, written inside the store's commit.
+"""The PostgreSQL store's time windows: one table of blobs, written inside the store's commit.
 
-The same layout as SQLite's (see `sqlite_windows.py`): `wp_win_counts`, `wp_win_users` and
-`wp_win_pages`, each with minute rows (`g` = 60) and hour rows (`g` = 3600) keyed by bucket
-first, and the all-wiki `wp_win_totals`, `wp_win_distinct` and `wp_win_users5` per step;
-names in byte order ("C") so ties sort by code point as the API promises. A commit upserts
-each table with one statement from unnest()ed arrays, rows sorted by key so that two writers
-would lock them in the same order.
+The same layout as SQLite's (see `sqlite_windows.py`; the logic is `window_tables`):
+`wp_win_blobs(g, dim, bucket, data bytea)`, one row per granularity, dimension and bucket.
+A commit runs after the state row is locked (`FOR UPDATE`), so two writers never
+read-modify-write the same bucket at once; rows are written sorted by key. Readers run in the
+store's REPEATABLE READ snapshot. The six `wp_win_*` tables of the earlier layout are dropped
+by `migrate` (the windows then restart from nothing; the counters are kept).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from wikipulse.stores import window_tables as tables
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.windows import MINUTE, STEPS, WindowDelta
+from wikipulse.windows import MINUTE, WindowDelta
 
-__all__ = ["WINDOW_DDL", "prune_chunk", "read_series", "read_span", "read_top", "write"]
+__all__ = [
+    "WINDOW_DDL",
+    "drop_old_tables",
+    "load_state",
+    "prune_chunk",
+    "read_series",
+    "read_span",
+    "read_top",
+    "write",
+]
+
+log = logging.getLogger(__name__)
 
 WINDOW_DDL = """
-CREATE TABLE IF NOT EXISTS wp_win_counts (
-    g integer NOT NULL, bucket bigint NOT NULL, server text COLLATE "C" NOT NULL,
-    type text COLLATE "C" NOT NULL, events bigint NOT NULL, bots bigint NOT NULL,
-    added bigint NOT NULL, removed bigint NOT NULL,
-    PRIMARY KEY (g, bucket, server, type)
-);
-CREATE TABLE IF NOT EXISTS wp_win_users (
-    g integer NOT NULL, bucket bigint NOT NULL, "user" text COLLATE "C" NOT NULL,
-    server text COLLATE "C" NOT NULL, n bigint NOT NULL, PRIMARY KEY (g, bucket, "user", server)
-);
-CREATE TABLE IF NOT EXISTS wp_win_totals (
-    g integer NOT NULL, bucket bigint NOT NULL, type text COLLATE "C" NOT NULL,
-    events bigint NOT NULL, bots bigint NOT NULL, added bigint NOT NULL, removed bigint NOT NULL,
-    PRIMARY KEY (g, bucket, type)
-);
-CREATE TABLE IF NOT EXISTS wp_win_distinct (
-    g integer NOT NULL, bucket bigint NOT NULL, users bigint NOT NULL, PRIMARY KEY (g, bucket)
-);
-CREATE TABLE IF NOT EXISTS wp_win_users5 (
-    g integer NOT NULL, bucket bigint NOT NULL, "user" text COLLATE "C" NOT NULL,
-    PRIMARY KEY (g, bucket, "user")
-);
-CREATE TABLE IF NOT EXISTS wp_win_pages (
-    g integer NOT NULL, bucket bigint NOT NULL, server text COLLATE "C" NOT NULL,
-    title text COLLATE "C" NOT NULL, n bigint NOT NULL, PRIMARY KEY (g, bucket, server, title)
+CREATE TABLE IF NOT EXISTS wp_win_blobs (
+    g integer NOT NULL, dim text COLLATE "C" NOT NULL, bucket bigint NOT NULL,
+    data bytea NOT NULL, PRIMARY KEY (g, dim, bucket)
 );
 """
-
-_UPSERT_COUNTS = (
-    "INSERT INTO wp_win_counts AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
-    "$3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) "
-    "ON CONFLICT (g, bucket, server, type) DO UPDATE SET events = t.events + excluded.events, "
-    "bots = t.bots + excluded.bots, added = t.added + excluded.added, "
-    "removed = t.removed + excluded.removed"
-)
-_UPSERT_USERS = (
-    "INSERT INTO wp_win_users AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
-    '$3::text[], $4::text[], $5::bigint[]) ON CONFLICT (g, bucket, "user", server) '
-    "DO UPDATE SET n = t.n + excluded.n"
-)
-_UPSERT_PAGES = (
-    "INSERT INTO wp_win_pages AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
-    "$3::text[], $4::text[], $5::bigint[]) ON CONFLICT (g, bucket, server, title) "
-    "DO UPDATE SET n = t.n + excluded.n"
-)
-_UPSERT_TOTALS = (
-    "INSERT INTO wp_win_totals AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
-    "$3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) "
-    "ON CONFLICT (g, bucket, type) DO UPDATE SET events = t.events + excluded.events, "
-    "bots = t.bots + excluded.bots, added = t.added + excluded.added, "
-    "removed = t.removed + excluded.removed"
-)
-# Run before the users are written: how many of the batch's (step, bucket, user) are new.
-# Minute and hour users are found in wp_win_users, 5-minute ones in wp_win_users5.
-_NEW_USERS = (
-    "SELECT j.g, j.b, count(*) FROM unnest($1::integer[], $2::bigint[], $3::text[]) "
-    "AS j(g, b, u) WHERE NOT EXISTS (SELECT 1 FROM wp_win_users w "
-    'WHERE w.g = j.g AND w.bucket = j.b AND w."user" = j.u) '
-    "AND NOT EXISTS (SELECT 1 FROM wp_win_users5 f "
-    'WHERE f.g = j.g AND f.bucket = j.b AND f."user" = j.u) GROUP BY j.g, j.b'
-)
-_INSERT_USERS5 = (
-    "INSERT INTO wp_win_users5 SELECT * FROM unnest($1::integer[], $2::bigint[], $3::text[]) "
-    "ON CONFLICT DO NOTHING"
-)
-_UPSERT_DISTINCT = (
-    "INSERT INTO wp_win_distinct AS t SELECT * FROM unnest($1::integer[], $2::bigint[], "
-    "$3::bigint[]) ON CONFLICT (g, bucket) DO UPDATE SET users = t.users + excluded.users"
-)
-_TOTALS = (
-    "SELECT bucket, type, events, bots, added, removed FROM wp_win_totals "
-    "WHERE g = $1 AND bucket >= $2 AND bucket < $3"
-)
-_DISTINCT = (
-    "SELECT bucket, users FROM wp_win_distinct WHERE g = $1 AND bucket >= $2 AND bucket < $3"
-)
-# Only fixed text is formatted into these ({where} is made of fixed clauses); values are bound.
-_SERIES_COUNTS = (
-    "SELECT bucket - bucket % $1 AS b, type, sum(events)::bigint, sum(bots)::bigint, "
-    "sum(added)::bigint, sum(removed)::bigint FROM wp_win_counts WHERE {where} GROUP BY b, type"
-)
-_SERIES_USERS = (
-    'SELECT bucket - bucket % $1 AS b, count(DISTINCT "user") FROM wp_win_users '
-    "WHERE {where} GROUP BY b"
-)
-_TOP = {
-    "server_name": "SELECT server, sum(events)::bigint AS c FROM wp_win_counts WHERE {where} "
-    "GROUP BY server ORDER BY c DESC, server LIMIT $1",
-    "user": 'SELECT "user", sum(n)::bigint AS c FROM wp_win_users WHERE {where} '
-    'GROUP BY "user" ORDER BY c DESC, "user" LIMIT $1',
-    "page": "SELECT server, title, sum(n)::bigint AS c FROM wp_win_pages WHERE {where} "
-    "GROUP BY server, title ORDER BY c DESC, server, title LIMIT $1",
-}
-_PRUNE = (
-    "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} "
-    "WHERE g = $1 AND bucket <= $2 LIMIT $3))"
-)
-_TABLES = (
+_OLD_TABLES = (
+    "wp_win_counts",
+    "wp_win_users",
     "wp_win_totals",
     "wp_win_distinct",
     "wp_win_users5",
-    "wp_win_counts",
-    "wp_win_users",
     "wp_win_pages",
 )
-FIVE_MINUTES = 300
+_RANGE = (
+    "SELECT bucket, dim, data FROM wp_win_blobs WHERE g = $1 AND dim = ANY($2::text[]) "
+    "AND bucket >= $3 AND bucket < $4"
+)
+_AT = (
+    "SELECT bucket, dim, data FROM wp_win_blobs WHERE g = $1 AND dim = ANY($2::text[]) "
+    "AND bucket = ANY($3::bigint[])"
+)
+_PUT = (
+    "INSERT INTO wp_win_blobs AS t SELECT $1::integer, * FROM unnest($2::text[], $3::bigint[], "
+    "$4::bytea[]) ON CONFLICT (g, dim, bucket) DO UPDATE SET data = excluded.data"
+)
+_CLOSED = (
+    "SELECT DISTINCT bucket - bucket % $1 FROM wp_win_blobs WHERE g = 60 AND dim = 't' "
+    "AND bucket >= $2 AND bucket < $3"
+)
+_SPAN = "SELECT min(bucket), max(bucket) FROM wp_win_blobs WHERE g = $1 AND dim = 't'"
+_PRUNE = (
+    "DELETE FROM wp_win_blobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM wp_win_blobs "
+    "WHERE g = $1 AND bucket <= $2 LIMIT $3))"
+)
 
 
-def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    rows.sort()
-    return [list(column) for column in zip(*rows, strict=True)]
+async def drop_old_tables(conn: Any) -> None:
+    """Drop the window tables of the earlier layout, saying so if there were any."""
+    old = [name for name in _OLD_TABLES if await conn.fetchval("SELECT to_regclass($1)", name)]
+    if old:
+        await conn.execute("DROP TABLE IF EXISTS " + ", ".join(old))  # fixed names
+        log.warning(
+            "time windows: dropped the old window tables (%s); windows restart from the "
+            "next events committed, the counters are kept",
+            ", ".join(old),
+        )
 
 
-async def write(conn: Any, delta: WindowDelta) -> None:
-    """Upsert a batch's window rows, inside the caller's open transaction."""
+async def _run(conn: Any, steps: tables.Steps[Any]) -> Any:
+    """Run the requests of a `window_tables` generator on the connection; return its result."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(await _answer(conn, request))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _answer(conn: Any, request: tables.Request) -> Any:
+    if isinstance(request, tables.Fetch):
+        dims = list(request.dims)
+        if request.buckets is None:
+            rows = await conn.fetch(_RANGE, request.g, dims, request.lo, request.hi)
+        else:
+            rows = await conn.fetch(_AT, request.g, dims, list(request.buckets))
+        return [(r[0], r[1], r[2]) for r in rows]
+    if isinstance(request, tables.Put):
+        rows = sorted(request.rows, key=lambda row: (row[1], row[0]))
+        buckets, dims, blobs = (list(column) for column in zip(*rows, strict=True))
+        await conn.execute(_PUT, request.g, dims, buckets, blobs)
+        return None
+    found = await conn.fetch(_CLOSED, request.g, request.lo, request.hi)
+    return {r[0] for r in found}
+
+
+async def load_state(conn: Any) -> tables.WriterState:
+    """The writer's state from the table (newest minute, how far buckets are sealed)."""
+    spans = {g: await conn.fetchrow(_SPAN, g) for g in tables.LEVELS}
+    coarse = {g: span[1] for g, span in spans.items() if g != MINUTE and span[1] is not None}
+    return tables.start_state(spans[MINUTE][1], spans[MINUTE][0], coarse)
+
+
+async def write(conn: Any, delta: WindowDelta, state: tables.WriterState) -> tables.WriterState:
+    """Write a batch's windows inside the caller's open transaction; return the next state."""
     if not delta:
-        return
-    counts, users, pages = delta.flat_rows()
-    await conn.execute(_UPSERT_COUNTS, *_columns(counts))
-    await conn.execute(_UPSERT_TOTALS, *_columns(list(delta.totals())))
-    if users:
-        bucket_users: list[tuple[Any, ...]] = list(delta.bucket_users())
-        new = [tuple(row) for row in await conn.fetch(_NEW_USERS, *_columns(bucket_users))]
-        if new:
-            await conn.execute(_UPSERT_DISTINCT, *_columns(new))
-        fives = [key for key in bucket_users if key[0] == FIVE_MINUTES]
-        if fives:
-            await conn.execute(_INSERT_USERS5, *_columns(fives))
-        await conn.execute(_UPSERT_USERS, *_columns(users))
-    if pages:
-        await conn.execute(_UPSERT_PAGES, *_columns(pages))
+        return state
+    result: tables.WriterState = await _run(conn, tables.write(delta, state))
+    return result
 
 
 async def read_span(conn: Any) -> tuple[int, int] | None:
     """The oldest and newest minute kept."""
-    row = await conn.fetchrow(
-        "SELECT min(bucket), max(bucket) FROM wp_win_counts WHERE g = $1", MINUTE
-    )
+    row = await conn.fetchrow(_SPAN, MINUTE)
     return None if row[0] is None else (row[0], row[1])
 
 
 async def read_series(conn: Any, query: SeriesQuery) -> SeriesRows:
     """The rows of a timeseries (the caller holds one read-only transaction)."""
-    if query.server_name is None:  # all wikis: the per-step totals, a few rows a bucket
-        span = (query.step, query.since, query.until)
-        counts = await conn.fetch(_TOTALS, *span)
-        distinct = await conn.fetch(_DISTINCT, *span)
-        return SeriesRows([tuple(r) for r in counts], [tuple(r) for r in distinct])
-    where = "g = $2 AND bucket >= $3 AND bucket < $4"
-    params: list[Any] = [query.step, query.granularity, query.since, query.until]
-    if query.server_name is not None:
-        where += " AND server = $5"
-        params.append(query.server_name)
-    counts = await conn.fetch(_SERIES_COUNTS.format(where=where), *params)
-    users = await conn.fetch(_SERIES_USERS.format(where=where), *params)
-    return SeriesRows([tuple(r) for r in counts], [tuple(r) for r in users])
+    rows: SeriesRows = await _run(conn, tables.read_series(query))
+    return rows
 
 
 async def read_top(conn: Any, query: TopQuery) -> list[TopItem]:
-    """The busiest keys, summed over the minute and hour ranges of the window."""
-    ranges = query.ranges()
-    if not ranges:
-        return []
-    clauses = []
-    params: list[Any] = [query.limit]
-    for r in ranges:
-        n = len(params)
-        clauses.append(f"(g = ${n + 1} AND bucket >= ${n + 2} AND bucket < ${n + 3})")
-        params += [r.granularity, r.since, r.until]
-    rows = await conn.fetch(_TOP[query.by].format(where=" OR ".join(clauses)), *params)
-    return [(tuple(row[:-1]), row[-1]) for row in rows]
+    """The busiest keys of the window (the caller holds one read-only transaction)."""
+    items: list[TopItem] = await _run(conn, tables.read_top(query))
+    return items
 
 
 async def prune_chunk(conn: Any, cutoff: int, limit: int) -> int:
-    """Delete up to `limit` rows per table and granularity that end at or before `cutoff`."""
+    """Delete up to `limit` rows per granularity ending at or before `cutoff`."""
     deleted = 0
     async with conn.transaction():
-        for table in _TABLES:
-            for g in STEPS:
-                status = await conn.execute(_PRUNE.format(table=table), g, cutoff - g, limit)
-                deleted += int(status.split()[-1])
+        for g in tables.LEVELS:
+            status = await conn.execute(_PRUNE, g, cutoff - g, limit)
+            deleted += int(status.split()[-1])
     return deleted

@@ -39,7 +39,13 @@ import msgspec
 
 from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
-from wikipulse.stores import ResumePoint, StoreError, StoreUnavailable, sqlite_windows
+from wikipulse.stores import (
+    ResumePoint,
+    StoreError,
+    StoreUnavailable,
+    sqlite_windows,
+    window_tables,
+)
 from wikipulse.stores.sqlite_lease import LEASE_SCHEMA, SQLiteLease, check_in_transaction
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
@@ -50,7 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 4  # 3: time windows, 4: the writer's lease
+_SCHEMA_VERSION = 5  # 3: time windows, 4: the writer's lease, 5: windows as blobs
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS state (
@@ -111,6 +117,8 @@ class SQLiteStore:
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
+        # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
+        self._win_state = window_tables.WriterState()
         self._fence: Fence | None = None
 
     @classmethod
@@ -144,6 +152,7 @@ class SQLiteStore:
                 f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
         self._reader = _Worker(self._path, self._synchronous)
+        self._win_state = await self._writer.run(sqlite_windows.load_state)
         span = await self._reader.run(sqlite_windows.read_span)
         self._pruner.note(span[1] if span else None)
 
@@ -151,7 +160,7 @@ class SQLiteStore:
         """Apply the batch and move the position in one transaction."""
         check_fence(self._fence)
         await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
-        self._pruner.note(batch.windows.newest())
+        self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
 
     def lease(self) -> SQLiteLease:
         """The writer's lease, in the `lease` table (see `sqlite_lease.py`)."""
@@ -208,7 +217,7 @@ class SQLiteStore:
         conn.execute("BEGIN IMMEDIATE")
         try:
             check_in_transaction(conn, fence)
-            self._apply(conn, batch, unknown)
+            windows = self._apply(conn, batch, unknown)
             conn.execute("COMMIT")
         except BaseException:
             # SQLite may already have rolled back by itself; a second ROLLBACK would fail.
@@ -216,19 +225,23 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
         self._known_users |= unknown
+        if windows is not None:
+            self._win_state = windows
 
-    def _apply(self, conn: sqlite3.Connection, batch: Batch, users: set[str]) -> None:
-        """Run every statement of a commit inside the open transaction."""
+    def _apply(
+        self, conn: sqlite3.Connection, batch: Batch, users: set[str]
+    ) -> window_tables.WriterState | None:
+        """Run every statement of a commit in the open transaction; return the windows' state."""
         ids_end, last_batch = conn.execute("SELECT ids_end, last_batch FROM state").fetchone()
         if batch.token == last_batch:
-            return  # committed before, but the caller never heard so: do not count it twice
+            return None  # committed before, but the caller never heard so: do not count it twice
         ids = batch.event_ids
         new_users = 0
         if users:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
-        sqlite_windows.write(conn, batch.windows)
+        windows = sqlite_windows.write(conn, batch.windows, self._win_state)
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
@@ -244,6 +257,7 @@ class SQLiteStore:
             " + ?, position = coalesce(?, position), ids_end = ?, last_batch = ?",
             (batch.total, batch.bots, new_users, batch.position, ids_end, batch.token),
         )
+        return windows
 
     def _read_resume_point(self, conn: sqlite3.Connection) -> ResumePoint:
         conn.execute("BEGIN")
@@ -258,6 +272,7 @@ class SQLiteStore:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
+    sqlite_windows.drop_old_tables(conn)
     conn.executescript(_SCHEMA)
     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 

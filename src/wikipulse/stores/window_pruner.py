@@ -16,8 +16,9 @@ __all__ = ["WindowPruner"]
 
 log = logging.getLogger(__name__)
 
-#: Rows deleted per table and granularity in one pruning transaction.
-CHUNK_ROWS = 5000
+#: Rows deleted per table (or blob dimension) and granularity in one pruning transaction:
+#: the SQL stores' rows are whole buckets, up to a few megabytes each.
+CHUNK_ROWS = 200
 
 
 class WindowPruner:

@@ -1,0 +1,73 @@
+"""Exact top-N over many lists of (key, count) sorted by count, highest first; pure.
+
+A top list over a day merges ~50 buckets (hours, then 5-minute and minute buckets at the
+edges), each holding every key it saw. Summing every key of every bucket costs a Python
+operation per key; a threshold pass sums exactly only the keys that can still reach the top.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
+
+from wikipulse.window_blobs import add_dict
+
+__all__ = ["best", "top_items"]
+
+_K = TypeVar("_K", bound=Hashable)
+
+
+def _full_merge(lists: Sequence[tuple[Sequence[_K], Sequence[int]]]) -> dict[_K, int]:
+    totals: dict[_K, int] = {}
+    for keys, counts in lists:
+        add_dict(totals, dict(zip(keys, counts, strict=True)))
+    return totals
+
+
+def best(totals: dict[_K, int], limit: int) -> list[tuple[_K, int]]:
+    """The `limit` highest counts, ties by key ascending (only the tied tail is sorted)."""
+    if not totals:
+        return []
+    floor = heapq.nlargest(limit, totals.values())[-1]
+    items = [(k, n) for k, n in totals.items() if n >= floor]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:limit]
+
+
+def top_items(
+    lists: Sequence[tuple[Sequence[_K], Sequence[int]]], limit: int
+) -> list[tuple[_K, int]]:
+    """The exact `limit` busiest keys over lists of (keys, counts) sorted by count, highest first.
+
+    A threshold pass: the first `limit` keys of every list give partial sums, the `limit`-th of
+    which, `floor`, bounds the answer from below. A key missing from the top of all `m` lists by
+    less than `floor / m` in each sums to less than `floor`, so only keys reaching `floor / m`
+    somewhere are summed exactly, from every list.
+    """
+    lists = [(keys, counts) for keys, counts in lists if keys]
+    total_len = sum(len(keys) for keys, _ in lists)
+    if len(lists) <= 1 or total_len <= 20_000:
+        return best(_full_merge(lists), limit)
+    partial: dict[_K, int] = {}
+    for keys, counts in lists:
+        add_dict(partial, dict(zip(keys[:limit], counts[:limit], strict=True)))
+    if len(partial) < limit:
+        return best(_full_merge(lists), limit)
+    floor = heapq.nlargest(limit, partial.values())[-1]
+    m = len(lists)
+    candidates: set[_K] = set()
+    for keys, counts in lists:
+        # counts descend, so `count * m < floor` is False, then True: find the first True
+        end = bisect_left(counts, True, key=lambda n: n * m < floor)
+        candidates.update(keys[:end])
+    if len(candidates) * m > total_len:  # no cheaper than summing everything
+        return best(_full_merge(lists), limit)
+    totals = dict.fromkeys(candidates, 0)
+    for keys, counts in lists:
+        found = dict(zip(keys, counts, strict=True))
+        get = found.get
+        for key in candidates:
+            totals[key] += get(key, 0)
+    return best(totals, limit)
