@@ -33,6 +33,7 @@ __all__ = [
     "LeaseLost",
     "LocalLease",
     "check_fence",
+    "judge",
 ]
 
 
@@ -68,6 +69,27 @@ def check_fence(fence: Fence | None) -> None:
         raise LeaseLost(
             f"the writer's lease (token {fence.token}) may have expired before this commit; "
             "not committing"
+        )
+
+
+def judge(fence: Fence | None, holder: str | None, token: int, live: bool) -> None:
+    """The SQL stores' verdict on a commit, from the lease row read in its transaction.
+
+    With a fence, the row must name its holder and token and be live (not expired); without
+    one (`serve`, a replay), nobody may hold a live lease: a lone writer does not write under
+    an ingester fleet. Raises `LeaseLost` when the commit may not write.
+    """
+    if fence is None:
+        if holder is not None and live:
+            raise LeaseLost(
+                f"ingester {holder!r} holds the writer's lease (token {token}); "
+                "this process does not write while it does"
+            )
+        return
+    if holder != fence.holder or token != fence.token or not live:
+        raise LeaseLost(
+            f"commit refused: the writer's lease is now token {token} held by {holder!r} "
+            f"({'live' if live else 'expired'}), this process has token {fence.token}"
         )
 
 

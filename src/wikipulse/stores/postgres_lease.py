@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from wikipulse.lease import Fence, LeaseInfo, LeaseLost
+from wikipulse.lease import Fence, LeaseInfo, LeaseLost, judge
 
 __all__ = ["LEASE_DDL", "PostgresLease", "check_in_transaction"]
 
@@ -63,18 +63,7 @@ async def check_in_transaction(conn: Any, fence: Fence | None) -> None:
             return
         raise LeaseLost("PostgreSQL has no wp_lease row; run `wikipulse migrate`")
     holder, token, live = row[0], row[1], bool(row[2])
-    if fence is None:
-        if holder is not None and live:
-            raise LeaseLost(
-                f"ingester {holder!r} holds the writer's lease (token {token}); "
-                "this process does not write while it does"
-            )
-        return
-    if holder != fence.holder or token != fence.token or not live:
-        raise LeaseLost(
-            f"commit refused: the writer's lease is now token {token} held by {holder!r} "
-            f"({'live' if live else 'expired'}), this process has token {fence.token}"
-        )
+    judge(fence, holder, token, live)
 
 
 class PostgresLease:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from wikipulse.lease import Fence, LeaseInfo, LeaseLost
+from wikipulse.lease import Fence, LeaseInfo, judge
 
 __all__ = ["LEASE_SCHEMA", "SQLiteLease", "check_in_transaction"]
 
@@ -48,18 +48,7 @@ def check_in_transaction(conn: sqlite3.Connection, fence: Fence | None) -> None:
     """
     holder, token, expires = _row(conn)
     live = expires is not None and expires > time.time()
-    if fence is None:
-        if holder is not None and live:
-            raise LeaseLost(
-                f"ingester {holder!r} holds the writer's lease (token {token}); "
-                "this process does not write while it does"
-            )
-        return
-    if holder != fence.holder or token != fence.token or not live:
-        raise LeaseLost(
-            f"commit refused: the writer's lease is now token {token} held by {holder!r} "
-            f"({'live' if live else 'expired'}), this process has token {fence.token}"
-        )
+    judge(fence, holder, token, live)
 
 
 def _immediate(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
