@@ -385,8 +385,7 @@ def _run_failover(
                 figures["paused_seconds"] = round(continued_at - failed_at, 3)
             final = _final(api, expected)
             assert final == expected
-            if store != "cassandra":  # no time windows in the Cassandra store yet (501)
-                assert _windowed_total(api) == with_dt
+            assert _windowed_total(api) == with_dt
             if how == "stop":
                 old = holder.lease()
                 assert old["held"] is False
