@@ -33,6 +33,7 @@ from wikipulse.bootstrap import EventSource, make_pipeline, source_feed
 from wikipulse.consumer import ConsumerState
 from wikipulse.ingest import CommitObserver
 from wikipulse.lease import Fence, FencedStore, Lease, LeaseLost, LocalLease
+from wikipulse.metrics import SampledCollector
 from wikipulse.stores import StatsStore
 
 if TYPE_CHECKING:
@@ -267,19 +268,11 @@ class _FirstCommit:
             self._inner.commit_failed(seconds)
 
 
-class LeaseCollector:
+class LeaseCollector(SampledCollector):
     """Prometheus figures of the lease: held (1/0), the token known, terms, refused commits."""
 
     def __init__(self, elector: Elector) -> None:
         self._elector = elector
-
-    def describe(self) -> list[Metric]:
-        """The metrics without values, so the registry can check names for clashes."""
-        return list(self._metrics(sample=False))
-
-    def collect(self) -> list[Metric]:
-        """The metrics with their current values."""
-        return list(self._metrics(sample=True))
 
     def _metrics(self, *, sample: bool) -> Iterator[Metric]:
         e = self._elector

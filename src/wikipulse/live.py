@@ -16,6 +16,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from wikipulse.auth import bearer_subject
 from wikipulse.broadcast import LiveFeed
+from wikipulse.metrics import SampledCollector
 
 if TYPE_CHECKING:
     import socket
@@ -48,19 +49,11 @@ class LiveServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-class LiveCollector:
+class LiveCollector(SampledCollector):
     """Prometheus figures of the live feed: clients connected, messages published."""
 
     def __init__(self, feed: LiveFeed) -> None:
         self._feed = feed
-
-    def describe(self) -> list[Metric]:
-        """The metrics without values, so the registry can check names for clashes."""
-        return list(self._metrics(sample=False))
-
-    def collect(self) -> list[Metric]:
-        """The metrics with their current values."""
-        return list(self._metrics(sample=True))
 
     def _metrics(self, *, sample: bool) -> Iterator[Metric]:
         feed = self._feed

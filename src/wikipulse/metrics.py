@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from wikipulse import __version__
 from wikipulse.consumer import ConsumerState
 
-__all__ = ["HttpMetricsMiddleware", "Metrics"]
+__all__ = ["HttpMetricsMiddleware", "Metrics", "SampledCollector"]
 
 PREFIX: Final = "wikipulse"
 #: The `route` label of requests that matched no route (404s of scanners, typos).
@@ -44,6 +44,22 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # that is down times out in seconds.
 _COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class SampledCollector:
+    """A custom collector whose metrics come from one generator: without values when the
+    registry describes it (to check names for clashes), with them when it collects."""
+
+    def describe(self) -> list[Metric]:
+        """The metrics without values, so the registry can check names for clashes."""
+        return list(self._metrics(sample=False))
+
+    def collect(self) -> list[Metric]:
+        """The metrics with their current values."""
+        return list(self._metrics(sample=True))
+
+    def _metrics(self, *, sample: bool) -> Iterator[Metric]:
+        raise NotImplementedError
 
 
 class Metrics:
@@ -110,7 +126,7 @@ class _HttpSeries:
         self.created = time.time()
 
 
-class _HttpCollector:
+class _HttpCollector(SampledCollector):
     """HTTP request counts and latencies, recorded without a lock and read at scrape time.
 
     Every request is answered on the event loop's thread, so plain integer updates need no
@@ -130,15 +146,7 @@ class _HttpCollector:
         series.total += seconds
         series.buckets[bisect_left(_HTTP_BUCKETS, seconds)] += 1
 
-    def describe(self) -> list[Metric]:
-        """The metrics without values, so the registry can check names for clashes."""
-        return list(self._families(sample=False))
-
-    def collect(self) -> list[Metric]:
-        """The metrics with their current values."""
-        return list(self._families(sample=True))
-
-    def _families(self, *, sample: bool) -> Iterator[Metric]:
+    def _metrics(self, *, sample: bool) -> Iterator[Metric]:
         labels = ["method", "route", "status"]
         requests = CounterMetricFamily(
             f"{PREFIX}_http_requests",
@@ -166,7 +174,7 @@ class _HttpCollector:
         yield seconds
 
 
-class _ConsumerCollector:
+class _ConsumerCollector(SampledCollector):
     """Read the consumer's figures from `ConsumerState` whenever the registry is collected."""
 
     def __init__(
@@ -175,14 +183,6 @@ class _ConsumerCollector:
         self._state = state
         self._running = running
         self._clock = clock
-
-    def describe(self) -> list[Metric]:
-        """The metrics without values, so the registry can check names for clashes."""
-        return list(self._metrics(sample=False))
-
-    def collect(self) -> list[Metric]:
-        """The metrics with their current values."""
-        return list(self._metrics(sample=True))
 
     def _metrics(self, *, sample: bool) -> Iterator[Metric]:
         state = self._state
