@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from wikipulse.feeds import Folded
+from wikipulse.replay.bulk import fold_block, iter_blocks
 from wikipulse.stats import Aggregator, Partial, RecentIds
 from wikipulse.windows import WindowDelta
 
@@ -126,9 +127,8 @@ def fold_range(path: Path, start: int, end: int, windows: bool = True) -> RangeR
     by the parent against the real window, so folding it wrongly here costs nothing.
     """
     agg = Aggregator(RecentIds(1), windows=windows)
-    with path.open("rb", buffering=0) as f:
-        for lines in iter_range(f, start, end):
-            agg.fold(lines, dedup=False)
+    for lines in iter_blocks(path, start, end):
+        fold_block(agg, lines)
     agg.counters.duplicates = len(agg.batch.event_ids) - len(set(agg.batch.event_ids))
     c, b = agg.counters, agg.batch
     return RangeResult(
