@@ -182,6 +182,29 @@ def fold_range(
     )
 
 
+#: glibc's `mallopt` parameter of the size from which blocks are memory-mapped.
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_large_blocks_mapped(threshold: int = 128 << 10) -> bool:
+    """Fix glibc's mmap threshold, so that large blocks go back to the system when freed.
+
+    glibc raises the threshold to the size of any mapped block that is freed (up to 32 MiB):
+    once the dedup window drops a generation (a set table of 4 MiB at the default window),
+    every transient block below that size, results and lists, comes from the heap and its
+    memory stays with the process. Fixing the threshold at glibc's default start value cut
+    the replay's peak RSS from 84-85 MB to 80 MB (500,000 events) at no measurable CPU cost.
+    Elsewhere (another C library, no `mallopt`) nothing changes; returns whether it applied.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
 def default_workers() -> int:
     """One worker per core the process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -207,6 +230,7 @@ class RangeFolder:
         self.path = path
         self.workers = workers
         self._windows = windows
+        keep_large_blocks_mapped()
         self._executor = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("fork")
         )
@@ -215,7 +239,10 @@ class RangeFolder:
         self._token = uuid.uuid4().hex
         self._pending: deque[Future[RangeResult]] = deque()
         # A bounded number of ranges in flight keeps memory flat whatever the store's speed.
-        self._ahead = 2 * workers
+        # Eight a worker to start with: the parent takes its first result only once its
+        # settings, asyncio and the store are loaded (~0.3 s of CPU), and with two a worker
+        # they sat idle by then; two a worker once it takes them (the parent's peak memory).
+        self._ahead = 8 * workers
         self._submit()
 
     def _submit(self) -> None:
@@ -235,6 +262,7 @@ class RangeFolder:
 
         while self._pending:
             result = await wrap_future(self._pending.popleft())
+            self._ahead = 2 * self.workers
             self._submit()
             yield result
 
