@@ -26,7 +26,7 @@ from itertools import filterfalse, islice
 from pathlib import Path
 from typing import BinaryIO
 
-from wikipulse.events import CANARY_DOMAIN, DECODE_ERRORS, Meta, RecentChange, decode_json_only
+from wikipulse.events import CANARY_DOMAIN, DECODE_ERRORS, RecentChange, decode_json_only
 from wikipulse.stats import Aggregator
 from wikipulse.windows import MINUTE_CACHE, minute_of
 
@@ -93,21 +93,59 @@ def fold_decoded(agg: Aggregator, events: list[RecentChange]) -> None:
     """
     batch = agg.batch
     batch.touched = True
+    if agg.keep_windows:
+        canaries, bots = _fold_with_windows(agg, events)
+    else:
+        canaries, bots = _fold_counts(agg, events)
+    counted = len(events) - canaries
+    batch.total += counted
+    batch.bots += bots
+    c = agg.counters
+    c.counted += counted
+    c.canaries += canaries
+    # Only the last counted event's time matters (the lag), so it is looked up once.
+    for event in reversed(events):
+        if event.meta.domain != CANARY_DOMAIN:
+            if event.meta.dt is not None:
+                c.last_dt = event.meta.dt
+            break
+
+
+def _fold_counts(agg: Aggregator, events: list[RecentChange]) -> tuple[int, int]:
+    batch = agg.batch
     servers = batch.by_server_name
+    count = servers.get
     add_user = batch.users.add
     add_id = batch.event_ids.append
-    add_window = batch.windows.raw.append
-    minutes = MINUTE_CACHE
-    keep_windows = agg.keep_windows
-    bots = canaries = counted = 0
-    last_meta: Meta | None = None
+    bots = canaries = 0
     for event in events:
         meta = event.meta
         if meta.domain == CANARY_DOMAIN:
             canaries += 1
             continue
-        counted += 1
-        last_meta = meta
+        bots += event.bot
+        name = event.server_name
+        servers[name] = count(name, 0) + 1
+        user = event.user
+        if user:
+            add_user(user)
+        add_id(meta.id)
+    return canaries, bots
+
+
+def _fold_with_windows(agg: Aggregator, events: list[RecentChange]) -> tuple[int, int]:
+    batch = agg.batch
+    servers = batch.by_server_name
+    add_user = batch.users.add
+    add_id = batch.event_ids.append
+    add_window = batch.windows.raw.append
+    minutes = MINUTE_CACHE
+    bots = canaries = 0
+    for event in events:
+        meta = event.meta
+        if meta.domain == CANARY_DOMAIN:
+            canaries += 1
+            continue
         bots += event.bot
         name = event.server_name
         servers[name] = servers.get(name, 0) + 1
@@ -116,7 +154,7 @@ def fold_decoded(agg: Aggregator, events: list[RecentChange]) -> None:
             add_user(user)
         add_id(meta.id)
         dt = meta.dt
-        if dt and keep_windows:
+        if dt:
             # The same window row as Aggregator.fold makes (see windows.py).
             minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
             if minute == -1:
@@ -127,10 +165,4 @@ def fold_decoded(agg: Aggregator, events: list[RecentChange]) -> None:
                 if length is not None and length.new is not None:
                     diff = length.new - (length.old or 0)
                 add_window((minute, name, event.type, event.bot, user, event.title, diff))
-    batch.total += counted
-    batch.bots += bots
-    c = agg.counters
-    c.counted += counted
-    c.canaries += canaries
-    if last_meta is not None and last_meta.dt is not None:
-        c.last_dt = last_meta.dt
+    return canaries, bots
