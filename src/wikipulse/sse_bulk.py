@@ -24,6 +24,8 @@ _BOM = b"\xef\xbb\xbf"
 # How EventStreams starts every event; the id's value follows.
 _USUAL = b"event: message\nid: "
 _ID_AT = len(_USUAL)
+#: The end of such an event and the start of the next: one search checks both.
+_NEXT = b"\n\n" + _USUAL
 #: Wikimedia's RecentChange events are a few KiB; a MiB of one event is not a RecentChange.
 DEFAULT_MAX_EVENT_BYTES = 1 << 20
 
@@ -182,14 +184,20 @@ class BulkSSEParser:
             if not startswith(b"\ndata: ", eol):
                 break
             stop = find(b"\n", eol + 7)
-            if buf[stop + 1] != 10 or stop - eol - 7 > limit:
+            if stop - eol - 7 > limit:
                 break
-            messages.append(buf[eol + 7 : stop])
-            ids.append(buf[at:eol])
-            pos = stop + 2
-            if pos > end or not startswith(_USUAL, pos):
-                break
-            at = pos + _ID_AT
+            if stop < end and startswith(_NEXT, stop):
+                # The blank line, then another such header: the next block ends by `end`.
+                messages.append(buf[eol + 7 : stop])
+                ids.append(buf[at:eol])
+                pos = stop + 2
+                at = pos + _ID_AT
+                continue
+            if buf[stop + 1] == 10:  # the blank line; what follows is not such a header
+                messages.append(buf[eol + 7 : stop])
+                ids.append(buf[at:eol])
+                pos = stop + 2
+            break
         if ids:
             # One decode for all: no id holds a line end, and an invalid sequence before an LF
             # is replaced exactly as at the end of its own id.
