@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_writer
+from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -50,11 +50,11 @@ _OLD_TABLES = (
 )
 _RANGE = (
     "SELECT bucket, dim, data FROM wp_win_parts WHERE g = $1 AND dim = ANY($2::text[]) "
-    "AND bucket >= $3 AND bucket < $4"
+    "AND bucket >= $3 AND bucket < $4 AND part >= $5"
 )
 _AT = (
     "SELECT bucket, dim, data FROM wp_win_parts WHERE g = $1 AND dim = ANY($2::text[]) "
-    "AND bucket = ANY($3::bigint[])"
+    "AND bucket = ANY($3::bigint[]) AND part >= $4"
 )
 _PUT = (
     "INSERT INTO wp_win_parts AS t SELECT $1::integer, * FROM unnest($2::text[], $3::bigint[], "
@@ -122,9 +122,11 @@ async def _answer(conn: Any, request: tables.Request) -> Any:
     if isinstance(request, tables.Fetch):
         dims = list(request.dims)
         if request.buckets is None:
-            rows = await conn.fetch(_RANGE, request.g, dims, request.lo, request.hi)
+            args = (request.lo, request.hi, request.min_part)
+            rows = await conn.fetch(_RANGE, request.g, dims, *args)
         else:
-            rows = await conn.fetch(_AT, request.g, dims, list(request.buckets))
+            buckets = list(request.buckets)
+            rows = await conn.fetch(_AT, request.g, dims, buckets, request.min_part)
         return [(r[0], r[1], r[2]) for r in rows]
     if isinstance(request, tables.Put):
         rows = sorted(request.rows, key=lambda row: (row[2], row[0], row[1]))
@@ -173,7 +175,7 @@ async def read_series(conn: Any, query: SeriesQuery) -> SeriesRows:
 
 async def read_top(conn: Any, query: TopQuery) -> list[TopItem]:
     """The busiest keys of the window (the caller holds one read-only transaction)."""
-    items: list[TopItem] = await _run(conn, tables.read_top(query))
+    items: list[TopItem] = await _run(conn, window_top.read_top(query))
     return items
 
 

@@ -21,8 +21,7 @@ from typing import Any
 import msgspec
 
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_writer
-from wikipulse.window_blobs import DIMS
+from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -50,11 +49,12 @@ CREATE TABLE IF NOT EXISTS win_parts (
 #: The tables of schema version 3 (a row per bucket and key).
 OLD_TABLES = ("win_counts", "win_users", "win_totals", "win_distinct", "win_users5", "win_pages")
 _RANGE = (
-    "SELECT bucket, dim, data FROM win_parts WHERE g = ? AND dim = ? AND bucket >= ? AND bucket < ?"
+    "SELECT bucket, dim, data FROM win_parts WHERE g = ? AND dim = ? AND bucket >= ? "
+    "AND bucket < ? AND part >= ?"
 )
 _AT = (
     "SELECT bucket, dim, data FROM win_parts WHERE g = ? AND dim = ? "
-    "AND bucket IN (SELECT value FROM json_each(?))"
+    "AND bucket IN (SELECT value FROM json_each(?)) AND part >= ?"
 )
 _PUT = (
     "INSERT INTO win_parts (g, dim, bucket, part, data) VALUES (?, ?, ?, ?, ?) "
@@ -130,10 +130,10 @@ def _answer(conn: sqlite3.Connection, request: tables.Request) -> Any:
         rows: list[tuple[int, str, bytes]] = []
         for dim in request.dims:
             if request.buckets is None:
-                params: tuple[Any, ...] = (request.g, dim, request.lo, request.hi)
+                params: tuple[Any, ...] = (request.g, dim, request.lo, request.hi, request.min_part)
                 rows += conn.execute(_RANGE, params).fetchall()
             else:
-                params = (request.g, dim, _encode(request.buckets))
+                params = (request.g, dim, _encode(request.buckets), request.min_part)
                 rows += conn.execute(_AT, params).fetchall()
         return rows
     if isinstance(request, tables.Put):
@@ -143,7 +143,7 @@ def _answer(conn: sqlite3.Connection, request: tables.Request) -> Any:
         return None
     if isinstance(request, tables.Drop):
         buckets = _encode(request.buckets)
-        for dim in DIMS:
+        for dim in tables.ALL_DIMS:
             conn.execute(_DROP, (request.g, dim, buckets))
         return None
     if isinstance(request, tables.Parts):
@@ -195,7 +195,7 @@ def read_series(conn: sqlite3.Connection, query: SeriesQuery) -> SeriesRows:
 
 def read_top(conn: sqlite3.Connection, query: TopQuery) -> list[TopItem]:
     """The busiest keys of the window, in one read transaction."""
-    items: list[TopItem] = _read(conn, tables.read_top(query))
+    items: list[TopItem] = _read(conn, window_top.read_top(query))
     return items
 
 
@@ -205,7 +205,7 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: int, limit: int) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for g in tables.LEVELS:
-            for dim in DIMS:
+            for dim in tables.ALL_DIMS:
                 deleted += conn.execute(_PRUNE, (g, dim, cutoff - g, limit)).rowcount
         conn.execute("COMMIT")
     except BaseException:

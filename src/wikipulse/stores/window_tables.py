@@ -24,18 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from wikipulse.window_blobs import (
+    DIMS,
     Acc,
+    Counts,
     Part,
     add_row,
     decode_part,
 )
-from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery, split_levels
-from wikipulse.window_topn import best, top_items
+from wikipulse.window_index import counts_of
+from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
 
 __all__ = [
+    "ALL_DIMS",
     "FINER",
     "GRACE",
+    "INDEX_DIMS",
     "LEVELS",
     "Closed",
     "Drop",
@@ -48,7 +52,7 @@ __all__ = [
     "fetch",
     "merge_blobs",
     "read_series",
-    "read_top",
+    "runs",
     "start_state",
 ]
 
@@ -59,6 +63,10 @@ LEVELS = (MINUTE, FIVE_MINUTES, HOUR)
 FINER = {FIVE_MINUTES: MINUTE, HOUR: FIVE_MINUTES}
 #: A 5-minute or hour bucket is sealed once the newest event time is this far past its end.
 GRACE = 120
+#: The top-list indexes (`window_index`) of users and pages, kept by sealed coarse buckets.
+INDEX_DIMS = {"u": "U", "p": "P"}
+#: Every dimension a row can have.
+ALL_DIMS = (*DIMS, *INDEX_DIMS.values())
 #: (bucket, dimension, blob) as a store returns them (every part of a bucket, any order).
 Row = tuple[int, str, bytes]
 #: (bucket, part, dimension, blob) as a store writes them.
@@ -74,6 +82,8 @@ class Fetch:
     lo: int = 0
     hi: int = 0
     buckets: tuple[int, ...] | None = None
+    #: only parts numbered this or above (1: the late parts of a sealed bucket)
+    min_part: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +164,11 @@ def merge_blobs(blobs: dict[str, list[bytes]], dims: tuple[str, ...]) -> Part:
     )
 
 
-def _stored(g: int, dims: tuple[str, ...], rows: list[Row]) -> Steps[dict[int, Part]]:
-    """The fetched buckets, each decoded, or summed from its parts where it has several."""
+def _stored(
+    g: int, dims: tuple[str, ...], rows: list[Row], server: str | None
+) -> Steps[dict[int, Part]]:
+    """The fetched buckets, each decoded (`c` only for `server` if given), or summed from its
+    parts where it has several."""
     blobs: dict[int, dict[str, list[bytes]]] = {}
     for bucket, dim, data in rows:
         blobs.setdefault(bucket, {}).setdefault(dim, []).append(data)
@@ -170,29 +183,41 @@ def _stored(g: int, dims: tuple[str, ...], rows: list[Row]) -> Steps[dict[int, P
     for bucket, found in blobs.items():
         part = parts[bucket] = Part()
         for dim, (data,) in found.items():
-            decode_part(part, dim, data)
+            if dim == "c" and server is not None:
+                part.counts = Counts(*counts_of(data, server))
+            else:
+                decode_part(part, dim, data)
     return parts
 
 
+def runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
+    """Ascending `g`-aligned buckets as [start, end) runs of adjacent ones."""
+    found: list[list[int]] = []
+    for bucket in buckets:
+        if found and found[-1][1] == bucket:
+            found[-1][1] = bucket + g
+        else:
+            found.append([bucket, bucket + g])
+    return [(start, end) for start, end in found]
+
+
 def fetch(
-    g: int, dims: tuple[str, ...], lo: int, hi: int, fallback: tuple[str, ...]
+    g: int,
+    dims: tuple[str, ...],
+    lo: int,
+    hi: int,
+    fallback: tuple[str, ...],
+    server: str | None = None,
 ) -> Steps[dict[int, list[Part]]]:
     """The buckets of [lo, hi) at `g`: a stored bucket as one part, one not sealed yet as the
     parts of the finer level it is made of (read with the dimensions `fallback`)."""
-    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)))
+    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)), server)
     found = {bucket: [part] for bucket, part in stored.items()}
     if g == MINUTE:
         return found
-    runs: list[list[int]] = []
-    for bucket in range(lo - lo % g, hi, g):
-        if bucket in stored:
-            continue
-        if runs and runs[-1][1] == bucket:
-            runs[-1][1] = bucket + g
-        else:
-            runs.append([bucket, bucket + g])
-    for start, end in runs:
-        finer = yield from fetch(FINER[g], fallback, start, end, fallback)
+    missing = [bucket for bucket in range(lo - lo % g, hi, g) if bucket not in stored]
+    for start, end in runs(missing, g):
+        finer = yield from fetch(FINER[g], fallback, start, end, fallback, server)
         for bucket, parts in finer.items():
             found.setdefault(bucket - bucket % g, []).extend(parts)
     return found
@@ -202,7 +227,7 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
     """The rows of a timeseries, from the buckets of its step (all wikis, or one)."""
     server = query.server_name
     dim = "t" if server is None else "c"
-    found = yield from fetch(query.step, (dim,), query.since, query.until, (dim, "u"))
+    found = yield from fetch(query.step, (dim,), query.since, query.until, (dim, "u"), server)
     counts: list[tuple[int, str, int, int, int, int]] = []
     users: list[tuple[int, int]] = []
     for bucket, parts in found.items():
@@ -239,29 +264,3 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
         if distinct:
             users.append((bucket, distinct))
     return SeriesRows(counts, users)
-
-
-_TOP_DIM = {"server_name": "c", "user": "u", "page": "p"}
-
-
-def read_top(query: TopQuery) -> Steps[list[TopItem]]:
-    """The busiest keys: whole hours, then 5 minutes, then minutes at the edges."""
-    dim = _TOP_DIM[query.by]
-    parts: list[Part] = []
-    for part in split_levels(query.since, query.until):
-        found = yield from fetch(part.granularity, (dim,), part.since, part.until, (dim,))
-        for pieces in found.values():
-            parts += pieces
-    if query.by == "server_name":
-        servers: dict[tuple[str, ...], int] = {}
-        for piece in parts:
-            assert piece.counts is not None
-            for name, kinds in piece.counts.rows.items():
-                key = (name,)
-                servers[key] = servers.get(key, 0) + sum(row[0] for row in kinds.values())
-        return best(servers, query.limit)
-    if query.by == "user":
-        lists = [(p.users.names, p.users.n) for p in parts if p.users is not None]
-        return [((name,), n) for name, n in top_items(lists, query.limit)]
-    pages = [(p.pages.keys, p.pages.n) for p in parts if p.pages is not None]
-    return [(key, n) for key, n in top_items(pages, query.limit)]

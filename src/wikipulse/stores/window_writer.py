@@ -15,9 +15,12 @@ crash between two part writes, or between the parts and a compaction, leaves who
 
 from __future__ import annotations
 
+import msgspec
+
 from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
+    INDEX_DIMS,
     Closed,
     Drop,
     Fetch,
@@ -29,6 +32,7 @@ from wikipulse.stores.window_tables import (
     fetch,
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
+from wikipulse.window_index import index_blob
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["MAX_PARTS", "compact", "write"]
@@ -36,10 +40,23 @@ __all__ = ["MAX_PARTS", "compact", "write"]
 #: A bucket holding this many parts is compacted at the next write that touches it.
 MAX_PARTS = 48
 _COARSE = (5 * MINUTE, HOUR)
+_encode = msgspec.msgpack.Encoder().encode
 
 
 def _rows(bucket: int, part: int, acc: Acc) -> list[PartRow]:
     return [(bucket, part, dim, data) for dim, data in acc.blobs()]
+
+
+def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
+    """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
+    structs = acc.structs()
+    _, _, users, pages = structs
+    rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
+    for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
+        index = index_blob(keys, n)
+        if index is not None:
+            rows.append((bucket, 0, INDEX_DIMS[dim], index))
+    return rows
 
 
 def _summed(accs: list[Acc]) -> Acc:
@@ -59,7 +76,7 @@ def compact(g: int, bucket: int) -> Steps[None]:
         decode_part(piece, dim, data)
         acc.add_part(piece)
     yield Drop(g, (bucket,))
-    yield Put(g, _rows(bucket, 0, acc))
+    yield Put(g, _rows(bucket, 0, acc) if g == MINUTE else _sealed_rows(bucket, acc))
 
 
 def _append(g: int, accs: dict[int, list[Acc]], only_stored: bool) -> Steps[set[int]]:
@@ -92,7 +109,7 @@ def _seal(g: int, bucket: int) -> Steps[None]:
         for part in parts:
             acc.add_part(part)
     if acc.types:
-        yield Put(g, _rows(bucket, 0, acc))
+        yield Put(g, _sealed_rows(bucket, acc))
 
 
 def write(delta: WindowDelta, state: WriterState) -> Steps[WriterState]:
