@@ -85,6 +85,8 @@ def main() -> None:
             f"  writer CPU per commit, ms: mean {statistics.mean(ms):.2f}  p50 {pct(ms, 0.5):.2f}"
             f"  p90 {pct(ms, 0.9):.2f}  p99 {pct(ms, 0.99):.2f}  max {max(ms):.1f}"
         )
+        worst = sorted(range(len(ms)), key=ms.__getitem__)[-3:]
+        print("  slowest commits (index: ms):", ", ".join(f"{i}: {ms[i]:.0f}" for i in worst))
         p99 = pct(late, 0.99)
         verdict = "MET" if p99 <= TARGET_MS else "NOT MET"
         print(f"  second half p99 {p99:.2f} ms (target <= {TARGET_MS:g} ms): {verdict}")

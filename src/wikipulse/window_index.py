@@ -16,11 +16,11 @@ key in no head could reach it, every tail is decoded (slow, still exact).
 from __future__ import annotations
 
 import heapq
-import struct
 import sys
 from array import array
 from collections.abc import Callable, Hashable, Sequence
 from itertools import accumulate
+from operator import itemgetter, methodcaller
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -33,8 +33,10 @@ __all__ = ["HEAD", "Ranked", "counts_of", "index_blob", "ranked_of", "top_ranked
 #: Keys kept in an index's head.
 HEAD = 1000
 _K = TypeVar("_K", bound=Hashable)
-_LENGTH = struct.Struct("<H")
 _UTF8, _PASS = "utf-8", "surrogatepass"  # lone surrogates in a name must not fail a commit
+#: Joins a page's wiki and title: unambiguous as long as no wiki name holds it.
+_SEP = "\0"
+_ENCODE = methodcaller("encode", _UTF8, _PASS)
 
 
 class _Index(msgspec.Struct, array_like=True):
@@ -55,26 +57,19 @@ _encode = msgspec.msgpack.Encoder().encode
 _INDEX = msgspec.msgpack.Decoder(_Index)
 _RAW_COUNTS = msgspec.msgpack.Decoder(_RawCounts)
 _ROWS = msgspec.msgpack.Decoder(dict[str, list[int]])
+_FIRST = itemgetter(0)
 
 
 def _key_bytes(key: Any) -> bytes:
-    """A user, or a (wiki, title) page, as bytes: injective (the wiki's length comes first)."""
+    """A user, or a (wiki, title) page joined by NUL, as UTF-8 bytes."""
     if isinstance(key, str):
         return key.encode(_UTF8, _PASS)
-    wiki: bytes = key[0].encode(_UTF8, _PASS)
-    title: bytes = key[1].encode(_UTF8, _PASS)
-    return _LENGTH.pack(len(wiki)) + wiki + title
+    return _SEP.join(key).encode(_UTF8, _PASS)
 
 
 def _key_of(data: bytes, pages: bool) -> Any:
-    if not pages:
-        return data.decode("utf-8", "surrogatepass")
-    (size,) = _LENGTH.unpack_from(data)
-    end = 2 + size
-    return (
-        data[2:end].decode("utf-8", "surrogatepass"),
-        data[end:].decode("utf-8", "surrogatepass"),
-    )
+    text = data.decode(_UTF8, _PASS)
+    return tuple(text.split(_SEP, 1)) if pages else text
 
 
 def _uints(values: Sequence[int]) -> bytes:
@@ -95,21 +90,23 @@ def _unpack(data: bytes) -> Sequence[int]:
 
 def index_blob(keys: Sequence[Any], n: Sequence[int], head: int | None = None) -> bytes | None:
     """The index of a bucket's users or pages (sorted by count, highest first) with a head of
-    `head` keys (default `HEAD`); None when a key is too long for it (a wiki name over 65,535
-    bytes: the bucket is then read whole)."""
+    `head` keys (default `HEAD`); None when it cannot be made (a wiki name holding NUL, or
+    tails over 4 GB: the bucket is then read whole)."""
     size = HEAD if head is None else head
-    try:
-        encoded = [_key_bytes(key) for key in keys[size:]]
-    except struct.error:
-        return None
-    order = sorted(range(len(encoded)), key=encoded.__getitem__)
-    tail = b"".join(encoded[i] for i in order)
-    offsets = [0, *accumulate(len(encoded[i]) for i in order)]
+    rest = keys[size:]
+    if rest and not isinstance(rest[0], str):  # pages: (wiki, title), joined in C
+        if any(_SEP in wiki for wiki in set(map(_FIRST, rest))):
+            return None
+        rest = list(map(_SEP.join, rest))
+    unsorted = list(map(_ENCODE, rest))
+    order = sorted(range(len(unsorted)), key=unsorted.__getitem__)  # all in C
+    encoded = list(map(unsorted.__getitem__, order))
+    offsets = [0, *accumulate(map(len, encoded))]
     if offsets[-1] >= 2**32:
         return None
-    rest = n[size:]
-    counts = _uints([rest[i] for i in order])
-    tail_max = rest[0] if rest else 0
+    counts = _uints(list(map(n[size:].__getitem__, order)))
+    tail_max = n[size] if rest else 0
+    tail = b"".join(encoded)
     index = _Index(list(keys[:size]), list(n[:size]), tail_max, tail, _uints(offsets), counts)
     return _encode(index)
 
