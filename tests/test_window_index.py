@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wikipulse.window_blobs import Acc
-from wikipulse.window_index import Ranked, counts_of, index_blob, ranked_of, top_ranked
+from wikipulse.window_index import (
+    Ranked,
+    TopPlan,
+    counts_of,
+    index_blobs,
+    ranked_of,
+    top_ranked,
+)
 
 _names = st.sampled_from(["a", "b", "Bé", "c\x00d", "zz", "日本", "", "y" * 40])
 _pages = st.tuples(st.sampled_from(["en.wikipedia.org", "de", "x\x00"]), _names)
@@ -45,17 +52,25 @@ def _expected(buckets: list[Counter[Any]], limit: int) -> list[tuple[Any, int]]:
 def test_top_from_heads_equals_summing_everything(
     buckets: list[tuple[dict[str, int], int, bool]], limit: int
 ) -> None:
-    """Indexed lists with small heads, mixed with lists read whole, give the exact answer."""
+    """Indexed lists with small heads, mixed with lists read whole, give the exact answer,
+    with only the tails the plan asks for read (a lookup in another one would raise)."""
     lists: list[Ranked[Any]] = []
+    tails: list[bytes | None] = []
     for counts, head, indexed in buckets:
         keys, n = _sorted(Counter(counts))
-        if indexed:
-            blob = index_blob(keys, n, head)
-            assert blob is not None
-            lists.append(ranked_of(blob, pages=False))
+        blobs = index_blobs(keys, n, head) if indexed else None
+        if blobs is not None:
+            lists.append(ranked_of(blobs[0], pages=False))
+            tails.append(blobs[1])
         else:
             lists.append(Ranked(keys, n))
-    assert top_ranked(lists, limit) == _expected([Counter(c) for c, _, _ in buckets], limit)
+            tails.append(None)
+    plan = TopPlan(lists, limit)
+    for i in plan.tails():
+        tail = tails[i]
+        assert tail is not None
+        lists[i].attach(tail)
+    assert plan.result() == _expected([Counter(c) for c, _, _ in buckets], limit)
 
 
 @settings(max_examples=200, deadline=None)
@@ -68,13 +83,14 @@ def test_page_indexes_give_exact_tops_and_lookups(
     lists: list[Ranked[Any]] = []
     for counts in buckets:
         keys, n = _sorted(Counter(counts))
-        blob = index_blob(keys, n, 1)
+        blobs = index_blobs(keys, n, 1)
         if any("\x00" in wiki for wiki, _ in keys[1:]):
-            assert blob is None
+            assert blobs is None
             lists.append(Ranked(keys, n))  # read whole, as the stores then do
             continue
-        assert blob is not None
-        ranked = ranked_of(blob, pages=True)
+        assert blobs is not None
+        ranked = ranked_of(blobs[0], pages=True)
+        ranked.attach(blobs[1])
         for key, count in zip(keys[1:], n[1:], strict=True):
             assert ranked.lookup(key) == count
         assert ranked.lookup(("nowhere", "x")) == 0

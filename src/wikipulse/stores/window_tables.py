@@ -41,6 +41,7 @@ __all__ = [
     "GRACE",
     "INDEX_DIMS",
     "LEVELS",
+    "TAIL_DIMS",
     "Closed",
     "Drop",
     "Fetch",
@@ -63,10 +64,12 @@ LEVELS = (MINUTE, FIVE_MINUTES, HOUR)
 FINER = {FIVE_MINUTES: MINUTE, HOUR: FIVE_MINUTES}
 #: A 5-minute or hour bucket is sealed once the newest event time is this far past its end.
 GRACE = 120
-#: The top-list indexes (`window_index`) of users and pages, kept by sealed coarse buckets.
+#: The top-list indexes (`window_index`) of users and pages, kept by sealed coarse buckets:
+#: their heads and their tails.
 INDEX_DIMS = {"u": "U", "p": "P"}
+TAIL_DIMS = {"u": "Ut", "p": "Pt"}
 #: Every dimension a row can have.
-ALL_DIMS = (*DIMS, *INDEX_DIMS.values())
+ALL_DIMS = (*DIMS, *INDEX_DIMS.values(), *TAIL_DIMS.values())
 #: (bucket, dimension, blob) as a store returns them (every part of a bucket, any order).
 Row = tuple[int, str, bytes]
 #: (bucket, part, dimension, blob) as a store writes them.

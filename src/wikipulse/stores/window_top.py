@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from wikipulse.stores.window_tables import FINER, INDEX_DIMS, Fetch, Steps, runs
+from wikipulse.stores.window_tables import FINER, INDEX_DIMS, TAIL_DIMS, Fetch, Steps, runs
 from wikipulse.window_blobs import Part, decode_part
-from wikipulse.window_index import Ranked, ranked_of, top_ranked
+from wikipulse.window_index import Ranked, TopPlan, ranked_of
 from wikipulse.window_query import TopItem, TopQuery, split_levels
 from wikipulse.window_topn import best
 from wikipulse.windows import MINUTE
@@ -33,13 +33,18 @@ def _whole(dim: str, data: bytes) -> Ranked[Any]:
     return Ranked(part.pages.keys, part.pages.n)
 
 
-def _lists(g: int, dim: str, lo: int, hi: int) -> Steps[list[Ranked[Any]]]:
+#: Where an index's head came from: (granularity, bucket) -> the list.
+Sources = dict[tuple[int, int], Ranked[Any]]
+
+
+def _lists(g: int, dim: str, lo: int, hi: int, sources: Sources) -> Steps[list[Ranked[Any]]]:
     """Every list of users (`u`) or pages (`p`) covering the buckets of [lo, hi) at `g`."""
     lists: list[Ranked[Any]] = []
     indexed: set[int] = set()
     if g != MINUTE:
         for bucket, _, data in (yield Fetch(g, (INDEX_DIMS[dim],), lo, hi)):
-            lists.append(ranked_of(data, dim == "p"))
+            ranked = sources[g, bucket] = ranked_of(data, dim == "p")
+            lists.append(ranked)
             indexed.add(bucket)
         if indexed:
             late = yield Fetch(g, (dim,), buckets=tuple(sorted(indexed)), min_part=1)
@@ -54,7 +59,7 @@ def _lists(g: int, dim: str, lo: int, hi: int) -> Steps[list[Ranked[Any]]]:
             continue
         finer = [bucket for bucket in range(start, end, g) if bucket not in stored]
         for first, last in runs(finer, g):
-            lists += yield from _lists(FINER[g], dim, first, last)
+            lists += yield from _lists(FINER[g], dim, first, last, sources)
     return lists
 
 
@@ -79,11 +84,21 @@ def read_top(query: TopQuery) -> Steps[list[TopItem]]:
         return best(servers, query.limit)
     dim = "u" if query.by == "user" else "p"
     lists: list[Ranked[Any]] = []
+    sources: Sources = {}
     for level in levels:
-        lists += yield from _lists(level.granularity, dim, level.since, level.until)
+        lists += yield from _lists(level.granularity, dim, level.since, level.until, sources)
+    plan = TopPlan(lists, query.limit)
+    wanted = {id(lists[i]) for i in plan.tails()}
+    by_g: dict[int, list[int]] = {}
+    for (g, bucket), ranked in sources.items():
+        if id(ranked) in wanted:
+            by_g.setdefault(g, []).append(bucket)
+    for g, buckets in by_g.items():  # only the tails the answer needs
+        for bucket, _, data in (yield Fetch(g, (TAIL_DIMS[dim],), buckets=tuple(sorted(buckets)))):
+            sources[g, bucket].attach(data)
     if dim == "u":
-        return [((name,), n) for name, n in top_ranked(lists, query.limit)]
-    return list(top_ranked(lists, query.limit))
+        return [((name,), n) for name, n in plan.result()]
+    return list(plan.result())
 
 
 def _finer_counts(g: int, lo: int, hi: int) -> Steps[list[tuple[int, str, bytes]]]:

@@ -21,6 +21,7 @@ from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
     INDEX_DIMS,
+    TAIL_DIMS,
     Closed,
     Drop,
     Fetch,
@@ -32,7 +33,7 @@ from wikipulse.stores.window_tables import (
     fetch,
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
-from wikipulse.window_index import index_blob
+from wikipulse.window_index import index_blobs
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["MAX_PARTS", "compact", "write"]
@@ -53,9 +54,10 @@ def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
     _, _, users, pages = structs
     rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
     for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
-        index = index_blob(keys, n)
+        index = index_blobs(keys, n)
         if index is not None:
-            rows.append((bucket, 0, INDEX_DIMS[dim], index))
+            rows.append((bucket, 0, INDEX_DIMS[dim], index[0]))
+            rows.append((bucket, 0, TAIL_DIMS[dim], index[1]))
     return rows
 
 
