@@ -16,6 +16,7 @@ from wikipulse.window_index import (
     index_blobs,
     ranked_of,
     top_ranked,
+    users_of,
 )
 
 _names = st.sampled_from(["a", "b", "Bé", "c\x00d", "zz", "日本", "", "y" * 40])
@@ -111,3 +112,17 @@ def test_one_wiki_of_a_counts_blob_equals_decoding_it_whole() -> None:
         {"b": 1},
     )
     assert counts_of(blobs["c"], "nowhere") == ({}, {})
+
+
+def test_users_for_a_union_equal_the_whole_blobs_users() -> None:
+    """`users_of` gives the names, and one wiki's members, as the whole blob holds them."""
+    acc = Acc()
+    acc.users = {"u1": 1, "u2": 5, "u3": 3}
+    acc.members = {"a": {"u1", "u2"}, "b": {"u3", "u2"}}
+    blobs = dict(acc.blobs())
+    users = users_of(blobs["u"], "b")
+    assert users.names == ["u2", "u3", "u1"]
+    assert sorted(users.names[i] for i in users.members["b"]) == ["u2", "u3"]
+    assert list(users.members) == ["b"]
+    assert users_of(blobs["u"], None).members == {}
+    assert users_of(blobs["u"], "nowhere").members == {}

@@ -28,10 +28,19 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from wikipulse.window_blobs import add_dict
+from wikipulse.window_blobs import Users, add_dict
 from wikipulse.window_topn import best, top_items
 
-__all__ = ["HEAD", "Ranked", "TopPlan", "counts_of", "index_blobs", "ranked_of", "top_ranked"]
+__all__ = [
+    "HEAD",
+    "Ranked",
+    "TopPlan",
+    "counts_of",
+    "index_blobs",
+    "ranked_of",
+    "top_ranked",
+    "users_of",
+]
 
 #: Keys kept in an index's head.
 HEAD = 1000
@@ -54,6 +63,12 @@ class _Tail(msgspec.Struct, array_like=True):
     counts: bytes
 
 
+class _RawUsers(msgspec.Struct, array_like=True):
+    names: list[str]
+    n: msgspec.Raw
+    members: dict[str, msgspec.Raw]
+
+
 class _RawCounts(msgspec.Struct, array_like=True):
     rows: dict[str, msgspec.Raw]
     distinct: dict[str, int]
@@ -63,6 +78,8 @@ _encode = msgspec.msgpack.Encoder().encode
 _HEAD = msgspec.msgpack.Decoder(_Head)
 _TAIL = msgspec.msgpack.Decoder(_Tail)
 _RAW_COUNTS = msgspec.msgpack.Decoder(_RawCounts)
+_RAW_USERS = msgspec.msgpack.Decoder(_RawUsers)
+_INDICES = msgspec.msgpack.Decoder(list[int])
 _ROWS = msgspec.msgpack.Decoder(dict[str, list[int]])
 _FIRST = itemgetter(0)
 
@@ -170,6 +187,16 @@ def ranked_of(head: bytes, pages: bool) -> Ranked[Any]:
     index = _HEAD.decode(head)
     keys = [tuple(key) for key in index.keys] if pages else index.keys
     return Ranked(keys, index.n, index.tail_max, pages)
+
+
+def users_of(data: bytes, server: str | None) -> Users:
+    """A `u` blob's users for a set union: their names, and which of them `server` saw if
+    given, without decoding their counts or the other wikis' members."""
+    raw = _RAW_USERS.decode(data)
+    members = {}
+    if server is not None and server in raw.members:
+        members[server] = _INDICES.decode(raw.members[server])
+    return Users(raw.names, [], members)
 
 
 def counts_of(data: bytes, server: str) -> tuple[dict[str, dict[str, list[int]]], dict[str, int]]:

@@ -31,7 +31,7 @@ from wikipulse.window_blobs import (
     add_row,
     decode_part,
 )
-from wikipulse.window_index import counts_of
+from wikipulse.window_index import counts_of, users_of
 from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
 
@@ -168,10 +168,10 @@ def merge_blobs(blobs: dict[str, list[bytes]], dims: tuple[str, ...]) -> Part:
 
 
 def _stored(
-    g: int, dims: tuple[str, ...], rows: list[Row], server: str | None
+    g: int, dims: tuple[str, ...], rows: list[Row], server: str | None, light: bool
 ) -> Steps[dict[int, Part]]:
-    """The fetched buckets, each decoded (`c` only for `server` if given), or summed from its
-    parts where it has several."""
+    """The fetched buckets, each decoded (`c` only for `server` if given; `u` only for a set
+    union if `light`), or summed from its parts where it has several."""
     blobs: dict[int, dict[str, list[bytes]]] = {}
     for bucket, dim, data in rows:
         blobs.setdefault(bucket, {}).setdefault(dim, []).append(data)
@@ -188,6 +188,8 @@ def _stored(
         for dim, (data,) in found.items():
             if dim == "c" and server is not None:
                 part.counts = Counts(*counts_of(data, server))
+            elif dim == "u" and light:
+                part.users = users_of(data, server)
             else:
                 decode_part(part, dim, data)
     return parts
@@ -211,16 +213,18 @@ def fetch(
     hi: int,
     fallback: tuple[str, ...],
     server: str | None = None,
+    light: bool = False,
 ) -> Steps[dict[int, list[Part]]]:
     """The buckets of [lo, hi) at `g`: a stored bucket as one part, one not sealed yet as the
-    parts of the finer level it is made of (read with the dimensions `fallback`)."""
-    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)), server)
+    parts of the finer level it is made of (read with the dimensions `fallback`); `server`
+    and `light` as in `_stored`."""
+    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)), server, light)
     found = {bucket: [part] for bucket, part in stored.items()}
     if g == MINUTE:
         return found
     missing = [bucket for bucket in range(lo - lo % g, hi, g) if bucket not in stored]
     for start, end in runs(missing, g):
-        finer = yield from fetch(FINER[g], fallback, start, end, fallback, server)
+        finer = yield from fetch(FINER[g], fallback, start, end, fallback, server, light)
         for bucket, parts in finer.items():
             found.setdefault(bucket - bucket % g, []).extend(parts)
     return found
@@ -230,7 +234,8 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
     """The rows of a timeseries, from the buckets of its step (all wikis, or one)."""
     server = query.server_name
     dim = "t" if server is None else "c"
-    found = yield from fetch(query.step, (dim,), query.since, query.until, (dim, "u"), server)
+    since, until = query.since, query.until
+    found = yield from fetch(query.step, (dim,), since, until, (dim, "u"), server, light=True)
     counts: list[tuple[int, str, int, int, int, int]] = []
     users: list[tuple[int, int]] = []
     for bucket, parts in found.items():
