@@ -41,8 +41,12 @@ def generate(events: int, seed: int, directory: Path) -> Path:
     return path
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes]:
-    """Run a command; return its wall time, its peak RSS in KiB and its stdout."""
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes, float]:
+    """Run a command; return its wall time, its peak RSS in KiB, its stdout and its CPU time.
+
+    The CPU time (user + system, the worker processes it waited for included) is what a busy
+    machine disturbs least: on a shared machine compare it when the wall times are noisy.
+    """
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, env=env)
@@ -53,7 +57,7 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, 
         stdout = out.read()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return elapsed, usage.ru_maxrss, stdout
+    return elapsed, usage.ru_maxrss, stdout, usage.ru_utime + usage.ru_stime
 
 
 def postgres_reachable() -> bool:
@@ -181,11 +185,12 @@ def main() -> None:
     )
     print(
         f"{'variant':32} {'best s':>8} {'median s':>9} {'events/s':>11} "
-        f"{'best vs':>9} {'median vs':>9} {'peak RSS':>9}"
+        f"{'best vs':>9} {'median vs':>9} {'peak RSS':>9} {'CPU s':>6}"
     )
     expected = None
     times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     rss: dict[str, int] = dict.fromkeys(times, 0)
+    cpu: dict[str, list[float]] = {name: [] for name in times}
     # Round-robin: each run times every variant once, so a machine that speeds up or slows
     # down during the benchmark affects all variants alike.
     for _ in range(args.runs):
@@ -196,10 +201,11 @@ def main() -> None:
                 _reset_postgres(variant_env)
             if "cassandra" in name:
                 variant_env["WIKIPULSE_CASSANDRA_KEYSPACE"] = f"wp_bench_{time.time_ns()}"
-            elapsed, peak, stdout = run(cmd, variant_env)
+            elapsed, peak, stdout, used = run(cmd, variant_env)
             if "cassandra" in name:
                 _drop_cassandra(variant_env)
             times[name].append(elapsed)
+            cpu[name].append(used)
             rss[name] = max(rss[name], peak)
             if stdout.startswith(b"{"):
                 body = json.loads(stdout)
@@ -214,9 +220,10 @@ def main() -> None:
         print(
             f"{name:32} {best:8.2f} {median:9.2f} {args.events / best:11,.0f} "
             f"{baseline / best:8.1f}x {baseline_median / median:8.1f}x {rss[name] / 1024:6.0f} MB"
+            f" {statistics.median(cpu[name]):6.2f}"
         )
     print("every variant that prints statistics printed the same numbers as the baseline")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (CPU s: median user + system)")
     target = "wikipulse replay (memory)"
     if target in times and variants[0][0] in times:
         best_x = baseline / min(times[target])

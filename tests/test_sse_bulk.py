@@ -115,3 +115,13 @@ def test_an_event_larger_than_the_limit_is_refused_whether_in_one_line_or_many()
         parser.feed(b"data: " + b"y" * 10 + b"\n")
     ok = BulkSSEParser(max_event_bytes=200).feed(b"data: " + b"z" * 100 + b"\n\n")
     assert ok.data == [b"z" * 100]
+
+
+def test_an_eventstreams_shaped_event_larger_than_the_limit_in_one_read_is_refused() -> None:
+    """The fast path for `event/id/data` blocks refuses data over the limit as SSEParser
+    does, even when the whole event (and more after it) arrives in one read."""
+    small = b"event: message\nid: 1\ndata: " + b"x" * 100 + b"\n\n"
+    big = b"event: message\nid: 2\ndata: " + b"y" * 101 + b"\n\n"
+    assert BulkSSEParser(max_event_bytes=100).feed(small + small).data == [b"x" * 100] * 2
+    with pytest.raises(EventTooLarge):
+        BulkSSEParser(max_event_bytes=100).feed(small + big + small)

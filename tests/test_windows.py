@@ -32,7 +32,7 @@ from wikipulse.window_query import (
     top_body,
     top_query,
 )
-from wikipulse.windows import WindowDelta, minute_of
+from wikipulse.windows import MINUTE_CACHE, WindowDelta, minute_of
 
 T0 = 1_793_534_400  # 2026-11-01T12:00:00Z
 
@@ -245,3 +245,11 @@ def test_names_holding_nul_are_not_packed() -> None:
     assert delta.packed == []
     assert len(delta.raw) == 1
     assert delta.compact().users == {(T0, "a.org", "a\u0000b"): 1}
+
+
+def test_an_unreadable_time_does_not_make_its_minute_unreadable() -> None:
+    """`...T12:00:99Z` is in no minute; a readable time of the same minute after it still is
+    (the minute cache keeps only times that parsed)."""
+    MINUTE_CACHE.clear()
+    assert minute_of("2024-05-01T12:00:99Z") is None
+    assert minute_of("2024-05-01T12:00:05Z") == 1714564800

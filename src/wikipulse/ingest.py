@@ -10,6 +10,7 @@ from typing import Protocol
 
 from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import Events, Feed, Folded, Lines
+from wikipulse.fold_bulk import fold_block
 from wikipulse.retry import Backoff, RateLimitedLog
 from wikipulse.stats import Aggregator, Batch, Outcome, RecentIds
 from wikipulse.stores import StatsStore, StoreError, StoreUnavailable
@@ -163,7 +164,8 @@ class Pipeline:
         """
         agg = self.aggregator
         invalid = agg.counters.invalid
-        agg.fold(events.data, blank_invalid=True)
+        if not fold_block(agg, events.data):  # anything unusual: event by event
+            agg.fold(events.data, blank_invalid=True)
         for position in reversed(events.positions):
             if position is not None:
                 agg.batch.position = position

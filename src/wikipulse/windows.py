@@ -75,6 +75,8 @@ def minute_of(dt: str | None) -> int | None:
 
     Times in UTC (ending in `Z`, as the stream sends them) are read by their first 16
     characters through a cache, so a minute is parsed once; other offsets are parsed whole.
+    The cache holds only minutes of times that parsed; a later time of a cached minute is
+    not parsed again, so its seconds are not checked.
     """
     if not dt:
         return None
@@ -85,9 +87,12 @@ def minute_of(dt: str | None) -> int | None:
         except KeyError:
             pass
         minute = _parse_minute(dt)
-        if len(_minutes) >= _MAX_CACHED:
-            _minutes.clear()
-        _minutes[prefix] = minute
+        # Only a time that parses fills the cache: an unreadable one (`...T12:00:99Z`) must
+        # not make every later event of its minute unreadable too.
+        if minute is not None:
+            if len(_minutes) >= _MAX_CACHED:
+                _minutes.clear()
+            _minutes[prefix] = minute
         return minute
     return _parse_minute(dt)
 
