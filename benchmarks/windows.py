@@ -184,8 +184,11 @@ def _sqlite_bytes(path: Path) -> int:
         conn.close()
 
 
-def make(name: str, directory: Path, schema: str) -> tuple[StatsStore, Path | None]:
-    """A fresh store of that kind keeping every window of the run (retention 1000 h)."""
+def make(
+    name: str, directory: Path, schema: str, db: Path | None = None
+) -> tuple[StatsStore, Path | None]:
+    """A fresh store of that kind keeping every window of the run (retention 1000 h); SQLite
+    at `db` if given (kept, and reused when it already holds windows)."""
     if name == "memory":
         from wikipulse.stores.memory import MemoryStore
 
@@ -193,7 +196,7 @@ def make(name: str, directory: Path, schema: str) -> tuple[StatsStore, Path | No
     if name == "sqlite":
         from wikipulse.stores.sqlite import SQLiteStore
 
-        path = directory / f"bench-{schema}.db"
+        path = db or directory / f"bench-{schema}.db"
         return SQLiteStore(path, window_retention_hours=1000), path
     if name == "cassandra":
         from wikipulse.stores.cassandra import CassandraStore
@@ -213,18 +216,29 @@ def make(name: str, directory: Path, schema: str) -> tuple[StatsStore, Path | No
 
 
 async def bench(
-    name: str, path: Path, hours: float, rate: float, runs: int, scratch: str | None
+    name: str,
+    path: Path,
+    hours: float,
+    rate: float,
+    runs: int,
+    scratch: str | None,
+    db: Path | None = None,
 ) -> None:
     """Replay into one store, then print its query latencies and disk per day."""
     schema = f"wp_bench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory(dir=scratch) as d:
-        store, db_path = make(name, Path(d), schema)
+        store, db_path = make(name, Path(d), schema, db if name == "sqlite" else None)
         try:
             await store.open()
         except Exception as exc:
             print(f"{name}: skipped ({exc})", file=sys.stderr)
             return
         try:
+            assert isinstance(store, WindowStore)
+            if db is not None and name == "sqlite" and await store.window_span() is not None:
+                print(f"\n{name}: reusing the windows in {db}")
+                await report(name, store, db_path, schema, hours, rate, runs)
+                return
             started, used = time.perf_counter(), time.process_time()
             pipeline = Pipeline(store, max_events=20_000, dedup_window=100_000)
             await pipeline.run(file_feed(path))
@@ -237,28 +251,7 @@ async def bench(
                 f"{ingest_cpu:.1f} s of CPU in this process, {events / ingest_cpu:,.0f} events "
                 f"per CPU-second) at load average {os.getloadavg()[0]:.1f}"
             )
-            live = rate >= LIVE_RATE * 0.9
-            missed = 0
-            for label, span, best, median, cpu in await queries(store, runs):
-                ok = median < TARGETS[span]
-                missed += not ok
-                verdict = ("met" if ok else "MISSED") if live else "n/a below the live rate"
-                print(
-                    f"  {label:<34} best {best * 1000:7.1f} ms  median {median * 1000:7.1f} ms"
-                    f"  (CPU {cpu * 1000:7.1f} ms)  target < {TARGETS[span] * 1000:,.0f} ms: "
-                    f"{verdict}"
-                )
-            if live:
-                print(f"  targets: {'all met' if not missed else f'{missed} missed'} (median)")
-            size = await disk_bytes(name, store, db_path, schema)
-            if size is not None:
-                per_day = size / hours * 24
-                live = per_day * LIVE_RATE / rate
-                print(
-                    f"  window tables: {size / 1e6:,.1f} MB for {hours:g} h = "
-                    f"{per_day / 1e6:,.1f} MB/day here, ~{live / 1e9:,.2f} GB/day at the live rate"
-                    " (linear extrapolation)"
-                )
+            await report(name, store, db_path, schema, hours, rate, runs)
         finally:
             await store.close()
             if name == "postgres":
@@ -269,6 +262,40 @@ async def bench(
                 await conn.close()
             if name == "cassandra":
                 _drop_keyspace(schema)
+
+
+async def report(
+    name: str,
+    store: Any,
+    db_path: Path | None,
+    schema: str,
+    hours: float,
+    rate: float,
+    runs: int,
+) -> None:
+    """Print the query latencies against the targets and the disk per day."""
+    live = rate >= LIVE_RATE * 0.9
+    missed = 0
+    for label, span, best, median, cpu in await queries(store, runs):
+        ok = median < TARGETS[span]
+        missed += not ok
+        verdict = ("met" if ok else "MISSED") if live else "n/a below the live rate"
+        print(
+            f"  {label:<34} best {best * 1000:7.1f} ms  median {median * 1000:7.1f} ms"
+            f"  (CPU {cpu * 1000:7.1f} ms)  target < {TARGETS[span] * 1000:,.0f} ms: "
+            f"{verdict}"
+        )
+    if live:
+        print(f"  targets: {'all met' if not missed else f'{missed} missed'} (median)")
+    size = await disk_bytes(name, store, db_path, schema)
+    if size is not None:
+        per_day = size / hours * 24
+        live = per_day * LIVE_RATE / rate
+        print(
+            f"  window tables: {size / 1e6:,.1f} MB for {hours:g} h = "
+            f"{per_day / 1e6:,.1f} MB/day here, ~{live / 1e9:,.2f} GB/day at the live rate"
+            " (linear extrapolation)"
+        )
 
 
 def _drop_keyspace(keyspace: str) -> None:
@@ -295,6 +322,9 @@ def main() -> None:
         "--dir", type=Path, default=Path(tempfile.gettempdir()), help="where the events go"
     )
     parser.add_argument("--scratch", help="where the SQLite file goes (default: a temp dir)")
+    parser.add_argument(
+        "--db", type=Path, help="SQLite file to keep; reused (no replay) if it holds windows"
+    )
     args = parser.parse_args()
     path, rate = generate(args.events, args.hours, args.dir)
     print(
@@ -302,7 +332,7 @@ def main() -> None:
         f"{rate / LIVE_RATE:.1%} of the live rate ({LIVE_RATE:g}/s)"
     )
     for name in args.stores.split(","):
-        asyncio.run(bench(name, path, args.hours, rate, args.runs, args.scratch))
+        asyncio.run(bench(name, path, args.hours, rate, args.runs, args.scratch, args.db))
 
 
 if __name__ == "__main__":

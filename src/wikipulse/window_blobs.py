@@ -196,20 +196,24 @@ class Acc:
             self.members.setdefault(server, set()).update(names)
         add_dict(self.pages, other.pages)
 
-    def blobs(self) -> list[tuple[str, bytes]]:
-        """The four encoded blobs of the bucket: (dimension, bytes)."""
+    def structs(self) -> tuple[Totals, Counts, Users, Pages]:
+        """The bucket as its four blob values, users and pages sorted by count."""
         ranked = sorted(self.users.items(), key=_SECOND, reverse=True)
         names = [name for name, _ in ranked]
         index = {name: i for i, name in enumerate(names)}
         members = {s: list(map(index.__getitem__, us)) for s, us in self.members.items()}
         pages = sorted(self.pages.items(), key=_SECOND, reverse=True)
         distinct = {server: len(names) for server, names in self.members.items()}
-        return [
-            ("t", _encode(Totals(self.types, len(names)))),
-            ("c", _encode(Counts(self.rows, distinct))),
-            ("u", _encode(Users(names, [n for _, n in ranked], members))),
-            ("p", _encode(Pages([key for key, _ in pages], [n for _, n in pages]))),
-        ]
+        return (
+            Totals(self.types, len(names)),
+            Counts(self.rows, distinct),
+            Users(names, [n for _, n in ranked], members),
+            Pages([key for key, _ in pages], [n for _, n in pages]),
+        )
+
+    def blobs(self) -> list[tuple[str, bytes]]:
+        """The four encoded blobs of the bucket: (dimension, bytes)."""
+        return list(zip(DIMS, map(_encode, self.structs()), strict=True))
 
 
 def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:

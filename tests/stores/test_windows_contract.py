@@ -237,7 +237,7 @@ async def test_postgres_without_window_tables_says_to_migrate(postgres_schema: s
     await PostgresStore(POSTGRES_DSN, schema=postgres_schema).migrate()
     conn = await asyncpg.connect(POSTGRES_DSN)
     try:
-        await conn.execute(f'DROP TABLE "{postgres_schema}".wp_win_blobs')
+        await conn.execute(f'DROP TABLE "{postgres_schema}".wp_win_parts')
     finally:
         await conn.close()
     store = PostgresStore(POSTGRES_DSN, schema=postgres_schema, create_schema=False)

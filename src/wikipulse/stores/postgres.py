@@ -173,6 +173,7 @@ class PostgresStore:
             await conn.execute(_DDL)
             await postgres_windows.drop_old_tables(conn)
             await conn.execute(postgres_windows.WINDOW_DDL)
+            await postgres_windows.upgrade_blobs(conn)
             await conn.execute(LEASE_DDL)
 
     async def open(self) -> None:

@@ -1,11 +1,13 @@
-"""The PostgreSQL store's time windows: one table of blobs, written inside the store's commit.
+"""The PostgreSQL store's time windows: one table of blob parts, written inside the store's commit.
 
-The same layout as SQLite's (see `sqlite_windows.py`; the logic is `window_tables`):
-`wp_win_blobs(g, dim, bucket, data bytea)`, one row per granularity, dimension and bucket.
-A commit runs after the state row is locked (`FOR UPDATE`), so two writers never
-read-modify-write the same bucket at once; rows are written sorted by key. Readers run in the
-store's REPEATABLE READ snapshot. The six `wp_win_*` tables of the earlier layout are dropped
-by `migrate` (the windows then restart from nothing; the counters are kept).
+The same layout as SQLite's (see `sqlite_windows.py`; the logic is `window_tables` and
+`window_writer`): `wp_win_parts(g, dim, bucket, part, data bytea)`, per granularity, dimension
+and bucket one or more parts whose sum is the bucket. A commit runs after the state row is
+locked (`FOR UPDATE`), so two writers never write the same bucket at once; rows are written
+sorted by key. Readers run in the store's REPEATABLE READ snapshot. `migrate` copies the
+earlier `wp_win_parts` (one blob per bucket) into `wp_win_parts` as part 0 and drops it, and
+drops the six `wp_win_*` tables of the layout before (those windows restart from nothing; the
+counters are kept).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from typing import Any
 
 from wikipulse.stores import window_tables as tables
+from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -25,15 +28,16 @@ __all__ = [
     "read_series",
     "read_span",
     "read_top",
+    "upgrade_blobs",
     "write",
 ]
 
 log = logging.getLogger(__name__)
 
 WINDOW_DDL = """
-CREATE TABLE IF NOT EXISTS wp_win_blobs (
+CREATE TABLE IF NOT EXISTS wp_win_parts (
     g integer NOT NULL, dim text COLLATE "C" NOT NULL, bucket bigint NOT NULL,
-    data bytea NOT NULL, PRIMARY KEY (g, dim, bucket)
+    part integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (g, dim, bucket, part)
 );
 """
 _OLD_TABLES = (
@@ -45,26 +49,51 @@ _OLD_TABLES = (
     "wp_win_pages",
 )
 _RANGE = (
-    "SELECT bucket, dim, data FROM wp_win_blobs WHERE g = $1 AND dim = ANY($2::text[]) "
-    "AND bucket >= $3 AND bucket < $4"
+    "SELECT bucket, dim, data FROM wp_win_parts WHERE g = $1 AND dim = ANY($2::text[]) "
+    "AND bucket >= $3 AND bucket < $4 AND part >= $5"
 )
 _AT = (
-    "SELECT bucket, dim, data FROM wp_win_blobs WHERE g = $1 AND dim = ANY($2::text[]) "
-    "AND bucket = ANY($3::bigint[])"
+    "SELECT bucket, dim, data FROM wp_win_parts WHERE g = $1 AND dim = ANY($2::text[]) "
+    "AND bucket = ANY($3::bigint[]) AND part >= $4"
 )
 _PUT = (
-    "INSERT INTO wp_win_blobs AS t SELECT $1::integer, * FROM unnest($2::text[], $3::bigint[], "
-    "$4::bytea[]) ON CONFLICT (g, dim, bucket) DO UPDATE SET data = excluded.data"
+    "INSERT INTO wp_win_parts AS t SELECT $1::integer, * FROM unnest($2::text[], $3::bigint[], "
+    "$4::integer[], $5::bytea[]) ON CONFLICT (g, dim, bucket, part) "
+    "DO UPDATE SET data = excluded.data"
+)
+_DROP = "DELETE FROM wp_win_parts WHERE g = $1 AND bucket = ANY($2::bigint[])"
+_PARTS_RANGE = (
+    "SELECT bucket, max(part), count(*) FROM wp_win_parts WHERE g = $1 AND dim = 't' "
+    "AND bucket >= $2 AND bucket < $3 GROUP BY bucket"
+)
+_PARTS_AT = (
+    "SELECT bucket, max(part), count(*) FROM wp_win_parts WHERE g = $1 AND dim = 't' "
+    "AND bucket = ANY($2::bigint[]) GROUP BY bucket"
 )
 _CLOSED = (
-    "SELECT DISTINCT bucket - bucket % $1 FROM wp_win_blobs WHERE g = 60 AND dim = 't' "
+    "SELECT DISTINCT bucket - bucket % $1 FROM wp_win_parts WHERE g = 60 AND dim = 't' "
     "AND bucket >= $2 AND bucket < $3"
 )
-_SPAN = "SELECT min(bucket), max(bucket) FROM wp_win_blobs WHERE g = $1 AND dim = 't'"
+_SPAN = "SELECT min(bucket), max(bucket) FROM wp_win_parts WHERE g = $1 AND dim = 't'"
 _PRUNE = (
-    "DELETE FROM wp_win_blobs WHERE ctid = ANY(ARRAY(SELECT ctid FROM wp_win_blobs "
+    "DELETE FROM wp_win_parts WHERE ctid = ANY(ARRAY(SELECT ctid FROM wp_win_parts "
     "WHERE g = $1 AND bucket <= $2 LIMIT $3))"
 )
+
+
+async def upgrade_blobs(conn: Any) -> None:
+    """Move the earlier one blob per bucket (`wp_win_blobs`) into `wp_win_parts` as part 0."""
+    if not await conn.fetchval("SELECT to_regclass('wp_win_blobs')"):
+        return
+    status = await conn.execute(
+        "INSERT INTO wp_win_parts (g, dim, bucket, part, data) "
+        "SELECT g, dim, bucket, 0, data FROM wp_win_blobs ON CONFLICT DO NOTHING"
+    )
+    await conn.execute("DROP TABLE wp_win_blobs")
+    log.warning(
+        "time windows: moved %s rows of wp_win_blobs into wp_win_parts (kept as is)",
+        status.split()[-1],
+    )
 
 
 async def drop_old_tables(conn: Any) -> None:
@@ -93,15 +122,26 @@ async def _answer(conn: Any, request: tables.Request) -> Any:
     if isinstance(request, tables.Fetch):
         dims = list(request.dims)
         if request.buckets is None:
-            rows = await conn.fetch(_RANGE, request.g, dims, request.lo, request.hi)
+            args = (request.lo, request.hi, request.min_part)
+            rows = await conn.fetch(_RANGE, request.g, dims, *args)
         else:
-            rows = await conn.fetch(_AT, request.g, dims, list(request.buckets))
+            buckets = list(request.buckets)
+            rows = await conn.fetch(_AT, request.g, dims, buckets, request.min_part)
         return [(r[0], r[1], r[2]) for r in rows]
     if isinstance(request, tables.Put):
-        rows = sorted(request.rows, key=lambda row: (row[1], row[0]))
-        buckets, dims, blobs = (list(column) for column in zip(*rows, strict=True))
-        await conn.execute(_PUT, request.g, dims, buckets, blobs)
+        rows = sorted(request.rows, key=lambda row: (row[2], row[0], row[1]))
+        buckets, parts, dims, blobs = (list(column) for column in zip(*rows, strict=True))
+        await conn.execute(_PUT, request.g, dims, buckets, parts, blobs)
         return None
+    if isinstance(request, tables.Drop):
+        await conn.execute(_DROP, request.g, list(request.buckets))
+        return None
+    if isinstance(request, tables.Parts):
+        if request.buckets is None:
+            got = await conn.fetch(_PARTS_RANGE, request.g, request.lo, request.hi)
+        else:
+            got = await conn.fetch(_PARTS_AT, request.g, list(request.buckets))
+        return {r[0]: (r[1], r[2]) for r in got}
     found = await conn.fetch(_CLOSED, request.g, request.lo, request.hi)
     return {r[0] for r in found}
 
@@ -117,7 +157,7 @@ async def write(conn: Any, delta: WindowDelta, state: tables.WriterState) -> tab
     """Write a batch's windows inside the caller's open transaction; return the next state."""
     if not delta:
         return state
-    result: tables.WriterState = await _run(conn, tables.write(delta, state))
+    result: tables.WriterState = await _run(conn, window_writer.write(delta, state))
     return result
 
 
@@ -135,7 +175,7 @@ async def read_series(conn: Any, query: SeriesQuery) -> SeriesRows:
 
 async def read_top(conn: Any, query: TopQuery) -> list[TopItem]:
     """The busiest keys of the window (the caller holds one read-only transaction)."""
-    items: list[TopItem] = await _run(conn, tables.read_top(query))
+    items: list[TopItem] = await _run(conn, window_top.read_top(query))
     return items
 
 

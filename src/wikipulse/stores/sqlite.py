@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteStore"]
 
 _T = TypeVar("_T")
-_SCHEMA_VERSION = 5  # 3: time windows, 4: the writer's lease, 5: windows as blobs
+# 3: time windows, 4: the writer's lease, 5: windows as blobs, 6: blobs in parts
+_SCHEMA_VERSION = 6
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS state (
@@ -274,6 +275,7 @@ class SQLiteStore:
 def _create_schema(conn: sqlite3.Connection) -> None:
     sqlite_windows.drop_old_tables(conn)
     conn.executescript(_SCHEMA)
+    sqlite_windows.upgrade_blobs(conn)
     conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 

@@ -1,13 +1,15 @@
-"""The SQLite store's time windows: one table of blobs, written inside the store's commit.
+"""The SQLite store's time windows: one table of blob parts, written inside the store's commit.
 
-`win_blobs(g, dim, bucket, data)`: one row per granularity (60, 300, 3600), dimension and
-bucket, its value a msgpack blob (see `window_blobs` and `window_tables`, which hold the
-logic; this module runs it on a connection). A commit rewrites the few minute rows its batch
-touches and seals closed 5-minute and hour buckets, in the same transaction as the counters
-and the position. Pruning deletes a bounded number of rows per transaction.
+`win_parts(g, dim, bucket, part, data)`: per granularity (60, 300, 3600), dimension and bucket,
+one or more parts whose sum is the bucket, each a msgpack blob (see `window_blobs`; the logic
+is `window_tables` and `window_writer`; this module runs it on a connection). A commit appends
+the parts of the buckets its batch touches, compacts closed minutes and seals closed 5-minute
+and hour buckets, in the same transaction as the counters and the position. Pruning deletes a
+bounded number of rows per transaction.
 
-Databases of schema versions 3 and 4 held a row per (bucket, key) in six `win_*` tables; migrating
-drops them (the windows then restart from nothing; the counters are kept).
+Schema version 5 kept one blob per bucket in `win_parts`: migrating copies each as part 0 of
+`win_parts` (nothing is lost). Versions 3 and 4 held a row per (bucket, key) in six `win_*`
+tables; migrating drops them (the windows then restart from nothing; the counters are kept).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import msgspec
 
 from wikipulse.stores import window_tables as tables
+from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -31,40 +34,68 @@ __all__ = [
     "read_series",
     "read_span",
     "read_top",
+    "upgrade_blobs",
     "write",
 ]
 
 log = logging.getLogger(__name__)
 
 WINDOW_SCHEMA = """
-CREATE TABLE IF NOT EXISTS win_blobs (
-    g INTEGER NOT NULL, dim TEXT NOT NULL, bucket INTEGER NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (g, dim, bucket)
+CREATE TABLE IF NOT EXISTS win_parts (
+    g INTEGER NOT NULL, dim TEXT NOT NULL, bucket INTEGER NOT NULL, part INTEGER NOT NULL,
+    data BLOB NOT NULL, PRIMARY KEY (g, dim, bucket, part)
 );
 """
 #: The tables of schema version 3 (a row per bucket and key).
 OLD_TABLES = ("win_counts", "win_users", "win_totals", "win_distinct", "win_users5", "win_pages")
 _RANGE = (
-    "SELECT bucket, dim, data FROM win_blobs WHERE g = ? AND dim = ? AND bucket >= ? AND bucket < ?"
+    "SELECT bucket, dim, data FROM win_parts WHERE g = ? AND dim = ? AND bucket >= ? "
+    "AND bucket < ? AND part >= ?"
 )
 _AT = (
-    "SELECT bucket, dim, data FROM win_blobs WHERE g = ? AND dim = ? "
-    "AND bucket IN (SELECT value FROM json_each(?))"
+    "SELECT bucket, dim, data FROM win_parts WHERE g = ? AND dim = ? "
+    "AND bucket IN (SELECT value FROM json_each(?)) AND part >= ?"
 )
 _PUT = (
-    "INSERT INTO win_blobs (g, dim, bucket, data) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (g, dim, bucket) DO UPDATE SET data = excluded.data"
+    "INSERT INTO win_parts (g, dim, bucket, part, data) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (g, dim, bucket, part) DO UPDATE SET data = excluded.data"
+)
+_DROP = (
+    "DELETE FROM win_parts WHERE g = ? AND dim = ? AND bucket IN (SELECT value FROM json_each(?))"
+)
+_PARTS_RANGE = (
+    "SELECT bucket, max(part), count(*) FROM win_parts WHERE g = ? AND dim = 't' "
+    "AND bucket >= ? AND bucket < ? GROUP BY bucket"
+)
+_PARTS_AT = (
+    "SELECT bucket, max(part), count(*) FROM win_parts WHERE g = ? AND dim = 't' "
+    "AND bucket IN (SELECT value FROM json_each(?)) GROUP BY bucket"
 )
 _CLOSED = (
-    "SELECT DISTINCT bucket - bucket % ? FROM win_blobs WHERE g = 60 AND dim = 't' "
+    "SELECT DISTINCT bucket - bucket % ? FROM win_parts WHERE g = 60 AND dim = 't' "
     "AND bucket >= ? AND bucket < ?"
 )
-_SPAN = "SELECT min(bucket), max(bucket) FROM win_blobs WHERE g = ? AND dim = 't'"
+_SPAN = "SELECT min(bucket), max(bucket) FROM win_parts WHERE g = ? AND dim = 't'"
 _PRUNE = (
-    "DELETE FROM win_blobs WHERE rowid IN "
-    "(SELECT rowid FROM win_blobs WHERE g = ? AND dim = ? AND bucket <= ? LIMIT ?)"
+    "DELETE FROM win_parts WHERE rowid IN "
+    "(SELECT rowid FROM win_parts WHERE g = ? AND dim = ? AND bucket <= ? LIMIT ?)"
 )
 _encode = msgspec.json.Encoder().encode
+
+
+def upgrade_blobs(conn: sqlite3.Connection) -> None:
+    """Move schema version 5's one blob per bucket (`win_blobs`) into `win_parts` as part 0."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'win_blobs'"
+    ).fetchone()
+    if found is None:
+        return
+    moved = conn.execute(
+        "INSERT OR IGNORE INTO win_parts (g, dim, bucket, part, data) "
+        "SELECT g, dim, bucket, 0, data FROM win_blobs"
+    ).rowcount
+    conn.execute("DROP TABLE win_blobs")
+    log.warning("time windows: moved %d rows of win_blobs into win_parts (kept as is)", moved)
 
 
 def drop_old_tables(conn: sqlite3.Connection) -> None:
@@ -99,16 +130,29 @@ def _answer(conn: sqlite3.Connection, request: tables.Request) -> Any:
         rows: list[tuple[int, str, bytes]] = []
         for dim in request.dims:
             if request.buckets is None:
-                params: tuple[Any, ...] = (request.g, dim, request.lo, request.hi)
+                params: tuple[Any, ...] = (request.g, dim, request.lo, request.hi, request.min_part)
                 rows += conn.execute(_RANGE, params).fetchall()
             else:
-                params = (request.g, dim, _encode(request.buckets))
+                params = (request.g, dim, _encode(request.buckets), request.min_part)
                 rows += conn.execute(_AT, params).fetchall()
         return rows
     if isinstance(request, tables.Put):
         g = request.g
-        conn.executemany(_PUT, [(g, dim, bucket, data) for bucket, dim, data in request.rows])
+        puts = [(g, dim, bucket, part, data) for bucket, part, dim, data in request.rows]
+        conn.executemany(_PUT, puts)
         return None
+    if isinstance(request, tables.Drop):
+        buckets = _encode(request.buckets)
+        for dim in tables.ALL_DIMS:
+            conn.execute(_DROP, (request.g, dim, buckets))
+        return None
+    if isinstance(request, tables.Parts):
+        if request.buckets is None:
+            params = (request.g, request.lo, request.hi)
+            found = conn.execute(_PARTS_RANGE, params)
+        else:
+            found = conn.execute(_PARTS_AT, (request.g, _encode(request.buckets)))
+        return {bucket: (top, count) for bucket, top, count in found}
     return {row[0] for row in conn.execute(_CLOSED, (request.g, request.lo, request.hi))}
 
 
@@ -125,7 +169,7 @@ def write(
     """Write a batch's windows inside the caller's open transaction; return the next state."""
     if not delta:
         return state
-    result: tables.WriterState = _run(conn, tables.write(delta, state))
+    result: tables.WriterState = _run(conn, window_writer.write(delta, state))
     return result
 
 
@@ -151,7 +195,7 @@ def read_series(conn: sqlite3.Connection, query: SeriesQuery) -> SeriesRows:
 
 def read_top(conn: sqlite3.Connection, query: TopQuery) -> list[TopItem]:
     """The busiest keys of the window, in one read transaction."""
-    items: list[TopItem] = _read(conn, tables.read_top(query))
+    items: list[TopItem] = _read(conn, window_top.read_top(query))
     return items
 
 
@@ -161,7 +205,7 @@ def prune_chunk(conn: sqlite3.Connection, cutoff: int, limit: int) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         for g in tables.LEVELS:
-            for dim in ("t", "c", "u", "p"):
+            for dim in tables.ALL_DIMS:
                 deleted += conn.execute(_PRUNE, (g, dim, cutoff - g, limit)).rowcount
         conn.execute("COMMIT")
     except BaseException:

@@ -1,19 +1,20 @@
 """The SQL stores' time-window logic over one table of blobs, free of any database driver.
 
-Both SQL stores keep one row per (granularity `g`, dimension, bucket) holding a blob
-(`window_blobs`): minutes (60), 5 minutes (300) and hours (3600). The logic is written once
-here as generators that yield requests (`Fetch`, `Put`, `Closed`) and receive their results;
-`sqlite_windows` and `postgres_windows` run them against their connection (synchronously or
-with await) inside the caller's transaction.
+Both SQL stores keep rows keyed (granularity `g`, dimension, bucket, part) holding a blob
+(`window_blobs`): minutes (60), 5 minutes (300) and hours (3600). A bucket is the sum of its
+parts; a closed bucket is compacted into one part (number 0). The logic is written once here as
+generators that yield requests (`Fetch`, `Put`, `Drop`, `Parts`, `Closed`) and receive their
+results; `sqlite_windows` and `postgres_windows` run them against their connection
+(synchronously or with await) inside the caller's transaction.
 
-Writing a batch: the minutes it touches are read, merged with it and written back (a few rows
-however many events: the cost of a commit no longer grows with its distinct users and pages).
-5-minute and hour buckets are *sealed* once event time has moved `GRACE` seconds past their
-end: rolled up from the finer level and written once. A late event for a sealed bucket is
-merged into it too, so every level stays exact. Until a bucket is sealed, readers build it
-from the finer level (`fetch` falls back level by level), so answers never depend on sealing,
-only their speed does. Sealing progress is kept by the writer (`WriterState`) and only moves
-on once the transaction committed.
+Writing a batch (`window_writer`) appends its buckets as new parts, so a commit costs what the
+batch holds, not what the open minute already holds. Readers merge the parts of a bucket
+(`fetch`): only open minutes (and buckets that got late events) have several. A 5-minute or
+hour bucket is *sealed* once event time has moved `GRACE` seconds past its end: rolled up from
+the finer level and written once. Until then readers build it from the finer level (`fetch`
+falls back level by level), so answers never depend on sealing, only their speed does. How far
+minutes are compacted and buckets sealed is kept by the writer (`WriterState`) and only moves
+on once the transaction committed; it is rebuilt from the table when a store opens.
 """
 
 from __future__ import annotations
@@ -25,30 +26,35 @@ from typing import Any, TypeVar
 from wikipulse.window_blobs import (
     DIMS,
     Acc,
+    Counts,
     Part,
     add_row,
     decode_part,
-    minute_accs,
 )
-from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery, split_levels
-from wikipulse.window_topn import best, top_items
-from wikipulse.windows import HOUR, MINUTE, WindowDelta
+from wikipulse.window_index import counts_of, users_of
+from wikipulse.window_query import SeriesQuery, SeriesRows
+from wikipulse.windows import HOUR, MINUTE
 
 __all__ = [
+    "ALL_DIMS",
     "FINER",
     "GRACE",
+    "INDEX_DIMS",
     "LEVELS",
+    "TAIL_DIMS",
     "Closed",
+    "Drop",
     "Fetch",
+    "Parts",
     "Put",
     "Request",
     "Steps",
     "WriterState",
     "fetch",
+    "merge_blobs",
     "read_series",
-    "read_top",
+    "runs",
     "start_state",
-    "write",
 ]
 
 _T = TypeVar("_T")
@@ -58,8 +64,16 @@ LEVELS = (MINUTE, FIVE_MINUTES, HOUR)
 FINER = {FIVE_MINUTES: MINUTE, HOUR: FIVE_MINUTES}
 #: A 5-minute or hour bucket is sealed once the newest event time is this far past its end.
 GRACE = 120
-#: (bucket, dimension, blob) as a store returns and writes them.
+#: The top-list indexes (`window_index`) of users and pages, kept by sealed coarse buckets:
+#: their heads and their tails.
+INDEX_DIMS = {"u": "U", "p": "P"}
+TAIL_DIMS = {"u": "Ut", "p": "Pt"}
+#: Every dimension a row can have.
+ALL_DIMS = (*DIMS, *INDEX_DIMS.values(), *TAIL_DIMS.values())
+#: (bucket, dimension, blob) as a store returns them (every part of a bucket, any order).
 Row = tuple[int, str, bytes]
+#: (bucket, part, dimension, blob) as a store writes them.
+PartRow = tuple[int, int, str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,8 @@ class Fetch:
     lo: int = 0
     hi: int = 0
     buckets: tuple[int, ...] | None = None
+    #: only parts numbered this or above (1: the late parts of a sealed bucket)
+    min_part: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +94,26 @@ class Put:
     """Insert or replace these rows at granularity `g`."""
 
     g: int
-    rows: list[Row]
+    rows: list[PartRow]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Delete every part of these buckets at granularity `g`, all dimensions."""
+
+    g: int
+    buckets: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Per stored bucket of `g` in [lo, hi), or of exactly `buckets` if given: (its highest
+    part number, its number of parts); the result is a dict."""
+
+    g: int
+    lo: int = 0
+    hi: int = 0
+    buckets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +125,14 @@ class Closed:
     hi: int
 
 
-Request = Fetch | Put | Closed
+Request = Fetch | Put | Drop | Parts | Closed
 Steps = Generator[Request, Any, _T]
 
 
 @dataclass(slots=True)
 class WriterState:
-    """The newest minute written and, per coarse level, below which every bucket is sealed."""
+    """The newest minute written and, per level, below which every bucket is compacted (minutes)
+    or sealed (5 minutes, hours)."""
 
     newest: int | None = None
     sealed: dict[int, int] = field(default_factory=dict)
@@ -104,7 +140,7 @@ class WriterState:
 
 def start_state(newest: int | None, oldest: int | None, coarse_max: dict[int, int]) -> WriterState:
     """The writer's state when a store opens, from what the table holds."""
-    sealed = {}
+    sealed = {MINUTE: 0 if oldest is None else oldest}  # the first commit compacts what is left
     for g in (FIVE_MINUTES, HOUR):
         if g in coarse_max:
             sealed[g] = coarse_max[g] + g
@@ -113,100 +149,93 @@ def start_state(newest: int | None, oldest: int | None, coarse_max: dict[int, in
     return WriterState(newest, sealed)
 
 
-def _parts(rows: list[Row]) -> dict[int, Part]:
-    parts: dict[int, Part] = {}
+def merge_blobs(blobs: dict[str, list[bytes]], dims: tuple[str, ...]) -> Part:
+    """One bucket summed from the blobs of its parts, with the dimensions `dims` only
+    (distinct users are recounted from the users' blobs, which must be among `blobs`)."""
+    acc = Acc()
+    for dim, datas in blobs.items():
+        for data in datas:
+            piece = Part()
+            decode_part(piece, dim, data)
+            acc.add_part(piece)
+    totals, counts, users, pages = acc.structs()
+    return Part(
+        totals if "t" in dims else None,
+        counts if "c" in dims else None,
+        users if "u" in dims else None,
+        pages if "p" in dims else None,
+    )
+
+
+def _stored(
+    g: int, dims: tuple[str, ...], rows: list[Row], server: str | None, light: bool
+) -> Steps[dict[int, Part]]:
+    """The fetched buckets, each decoded (`c` only for `server` if given; `u` only for a set
+    union if `light`), or summed from its parts where it has several."""
+    blobs: dict[int, dict[str, list[bytes]]] = {}
     for bucket, dim, data in rows:
-        part = parts.get(bucket)
-        if part is None:
-            part = parts[bucket] = Part()
-        decode_part(part, dim, data)
+        blobs.setdefault(bucket, {}).setdefault(dim, []).append(data)
+    several = [b for b, found in blobs.items() if any(len(d) > 1 for d in found.values())]
+    if several and "u" not in dims and ("t" in dims or "c" in dims):
+        # distinct users of a bucket in parts: the union of its parts' users
+        for bucket, dim, data in (yield Fetch(g, ("u",), buckets=tuple(sorted(several)))):
+            blobs[bucket].setdefault(dim, []).append(data)
+    parts: dict[int, Part] = {}
+    for bucket in several:
+        parts[bucket] = merge_blobs(blobs.pop(bucket), dims)
+    for bucket, found in blobs.items():
+        part = parts[bucket] = Part()
+        for dim, (data,) in found.items():
+            if dim == "c" and server is not None:
+                part.counts = Counts(*counts_of(data, server))
+            elif dim == "u" and light:
+                part.users = users_of(data, server)
+            else:
+                decode_part(part, dim, data)
     return parts
 
 
+def runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
+    """Ascending `g`-aligned buckets as [start, end) runs of adjacent ones."""
+    found: list[list[int]] = []
+    for bucket in buckets:
+        if found and found[-1][1] == bucket:
+            found[-1][1] = bucket + g
+        else:
+            found.append([bucket, bucket + g])
+    return [(start, end) for start, end in found]
+
+
 def fetch(
-    g: int, dims: tuple[str, ...], lo: int, hi: int, fallback: tuple[str, ...]
+    g: int,
+    dims: tuple[str, ...],
+    lo: int,
+    hi: int,
+    fallback: tuple[str, ...],
+    server: str | None = None,
+    light: bool = False,
 ) -> Steps[dict[int, list[Part]]]:
     """The buckets of [lo, hi) at `g`: a stored bucket as one part, one not sealed yet as the
-    parts of the finer level it is made of (read with the dimensions `fallback`)."""
-    stored = _parts((yield Fetch(g, dims, lo, hi)))
+    parts of the finer level it is made of (read with the dimensions `fallback`); `server`
+    and `light` as in `_stored`."""
+    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)), server, light)
     found = {bucket: [part] for bucket, part in stored.items()}
     if g == MINUTE:
         return found
-    runs: list[list[int]] = []
-    for bucket in range(lo - lo % g, hi, g):
-        if bucket in stored:
-            continue
-        if runs and runs[-1][1] == bucket:
-            runs[-1][1] = bucket + g
-        else:
-            runs.append([bucket, bucket + g])
-    for start, end in runs:
-        finer = yield from fetch(FINER[g], fallback, start, end, fallback)
+    missing = [bucket for bucket in range(lo - lo % g, hi, g) if bucket not in stored]
+    for start, end in runs(missing, g):
+        finer = yield from fetch(FINER[g], fallback, start, end, fallback, server, light)
         for bucket, parts in finer.items():
             found.setdefault(bucket - bucket % g, []).extend(parts)
     return found
-
-
-def _merge_into(g: int, accs: dict[int, list[Acc]], always: bool) -> Steps[set[int]]:
-    """Add the batch's parts of each bucket to the stored bucket (to every bucket, or only to
-    those already stored); return the buckets that were stored."""
-    stored = _parts((yield Fetch(g, DIMS, buckets=tuple(sorted(accs)))))
-    puts: list[Row] = []
-    for bucket, parts in accs.items():
-        part = stored.get(bucket)
-        if part is None and not always:
-            continue
-        if part is None and len(parts) == 1:
-            merged = parts[0]
-        else:
-            merged = Acc()
-            if part is not None:
-                merged.add_part(part)
-            for acc in parts:
-                merged.add(acc)
-        puts += [(bucket, dim, data) for dim, data in merged.blobs()]
-    if puts:
-        yield Put(g, puts)
-    return set(stored)
-
-
-def write(delta: WindowDelta, state: WriterState) -> Steps[WriterState]:
-    """Write a batch's windows; return the writer state to keep once the commit succeeded."""
-    minutes = minute_accs(delta)
-    if not minutes:
-        return state
-    newest = max(minutes) if state.newest is None else max(state.newest, max(minutes))
-    yield from _merge_into(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, True)
-    sealed = dict(state.sealed)
-    for g in (FIVE_MINUTES, HOUR):
-        touched: dict[int, list[Acc]] = {}
-        for minute, acc in minutes.items():
-            touched.setdefault(minute - minute % g, []).append(acc)
-        # a late event: its sealed bucket gets it too
-        have = yield from _merge_into(g, touched, always=False)
-        edge = newest - GRACE
-        hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
-        lo = sealed.get(g, 0)
-        closed: set[int] = set((yield Closed(g, lo, hi))) if hi > lo else set()
-        closed |= {bucket for bucket in touched if bucket < hi}
-        closed -= have  # merged with the batch above
-        for bucket in sorted(closed):
-            acc = Acc()
-            finer = yield from fetch(FINER[g], DIMS, bucket, bucket + g, DIMS)
-            for parts in finer.values():
-                for part in parts:
-                    acc.add_part(part)
-            if acc.types:
-                yield Put(g, [(bucket, dim, data) for dim, data in acc.blobs()])
-        sealed[g] = max(lo, hi)
-    return WriterState(newest, sealed)
 
 
 def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
     """The rows of a timeseries, from the buckets of its step (all wikis, or one)."""
     server = query.server_name
     dim = "t" if server is None else "c"
-    found = yield from fetch(query.step, (dim,), query.since, query.until, (dim, "u"))
+    since, until = query.since, query.until
+    found = yield from fetch(query.step, (dim,), since, until, (dim, "u"), server, light=True)
     counts: list[tuple[int, str, int, int, int, int]] = []
     users: list[tuple[int, int]] = []
     for bucket, parts in found.items():
@@ -243,29 +272,3 @@ def read_series(query: SeriesQuery) -> Steps[SeriesRows]:
         if distinct:
             users.append((bucket, distinct))
     return SeriesRows(counts, users)
-
-
-_TOP_DIM = {"server_name": "c", "user": "u", "page": "p"}
-
-
-def read_top(query: TopQuery) -> Steps[list[TopItem]]:
-    """The busiest keys: whole hours, then 5 minutes, then minutes at the edges."""
-    dim = _TOP_DIM[query.by]
-    parts: list[Part] = []
-    for part in split_levels(query.since, query.until):
-        found = yield from fetch(part.granularity, (dim,), part.since, part.until, (dim,))
-        for pieces in found.values():
-            parts += pieces
-    if query.by == "server_name":
-        servers: dict[tuple[str, ...], int] = {}
-        for piece in parts:
-            assert piece.counts is not None
-            for name, kinds in piece.counts.rows.items():
-                key = (name,)
-                servers[key] = servers.get(key, 0) + sum(row[0] for row in kinds.values())
-        return best(servers, query.limit)
-    if query.by == "user":
-        lists = [(p.users.names, p.users.n) for p in parts if p.users is not None]
-        return [((name,), n) for name, n in top_items(lists, query.limit)]
-    pages = [(p.pages.keys, p.pages.n) for p in parts if p.pages is not None]
-    return [(key, n) for key, n in top_items(pages, query.limit)]

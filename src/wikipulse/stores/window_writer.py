@@ -1,0 +1,147 @@
+"""Writing a batch's time windows into the SQL stores' table of parts, free of any driver.
+
+A commit used to read the open minute's blobs, merge the batch in and write them back sorted:
+its cost grew with the minute (thousands of users and pages at the live rate), not with the
+batch, and it ran holding the GIL, stalling the event loop every commit. Now a commit appends
+each bucket it touches as a new *part* (its own small sorted blobs), so it costs what the batch
+holds; readers merge a bucket's parts (`window_tables.fetch`). A minute is compacted into one
+part once event time has moved `GRACE` past it (once per minute, the price the old way paid
+every commit), and any bucket reaching `MAX_PARTS` parts (late events for a closed bucket) is
+compacted then, so readers never merge more than that many parts of a closed bucket.
+
+Everything is written in the caller's transaction, with the counters and the position, so a
+crash between two part writes, or between the parts and a compaction, leaves whole commits only.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from wikipulse.stores.window_tables import (
+    FINER,
+    GRACE,
+    INDEX_DIMS,
+    TAIL_DIMS,
+    Closed,
+    Drop,
+    Fetch,
+    PartRow,
+    Parts,
+    Put,
+    Steps,
+    WriterState,
+    fetch,
+)
+from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
+from wikipulse.window_index import index_blobs
+from wikipulse.windows import HOUR, MINUTE, WindowDelta
+
+__all__ = ["MAX_PARTS", "compact", "write"]
+
+#: A bucket holding this many parts is compacted at the next write that touches it.
+MAX_PARTS = 48
+_COARSE = (5 * MINUTE, HOUR)
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def _rows(bucket: int, part: int, acc: Acc) -> list[PartRow]:
+    return [(bucket, part, dim, data) for dim, data in acc.blobs()]
+
+
+def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
+    """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
+    structs = acc.structs()
+    _, _, users, pages = structs
+    rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
+    for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
+        index = index_blobs(keys, n)
+        if index is not None:
+            rows.append((bucket, 0, INDEX_DIMS[dim], index[0]))
+            rows.append((bucket, 0, TAIL_DIMS[dim], index[1]))
+    return rows
+
+
+def _summed(accs: list[Acc]) -> Acc:
+    if len(accs) == 1:
+        return accs[0]
+    total = Acc()
+    for acc in accs:
+        total.add(acc)
+    return total
+
+
+def compact(g: int, bucket: int) -> Steps[None]:
+    """Replace the parts of a bucket by one (part 0) holding their sum."""
+    acc = Acc()
+    for _, dim, data in (yield Fetch(g, DIMS, buckets=(bucket,))):
+        piece = Part()
+        decode_part(piece, dim, data)
+        acc.add_part(piece)
+    yield Drop(g, (bucket,))
+    yield Put(g, _rows(bucket, 0, acc) if g == MINUTE else _sealed_rows(bucket, acc))
+
+
+def _append(g: int, accs: dict[int, list[Acc]], only_stored: bool) -> Steps[set[int]]:
+    """Write each bucket's share of the batch as a new part (to every bucket, or only to those
+    already stored); compact the buckets that reach `MAX_PARTS`; return the stored buckets."""
+    stored: dict[int, tuple[int, int]] = yield Parts(g, buckets=tuple(sorted(accs)))
+    puts: list[PartRow] = []
+    full: list[int] = []
+    for bucket, parts in accs.items():
+        have = stored.get(bucket)
+        if have is None:
+            if not only_stored:
+                puts += _rows(bucket, 0, _summed(parts))
+            continue
+        puts += _rows(bucket, have[0] + 1, _summed(parts))
+        if have[1] + 1 >= MAX_PARTS:
+            full.append(bucket)
+    if puts:
+        yield Put(g, puts)
+    for bucket in sorted(full):
+        yield from compact(g, bucket)
+    return set(stored)
+
+
+def _seal(g: int, bucket: int) -> Steps[None]:
+    """Roll a closed bucket up from the finer level and write it as one part."""
+    acc = Acc()
+    finer = yield from fetch(FINER[g], DIMS, bucket, bucket + g, DIMS)
+    for parts in finer.values():
+        for part in parts:
+            acc.add_part(part)
+    if acc.types:
+        yield Put(g, _sealed_rows(bucket, acc))
+
+
+def write(delta: WindowDelta, state: WriterState) -> Steps[WriterState]:
+    """Write a batch's windows; return the writer state to keep once the commit succeeded."""
+    minutes = minute_accs(delta)
+    if not minutes:
+        return state
+    newest = max(minutes) if state.newest is None else max(state.newest, max(minutes))
+    edge = newest - GRACE
+    sealed = dict(state.sealed)
+    yield from _append(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False)
+    hi = edge - edge % MINUTE  # minutes before it ended GRACE before the newest minute
+    lo = sealed.get(MINUTE, 0)
+    if hi > lo:
+        found: dict[int, tuple[int, int]] = yield Parts(MINUTE, lo, hi)
+        for minute in sorted(b for b, (_, count) in found.items() if count > 1):
+            yield from compact(MINUTE, minute)
+    sealed[MINUTE] = max(lo, hi)
+    for g in _COARSE:
+        touched: dict[int, list[Acc]] = {}
+        for minute, acc in minutes.items():
+            touched.setdefault(minute - minute % g, []).append(acc)
+        # a late event: its sealed bucket gets it too, as a part
+        have = yield from _append(g, touched, only_stored=True)
+        hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
+        lo = sealed.get(g, 0)
+        closed: set[int] = set((yield Closed(g, lo, hi))) if hi > lo else set()
+        closed |= {bucket for bucket in touched if bucket < hi}
+        closed -= have  # got the batch above
+        for bucket in sorted(closed):
+            yield from _seal(g, bucket)
+        sealed[g] = max(lo, hi)
+    return WriterState(newest, sealed)
