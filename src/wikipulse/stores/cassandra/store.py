@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.query import UNSET_VALUE
 
@@ -21,6 +23,7 @@ from wikipulse.stores.cassandra.lease import (
     lease_condition,
     refusal,
 )
+from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
@@ -28,7 +31,19 @@ from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 if TYPE_CHECKING:
     from wikipulse.config import Settings
 
+_T = TypeVar("_T")
+
 __all__ = ["CassandraStore"]
+
+#: Per-commit phase timings at DEBUG (benchmarks/cassandra_ingest.py turns it on): where a
+#: commit's time goes is what issue #8's latency target is about.
+timing_log = logging.getLogger(f"{__name__}.timing")
+
+
+async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:
+    started = time.perf_counter()
+    out = await work
+    return out, time.perf_counter() - started
 
 
 @dataclass
@@ -224,11 +239,15 @@ class CassandraStore(WindowQueries):
     async def _commit(self, batch: Batch) -> None:
         state = self._state
         seq = (state.seq or 0) + 1
+        started = time.perf_counter()
         # Claims and window versions are independent: written side by side, before the commit.
-        new_users, staged = await asyncio.gather(
-            self._claims.claim(batch.users, seq, self._execute, self._epochs),
-            self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs),
+        (new_users, claim_s), (staged, window_s) = await asyncio.gather(
+            _timed(self._claims.claim(batch.users, seq, self._execute, self._epochs)),
+            _timed(
+                self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs)
+            ),
         )
+        prepared = time.perf_counter()
         servers = {
             name: state.servers.get(name, 0) + count
             for name, count in sorted(batch.by_server_name.items())
@@ -280,6 +299,20 @@ class CassandraStore(WindowQueries):
         params[9:9], check = lease_condition(self._fence)
         shape = f"{shape}@{check}"
         rows = await self._execute(shape, params)
+        if timing_log.isEnabledFor(logging.DEBUG):
+            done = time.perf_counter()
+            timing_log.debug(
+                "commit seq=%d events=%d users=%d new=%d claims_ms=%.1f windows_ms=%.1f "
+                "batch_ms=%.1f total_ms=%.1f",
+                seq,
+                batch.total,
+                len(batch.users),
+                new_users,
+                claim_s * 1000,
+                window_s * 1000,
+                (done - prepared) * 1000,
+                (done - started) * 1000,
+            )
         if not rows[0]["[applied]"]:
             await self._settle(batch, seq, staged, rows[0])
             return
@@ -349,6 +382,7 @@ class CassandraStore(WindowQueries):
             await driver.result(session.execute_async(cql))
         await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
+        await move_old_claims(session, self._keyspace)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
         session = self._session
