@@ -20,6 +20,7 @@ from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
 from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
+from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE
 
 pytestmark = pytest.mark.anyio
@@ -35,13 +36,14 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _garbage() -> list[Any]:
-    """users_n, totals, counts, users, pages of a version that must never be read."""
+    """users_n, totals, counts, users, pages and their heads of a version never to be read."""
     counts = {"x.org": {"edit": [1_000_000, 7, 7, 7]}}
     users = {"x.org": {"Orphan": 1_000_000}}
     pages = {"x.org": {"Orphan page": 1_000_000}}
     encode = msgspec.msgpack.encode
     totals = {"": counts["x.org"]}
-    return [1, encode(totals), encode(counts), encode(users), encode(pages)]
+    heads = [user_head(users), page_head(pages)]
+    return [1, encode(totals), encode(counts), encode(users), encode(pages), *heads]
 
 
 async def _orphan(

@@ -10,12 +10,14 @@ an hour without a committed hour row (the newest event's hour) is summed from it
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
+from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.windows import Execute, committed_version
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import HOUR, MINUTE
@@ -117,6 +119,7 @@ class WindowReader:
         missing = []
         for hour in range(since, until, HOUR):
             if hour in hours:
+                hours[hour]["_g"] = HOUR
                 out.append((hour, [hours[hour]]))
             else:
                 missing.append(hour)
@@ -129,6 +132,8 @@ class WindowReader:
             meta = await self._meta(ingester)
             for hour, found in zip(missing, reads, strict=True):
                 minutes = list(self._committed(found, meta, MINUTE).values())
+                for row in minutes:
+                    row["_g"] = MINUTE
                 if minutes:
                     out.append((hour, minutes))
         return out
@@ -171,19 +176,73 @@ class WindowReader:
 
     async def top(self, query: TopQuery) -> list[TopItem]:
         """The busiest keys of the query's ranges, over every ingester."""
-        col = {"server_name": "counts", "user": "users", "page": "pages"}[query.by]
-        totals: dict[str, dict[str, int]] = {}  # server (or "") -> key -> count
+        if query.by == "server_name":  # a few hundred wikis a bucket: summed in full
+            totals: dict[str, dict[str, int]] = {}
+            for _, _, row in await self._top_rows(query, "counts"):
+                _add_top(totals, query.by, row["counts"])
+            return _busiest(totals, query.by, query.limit)
+        for _ in range(_TOP_ATTEMPTS):
+            try:
+                return await self._top_keys(query)
+            except _Moved:
+                continue  # a version read by its head was overwritten meanwhile: read again
+        return await self._top_keys(query, heads=False)
+
+    async def _top_rows(self, query: TopQuery, cols: str) -> list[tuple[str, int, Row]]:
+        """(ingester, granularity, committed row) of every bucket the query sums."""
+        out: list[tuple[str, int, Row]] = []
         for ingester in await self._ingesters():
             for part in query.ranges():
                 if part.granularity == HOUR:
-                    groups = await self._hours(ingester, part.since, part.until, col)
-                    rows = [row for _, found in groups for row in found]
+                    groups = await self._hours(ingester, part.since, part.until, cols)
+                    out += [(ingester, r["_g"], r) for _, found in groups for r in found]
                 else:
-                    found = await self._buckets(ingester, MINUTE, part.since, part.until, col)
-                    rows = list(found.values())
-                for row in rows:
-                    _add_top(totals, query.by, row[col])
-        return _busiest(totals, query.by, query.limit)
+                    found = await self._buckets(ingester, MINUTE, part.since, part.until, cols)
+                    out += [(ingester, MINUTE, r) for r in found.values()]
+        return out
+
+    async def _top_keys(self, query: TopQuery, heads: bool = True) -> list[TopItem]:
+        """Users or pages: merged from the buckets' heads, tails read only where needed."""
+        by = query.by
+        col = "users" if by == "user" else "pages"
+        rows = await self._top_rows(query, f"{col}_head" if heads else col)
+        exact: list[dict[tuple[str, ...], int]] = []
+        lists: list[Head] = []
+        old: list[Awaitable[dict[tuple[str, ...], int]]] = []
+        for ingester, g, row in rows:
+            full = functools.partial(self._tail, by, col, ingester, g, row)
+            if not heads:
+                exact.append(key_counts(by, row[col]))
+            elif row.get(f"{col}_head") is None:  # written before heads existed
+                old.append(full())
+            else:
+                lists.append(Head.decode(row[f"{col}_head"], full))
+        exact += await asyncio.gather(*old)
+        return await merge(exact, lists, query.limit, _gather)
+
+    async def _tail(
+        self, by: str, col: str, ingester: str, g: int, head_row: Row
+    ) -> dict[tuple[str, ...], int]:
+        """The full blob of the version whose head was read (the same epoch and seq)."""
+        bucket = head_row["bucket"]
+        params = [ingester, g, bucket - bucket % HOUR, bucket, bucket + g]
+        for row in await self._execute(f"win_read:{col}", params):
+            if (row["epoch"], row["seq"]) == (head_row["epoch"], head_row["seq"]):
+                return key_counts(by, row[col])
+        raise _Moved
+
+
+_TOP_ATTEMPTS = 3
+
+
+class _Moved(Exception):
+    """A bucket version read by its head is no longer there (two commits overwrote its slot)."""
+
+
+async def _gather(
+    work: list[Awaitable[dict[tuple[str, ...], int]]],
+) -> list[dict[tuple[str, ...], int]]:
+    return list(await asyncio.gather(*work))
 
 
 def _add_counts(

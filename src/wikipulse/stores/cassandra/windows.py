@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wikipulse.stores.cassandra.window_blob import Content, split_delta, total
+from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
@@ -164,7 +165,8 @@ class WindowWriter:
         ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
         params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
         summary = [new.users_n(), new.totals()]
-        await self._execute("win_write", [*params, *summary, *version.blobs, stamp, ttl])
+        heads = [user_head(new.users), page_head(new.pages)]
+        await self._execute("win_write", [*params, *summary, *version.blobs, *heads, stamp, ttl])
 
     def committed(self, staged: Staged | None) -> None:
         """The commit that wrote `staged` landed: its versions are now the committed ones."""
