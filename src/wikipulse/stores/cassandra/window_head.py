@@ -38,8 +38,10 @@ _encode = msgspec.msgpack.Encoder().encode
 _decoder = msgspec.msgpack.Decoder(tuple[int, list[tuple[str, ...]], list[int]])
 
 
-def _head(counts: dict[Key, int], size: int = HEAD) -> bytes:
-    """The `size` busiest keys with their counts, and the floor, as one blob."""
+def _head(counts: dict[Key, int], size: int | None = None) -> bytes:
+    """The `size` (default `HEAD`) busiest keys with their counts, and the floor, as one blob."""
+    if size is None:
+        size = HEAD
     if len(counts) <= size:
         top = sorted(counts.items(), key=lambda kv: -kv[1])
         floor = 0
@@ -81,7 +83,7 @@ def page_head(pages: Keys) -> bytes:
     return _head({(s, t): n for s, titles in pages.items() for t, n in titles.items()})
 
 
-def encode_head(counts: dict[Key, int], size: int = HEAD) -> bytes:
+def encode_head(counts: dict[Key, int], size: int | None = None) -> bytes:
     """A head of some key counts, of `size` keys (tests use small ones)."""
     return _head(counts, size)
 
