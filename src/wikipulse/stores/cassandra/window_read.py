@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.windows import Execute, committed_version
@@ -159,13 +161,18 @@ class WindowReader:
                 start = bucket - bucket % step
                 names = users.setdefault(start, set())
                 for row in rows:
-                    _add_counts(counts, start, decode_counts(row[counted]), server)
+                    if server is None:
+                        _add_counts(counts, start, decode_counts(row[counted]), None)
+                    else:
+                        _add_counts(counts, start, _one_wiki_counts(row[counted], server), server)
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
                         continue
-                    for name, keys in decode_keys(row.get("users")).items():
-                        if server is None or name == server:
+                    if server is None:
+                        for keys in decode_keys(row.get("users")).values():
                             names.update(keys)
+                    else:
+                        names.update(_one_wiki_users(row.get("users"), server))
         for start, names in users.items():
             if start not in user_n:
                 user_n[start] = len(names)
@@ -243,6 +250,29 @@ async def _gather(
     work: list[Awaitable[dict[tuple[str, ...], int]]],
 ) -> list[dict[tuple[str, ...], int]]:
     return list(await asyncio.gather(*work))
+
+
+#: A users blob with each wiki's map left undecoded: one wiki's users are then decoded alone
+#: (msgspec skips the others in C), not every wiki's of every bucket.
+_by_wiki = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+_users = msgspec.msgpack.Decoder(dict[str, int])
+
+
+def _one_wiki_users(blob: bytes | None, server: str) -> Iterable[str]:
+    """The user names of one wiki in a users blob."""
+    if not blob:
+        return ()
+    raw = _by_wiki.decode(blob).get(server)
+    return _users.decode(raw) if raw is not None else ()
+
+
+_kinds = msgspec.msgpack.Decoder(dict[str, list[int]])
+
+
+def _one_wiki_counts(blob: bytes | None, server: str) -> dict[str, dict[str, list[int]]]:
+    """One wiki's counts by type in a counts blob, the other wikis left undecoded."""
+    raw = _by_wiki.decode(blob).get(server) if blob else None
+    return {server: _kinds.decode(raw)} if raw is not None else {}
 
 
 def _add_counts(
