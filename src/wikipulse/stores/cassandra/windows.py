@@ -32,6 +32,10 @@ never increments, and made valid by it:
   what falls out of the retention behind the newest event. Nothing is ever deleted, so nothing
   leaves a tombstone; a partition holds one hour: at most 120 minute rows or 2 hour rows.
 
+Each version also carries the *head* of its users and pages (`window_head.py`): their busiest
+keys and the floor below them, so that top lists over many buckets read the full blobs only
+when the heads cannot settle the answer.
+
 The writer keeps the committed contents of the buckets it works on (the current and previous
 hour), loading a partition from Cassandra on a miss (after a restart, or a late event).
 """
