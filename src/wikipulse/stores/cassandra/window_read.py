@@ -127,7 +127,8 @@ class WindowReader:
                 missing.append(hour)
         if missing:
             # Minutes are summed here, so their distinct users must be read, not counted.
-            minute_cols = cols.replace("users_n", "users")
+            # Minutes carry no heads (`windows.py`): their full blobs are summed.
+            minute_cols = cols.replace("users_n", "users").replace("_head", "")
             reads = await asyncio.gather(
                 *(self._read(ingester, MINUTE, h, h + HOUR, minute_cols) for h in missing)
             )
@@ -204,7 +205,9 @@ class WindowReader:
                     groups = await self._hours(ingester, part.since, part.until, cols)
                     out += [(ingester, r["_g"], r) for _, found in groups for r in found]
                 else:
-                    found = await self._buckets(ingester, MINUTE, part.since, part.until, cols)
+                    found = await self._buckets(
+                        ingester, MINUTE, part.since, part.until, cols.replace("_head", "")
+                    )
                     out += [(ingester, MINUTE, r) for r in found.values()]
         return out
 
@@ -218,12 +221,12 @@ class WindowReader:
         old: list[Awaitable[dict[tuple[str, ...], int]]] = []
         for ingester, g, row in rows:
             full = functools.partial(self._tail, by, col, ingester, g, row)
-            if not heads:
-                exact.append(key_counts(by, row[col]))
-            elif row.get(f"{col}_head") is None:  # written before heads existed
-                old.append(full())
-            else:
+            if row.get(f"{col}_head") is not None:
                 lists.append(Head.decode(row[f"{col}_head"], full))
+            elif col in row:  # read in full: a minute, or heads=False
+                exact.append(key_counts(by, row[col]))
+            else:  # an hour row written before heads existed
+                old.append(full())
         exact += await asyncio.gather(*old)
         return await merge(exact, lists, query.limit, _gather)
 

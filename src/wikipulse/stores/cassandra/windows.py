@@ -48,6 +48,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cassandra.query import UNSET_VALUE
+
 from wikipulse.stores.cassandra.window_blob import Content, split_delta, total
 from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
@@ -169,7 +171,14 @@ class WindowWriter:
         ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
         params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
         summary = [new.users_n(), new.totals()]
-        heads = [user_head(new.users), page_head(new.pages)]
+        # Hour rows only: a minute holds few keys, most of them once, so its head would be
+        # nearly all of it with a floor of 1-2, and 60 such floors defeat the merge anyway;
+        # readers sum minutes in full. UNSET writes nothing (no null cell, no tombstone).
+        heads = (
+            [user_head(new.users), page_head(new.pages)]
+            if g == HOUR
+            else [UNSET_VALUE, UNSET_VALUE]
+        )
         await self._execute("win_write", [*params, *summary, *version.blobs, *heads, stamp, ttl])
 
     def committed(self, staged: Staged | None) -> None:
