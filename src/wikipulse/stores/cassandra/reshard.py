@@ -11,6 +11,7 @@ run finds nothing to move.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -35,11 +36,17 @@ async def move_old_claims(session: driver.CqlSession, keyspace: str) -> int:
         "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?)",
     )
     drop = await driver.blocking(session.prepare, "DELETE FROM users WHERE shard = ?")
+    # Every old partition is looked at on each migrate (a fresh keyspace too): the first row
+    # of each (pages of one row), side by side, not 256 full reads one after another; then
+    # the non-empty ones are moved one partition at a time, so memory holds one at most.
+    probe = await driver.blocking(session.prepare, "SELECT name FROM users WHERE shard = ?")
+    probe.fetch_size = 1
+    found = await asyncio.gather(
+        *(_first_page(session.execute_async(probe, [old])) for old in range(OLD_SHARDS))
+    )
     moved = 0
-    for old in range(OLD_SHARDS):
+    for old in (n for n, any_row in enumerate(found) if any_row):
         rows = await driver.result(session.execute_async(read, [old]))
-        if not rows:
-            continue
         for start in range(0, len(rows), _CHUNK):
             writes: list[Any] = [
                 session.execute_async(
@@ -56,3 +63,23 @@ async def move_old_claims(session: driver.CqlSession, keyspace: str) -> int:
     if moved:
         log.warning("moved %d user claims from the 256-shard layout to %s", moved, keyspace)
     return moved
+
+
+async def _first_page(future: Any) -> bool:
+    """Whether a query's first page holds a row (the rest is never fetched)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[bool] = loop.create_future()
+
+    def settle(rows: Any = None, exc: BaseException | None = None) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(driver.translate(exc))
+        else:
+            done.set_result(bool(rows))
+
+    future.add_callbacks(
+        lambda rows: loop.call_soon_threadsafe(settle, rows),
+        lambda exc: loop.call_soon_threadsafe(settle, None, exc),
+    )
+    return await done
