@@ -127,6 +127,7 @@ class CassandraStore(WindowQueries):
         self._session = session
         self._own_cluster: Any = None
         self._stmts: dict[str, Any] = {}
+        self._preparing: dict[str, asyncio.Future[Any]] = {}
         self._claims = Claims(ingester_id)
         self._failed_token: str | None = None
         self._state = _Partition()
@@ -390,6 +391,23 @@ class CassandraStore(WindowQueries):
             raise RuntimeError("the Cassandra store is not open")
         prepared = self._stmts.get(name)
         if prepared is None:  # a claim batch of a size not met before: prepared once
-            prepared = await driver.blocking(session.prepare, statement(name))
-            self._stmts[name] = prepared
+            prepared = await self._prepare(session, name)
         return await driver.result(session.execute_async(prepared, params))
+
+    async def _prepare(self, session: driver.CqlSession, name: str) -> Any:
+        """Prepare a statement once, however many shards of a commit ask for it at once.
+
+        The first commits meet dozens of new claim batch sizes at once, each through a
+        worker thread: without this, every shard of the same size prepared it again.
+        """
+        pending = self._preparing.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(driver.blocking(session.prepare, statement(name)))
+            self._preparing[name] = pending
+        try:
+            prepared = await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._preparing.pop(name, None)
+        self._stmts[name] = prepared
+        return prepared
