@@ -14,6 +14,7 @@ quantiles read from `/metrics` (`wikipulse_store_commit_duration_seconds`).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import secrets
 import socket
@@ -36,6 +37,34 @@ from wikipulse.generate import GeneratorOptions, write_file  # noqa: E402
 HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "127.0.0.1")
 METRIC = "wikipulse_store_commit_duration_seconds"
 PASSWORD = secrets.token_urlsafe(16)  # a throwaway login for this run only
+#: `wikipulse serve` with the store's per-commit phase timings logged (DEBUG, that logger only).
+SERVE = (
+    "import logging, sys; "
+    "logging.getLogger('wikipulse.stores.cassandra.store.timing').setLevel(logging.DEBUG); "
+    "from wikipulse.cli import main; sys.argv = ['wikipulse', 'serve']; main()"
+)
+TARGET_P99 = 1.0  # issue #8: commit latency p99 under 1 s at 5,000 events/s
+
+
+def phases(log: str) -> dict[str, list[float]]:
+    """Per-commit phase timings (ms) from the store's timing lines in serve's log."""
+    out: dict[str, list[float]] = {}
+    for line in log.splitlines():
+        if "commit seq=" not in line:
+            continue
+        for field in line.split("commit seq=", 1)[1].split():
+            key, _, value = field.partition("=")
+            try:
+                out.setdefault(key, []).append(float(value))
+            except ValueError:
+                continue
+    return out
+
+
+def exact_quantile(values: list[float], q: float) -> float:
+    """The nearest-rank quantile of some values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def _free_port() -> int:
@@ -113,13 +142,16 @@ def main() -> None:
             "WIKIPULSE_USERS": f"bench:{PasswordHasher().hash(PASSWORD)}",
         }
         log = (work / "serve.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "wikipulse", "serve"], env=env, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=log, stderr=log)
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         try:
+            load_before = os.getloadavg()[0]
+            node_pid = _cassandra_pid()
+            node_before = _cpu_seconds(node_pid) if node_pid else 0.0
             figures = _watch(srv, http, proc, expected, args.seconds)
             metrics = http.get("/metrics").text
+            cpu = _cpu_seconds(proc.pid)
+            node_cpu = _cpu_seconds(node_pid) - node_before if node_pid else None
         finally:
             proc.terminate()
             proc.wait(30)
@@ -144,7 +176,50 @@ def main() -> None:
         f"over 1 s: {commits - within.get(1.0, commits):.0f}, "
         f"over 2.5 s: {commits - within.get(2.5, commits):.0f}"
     )
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end")
+    timings = phases((work / "serve.log").read_text(errors="replace"))
+    for key in ("events", "users", "new", "claims_ms", "windows_ms", "batch_ms", "total_ms"):
+        values = timings.get(key, [])
+        if values:
+            print(
+                f"  {key:<10} p50 {exact_quantile(values, 0.5):8.1f}  "
+                f"p90 {exact_quantile(values, 0.9):8.1f}  p99 {exact_quantile(values, 0.99):8.1f}"
+                f"  max {max(values):8.1f}  mean {sum(values) / len(values):8.1f}"
+            )
+    totals = timings.get("total_ms", [])
+    if totals:
+        p99 = exact_quantile(totals, 0.99) / 1000
+        kept_up = expected / (counted_at - first_at) >= args.rate * 0.95
+        verdict = "MET" if p99 < TARGET_P99 and kept_up else "NOT MET"
+        print(
+            f"commit p99 {p99 * 1000:.0f} ms over {len(totals)} commits (exact, store's own "
+            f"timing), kept up: {kept_up}; target p99 < {TARGET_P99 * 1000:.0f} ms at "
+            f"{args.rate:,.0f} events/s: {verdict}"
+        )
+    print(f"serve process CPU: {cpu:.1f} s ({cpu / max(counted_at - first_at, 1e-9):.2f} cores)")
+    if node_cpu is not None:
+        print(f"Cassandra node CPU meanwhile: {node_cpu:.1f} s (all clients of the node)")
+    print(
+        f"machine: {os.cpu_count()} cores, load {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
+
+
+def _cassandra_pid() -> int | None:
+    """The local Cassandra node's pid, if .ci/services started it here (for its CPU time)."""
+    # Where .ci/services keeps it (read only, for a figure; a missing file skips the figure).
+    pidfile = Path("/var/tmp/wikipulse-services/cassandra/cassandra.pid")  # noqa: S108
+    try:
+        pid = int(pidfile.read_text().split()[0])
+        _cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _watch(

@@ -219,7 +219,12 @@ async def test_open_reads_the_partition_once_at_serial_consistency() -> None:
     await (await _opened(node)).commit(_batch(["U"], ["e1"]))
     node.log.clear()
     await _opened(node)
-    reads = [(cql, level) for cql, _, level in node.log if cql.startswith("SELECT")]
+    # Left out: the schema step's look for claims of the old 256-shard layout (`reshard.py`).
+    reads = [
+        (cql, level)
+        for cql, _, level in node.log
+        if cql.startswith("SELECT") and "FROM users WHERE shard = ?" not in cql
+    ]
     assert reads == [(STATEMENTS["load"], driver.consistency_levels("LOCAL_QUORUM")[1])]
 
 

@@ -88,3 +88,34 @@ async def test_opening_without_tables_asks_for_migrate(cassandra_keyspace: str) 
     with pytest.raises(StoreError, match="wikipulse migrate"):
         await store.open()
     await store.close()
+
+
+async def test_migrate_moves_claims_of_the_256_shard_layout(cassandra_keyspace: str) -> None:
+    """Users claimed by a version with 256 shards stay counted after `migrate`: none twice."""
+    import zlib
+
+    from wikipulse.stores.cassandra import driver
+    from wikipulse.stores.cassandra.reshard import move_old_claims
+
+    store = _store(cassandra_keyspace)
+    await store.open()
+    try:
+        session = store._session
+        assert session is not None
+        old = [f"Old user {i}" for i in range(300)]
+        for name in old:  # as the earlier layout placed them, claimed by another ingester
+            insert = (
+                "INSERT INTO users (shard, name, ingester_id, epoch, seq) "
+                "VALUES (%s, %s, 'other', 'e0', 1)"
+            )
+            session.execute(insert, [zlib.crc32(name.encode()) % 256, name])
+        await _store(cassandra_keyspace).migrate()
+        shards = ", ".join(str(n) for n in range(256))
+        left = f"SELECT count(*) AS n FROM users WHERE shard IN ({shards})"  # noqa: S608
+        (row,) = await driver.result(session.execute_async(left))
+        assert row["n"] == 0
+        await store.commit(Batch(total=301, users={*old, "New user"}, touched=True))
+        assert (await store.snapshot()).distinct_users == 1
+        assert await move_old_claims(session, cassandra_keyspace) == 0  # nothing left to move
+    finally:
+        await store.close()

@@ -20,6 +20,7 @@ from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
 from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
+from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE
 
 pytestmark = pytest.mark.anyio
@@ -35,13 +36,14 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _garbage() -> list[Any]:
-    """users_n, totals, counts, users, pages of a version that must never be read."""
+    """users_n, totals, counts, users, pages and their heads of a version never to be read."""
     counts = {"x.org": {"edit": [1_000_000, 7, 7, 7]}}
     users = {"x.org": {"Orphan": 1_000_000}}
     pages = {"x.org": {"Orphan page": 1_000_000}}
     encode = msgspec.msgpack.encode
     totals = {"": counts["x.org"]}
-    return [1, encode(totals), encode(counts), encode(users), encode(pages)]
+    heads = [user_head(users), page_head(pages)]
+    return [1, encode(totals), encode(counts), encode(users), encode(pages), *heads]
 
 
 async def _orphan(
@@ -177,3 +179,26 @@ async def test_a_stale_writer_of_the_same_id_cannot_overwrite_the_new_writers_bu
             await _feed(_pipeline(stale), lines, len(first))
     async with opened(kind.make()) as reader:
         await _assert_windows_exact(reader, second)
+
+
+@pytest.mark.parametrize("kind", CASSANDRA_KINDS, indirect=True)
+async def test_top_lists_stay_exact_when_heads_are_short(
+    kind: StoreKind, lines: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With heads of 3 keys every bucket has a floor: top lists still equal the plain count,
+    reading the tails they need (and only then)."""
+    from wikipulse.stores.cassandra import window_head, window_read
+
+    monkeypatch.setattr(window_head, "HEAD", 3)
+    tails: list[int] = []
+    read_tail = window_read.WindowReader._tail
+
+    async def counting(self: Any, *args: Any) -> Any:
+        tails.append(1)
+        return await read_tail(self, *args)
+
+    monkeypatch.setattr(window_read.WindowReader, "_tail", counting)
+    async with opened(kind.make()) as store:
+        await _feed(_pipeline(store), lines)
+        await _assert_windows_exact(store, lines)  # type: ignore[arg-type]
+    assert tails, "short heads must make some top list read a tail"

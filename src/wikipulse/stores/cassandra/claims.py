@@ -15,13 +15,13 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from wikipulse.stores.cassandra.schema import CLAIMS_PER_BATCH, shard_of
+from wikipulse.stores.cassandra.schema import CLAIMS_PER_BATCH, USER_SHARDS, shard_of
 
 __all__ = ["Claims", "Execute", "Verdict"]
 
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
 
-_IN_FLIGHT = 256  # claim batches in flight at once (all 256 shards), bounding the load
+_IN_FLIGHT = USER_SHARDS  # claim batches in flight at once (every shard), bounding the load
 _REMEMBERED = 200_000  # users known to be counted, skipped without a round trip
 
 

@@ -80,11 +80,17 @@ def refusal(fence: Fence | None, found: dict[str, Any], partition: str) -> Lease
 
 
 async def add_lease_columns(session: Any, keyspace: str) -> None:
-    """Add the lease's columns to a table made before the lease existed (else: no change)."""
+    """Add columns newer than a table (the lease's; the window heads) to it (else: no change)."""
     from wikipulse.stores.cassandra import driver
+    from wikipulse.stores.cassandra.window_cql import HEAD_COLUMNS
 
-    for column, kind in LEASE_COLUMNS.items():
-        add = f"ALTER TABLE {keyspace}.ingesters ADD {column} {kind} STATIC"
+    adds = [
+        f"ALTER TABLE {keyspace}.ingesters ADD {column} {kind} STATIC"
+        for column, kind in LEASE_COLUMNS.items()
+    ]
+    # The heads of the window buckets (`window_head.py`), likewise added to an older table.
+    adds += [f"ALTER TABLE {keyspace}.window_versions ADD {c} blob" for c in HEAD_COLUMNS]
+    for add in adds:
         with contextlib.suppress(Exception):  # already there: nothing to do
             await driver.result(session.execute_async(add))
 

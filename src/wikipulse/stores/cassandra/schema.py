@@ -8,6 +8,8 @@ from wikipulse.stores.cassandra.window_cql import WINDOW_MARK, window_statement,
 
 __all__ = [
     "CLAIMS_PER_BATCH",
+    "FIRST_SHARD",
+    "OLD_SHARDS",
     "SLOTS",
     "STATEMENTS",
     "USER_SHARDS",
@@ -21,10 +23,21 @@ __all__ = [
 #: trimming the window never writes a tombstone (see the package docstring).
 SLOTS = 64
 #: Users are spread over this many partitions of `users`, so that one conditional batch per
-#: shard claims many users in one Paxos round instead of one round per user.
-USER_SHARDS = 256
-#: The most claims one conditional batch carries (larger groups go in several rounds).
-CLAIMS_PER_BATCH = 100
+#: shard claims many users in one Paxos round instead of one round per user. Fewer shards,
+#: fewer rounds: a commit of a few thousand new users at 5,000 events/s made 256 Paxos rounds
+#: with 256 shards and 64 with 64, which halved the commit's latency and the node's and the
+#: client's CPU (benchmarks/cassandra_ingest.py; README). 64 partitions still keep each one
+#: small (tens of MB with tens of millions of users).
+USER_SHARDS = 64
+#: Shard numbers 0-255 belong to the earlier layout (256 shards): the current one numbers its
+#: shards from here, beside them in the same table, so `wikipulse migrate` can move old claims
+#: over (`reshard.py`) and nothing can mistake an old row for a new one.
+FIRST_SHARD = 256
+#: The shard count of the earlier layout, whose rows `wikipulse migrate` moves.
+OLD_SHARDS = 256
+#: The most claims one conditional batch carries (larger groups go in several rounds): a
+#: batch of 20,000 events brings up to ~12,000 new users, under this per shard.
+CLAIMS_PER_BATCH = 250
 
 _CLAIM = (
     "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?) "
@@ -98,7 +111,7 @@ def statement(name: str) -> str:
 
 def shard_of(user: str) -> int:
     """The `users` partition a user name belongs to (stable across processes and versions)."""
-    return zlib.crc32(user.encode()) % USER_SHARDS
+    return FIRST_SHARD + zlib.crc32(user.encode()) % USER_SHARDS
 
 
 def schema_cql(keyspace: str, replication: str) -> list[str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.query import UNSET_VALUE
 
@@ -21,6 +23,7 @@ from wikipulse.stores.cassandra.lease import (
     lease_condition,
     refusal,
 )
+from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
@@ -28,7 +31,19 @@ from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 if TYPE_CHECKING:
     from wikipulse.config import Settings
 
+_T = TypeVar("_T")
+
 __all__ = ["CassandraStore"]
+
+#: Per-commit phase timings at DEBUG (benchmarks/cassandra_ingest.py turns it on): where a
+#: commit's time goes is what issue #8's latency target is about.
+timing_log = logging.getLogger(f"{__name__}.timing")
+
+
+async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:
+    started = time.perf_counter()
+    out = await work
+    return out, time.perf_counter() - started
 
 
 @dataclass
@@ -112,6 +127,7 @@ class CassandraStore(WindowQueries):
         self._session = session
         self._own_cluster: Any = None
         self._stmts: dict[str, Any] = {}
+        self._preparing: dict[str, asyncio.Future[Any]] = {}
         self._claims = Claims(ingester_id)
         self._failed_token: str | None = None
         self._state = _Partition()
@@ -224,11 +240,15 @@ class CassandraStore(WindowQueries):
     async def _commit(self, batch: Batch) -> None:
         state = self._state
         seq = (state.seq or 0) + 1
+        started = time.perf_counter()
         # Claims and window versions are independent: written side by side, before the commit.
-        new_users, staged = await asyncio.gather(
-            self._claims.claim(batch.users, seq, self._execute, self._epochs),
-            self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs),
+        (new_users, claim_s), (staged, window_s) = await asyncio.gather(
+            _timed(self._claims.claim(batch.users, seq, self._execute, self._epochs)),
+            _timed(
+                self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs)
+            ),
         )
+        prepared = time.perf_counter()
         servers = {
             name: state.servers.get(name, 0) + count
             for name, count in sorted(batch.by_server_name.items())
@@ -280,6 +300,20 @@ class CassandraStore(WindowQueries):
         params[9:9], check = lease_condition(self._fence)
         shape = f"{shape}@{check}"
         rows = await self._execute(shape, params)
+        if timing_log.isEnabledFor(logging.DEBUG):
+            done = time.perf_counter()
+            timing_log.debug(
+                "commit seq=%d events=%d users=%d new=%d claims_ms=%.1f windows_ms=%.1f "
+                "batch_ms=%.1f total_ms=%.1f",
+                seq,
+                batch.total,
+                len(batch.users),
+                new_users,
+                claim_s * 1000,
+                window_s * 1000,
+                (done - prepared) * 1000,
+                (done - started) * 1000,
+            )
         if not rows[0]["[applied]"]:
             await self._settle(batch, seq, staged, rows[0])
             return
@@ -349,6 +383,7 @@ class CassandraStore(WindowQueries):
             await driver.result(session.execute_async(cql))
         await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
+        await move_old_claims(session, self._keyspace)
 
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
         session = self._session
@@ -356,6 +391,23 @@ class CassandraStore(WindowQueries):
             raise RuntimeError("the Cassandra store is not open")
         prepared = self._stmts.get(name)
         if prepared is None:  # a claim batch of a size not met before: prepared once
-            prepared = await driver.blocking(session.prepare, statement(name))
-            self._stmts[name] = prepared
+            prepared = await self._prepare(session, name)
         return await driver.result(session.execute_async(prepared, params))
+
+    async def _prepare(self, session: driver.CqlSession, name: str) -> Any:
+        """Prepare a statement once, however many shards of a commit ask for it at once.
+
+        The first commits meet dozens of new claim batch sizes at once, each through a
+        worker thread: without this, every shard of the same size prepared it again.
+        """
+        pending = self._preparing.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(driver.blocking(session.prepare, statement(name)))
+            self._preparing[name] = pending
+        try:
+            prepared = await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._preparing.pop(name, None)
+        self._stmts[name] = prepared
+        return prepared

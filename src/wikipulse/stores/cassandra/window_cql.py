@@ -8,14 +8,21 @@ for why.
 
 from __future__ import annotations
 
-__all__ = ["WINDOW_MARK", "WINDOW_STATEMENTS", "window_statement", "windows_table_cql"]
+__all__ = [
+    "HEAD_COLUMNS",
+    "WINDOW_MARK",
+    "WINDOW_STATEMENTS",
+    "window_statement",
+    "windows_table_cql",
+]
 
 #: Written before the conditional commit: a whole bucket, as the version of commit `seq`.
 #: The timestamp is chosen by the writer (later than any write it has seen on the bucket),
 #: the TTL counts the retention period from the newest event time.
 _WRITE = (
     "INSERT INTO window_versions (ingester_id, g, period, bucket, slot, seq, epoch, users_n, "
-    "totals, counts, users, pages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "totals, counts, users, pages, users_head, pages_head) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "USING TIMESTAMP ? AND TTL ?"
 )
 
@@ -35,7 +42,12 @@ WINDOW_MARK = (
     "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'window', 'newest', ?); "
 )
 
-_READABLE = {"users_n", "totals", "counts", "users", "pages"}
+_READABLE = {"users_n", "totals", "counts", "users", "pages", "users_head", "pages_head"}
+
+#: Columns added after the table was first released (`window_head.py`): `wikipulse migrate`
+#: adds them to an older table; versions written before have none, and readers then read the
+#: full blob.
+HEAD_COLUMNS = ("users_head", "pages_head")
 
 
 def window_statement(name: str) -> str | None:
@@ -62,5 +74,6 @@ def windows_table_cql(keyspace: str) -> str:
         f"CREATE TABLE IF NOT EXISTS {keyspace}.window_versions ("
         "ingester_id text, g int, period bigint, bucket bigint, slot int, seq bigint, "
         "epoch text, users_n int, totals blob, counts blob, users blob, pages blob, "
+        "users_head blob, pages_head blob, "
         "PRIMARY KEY ((ingester_id, g, period), bucket, epoch, slot))"
     )

@@ -10,12 +10,16 @@ an hour without a committed hour row (the newest event's hour) is summed from it
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
+from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.windows import Execute, committed_version
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import HOUR, MINUTE
@@ -117,18 +121,22 @@ class WindowReader:
         missing = []
         for hour in range(since, until, HOUR):
             if hour in hours:
+                hours[hour]["_g"] = HOUR
                 out.append((hour, [hours[hour]]))
             else:
                 missing.append(hour)
         if missing:
             # Minutes are summed here, so their distinct users must be read, not counted.
-            minute_cols = cols.replace("users_n", "users")
+            # Minutes carry no heads (`windows.py`): their full blobs are summed.
+            minute_cols = cols.replace("users_n", "users").replace("_head", "")
             reads = await asyncio.gather(
                 *(self._read(ingester, MINUTE, h, h + HOUR, minute_cols) for h in missing)
             )
             meta = await self._meta(ingester)
             for hour, found in zip(missing, reads, strict=True):
                 minutes = list(self._committed(found, meta, MINUTE).values())
+                for row in minutes:
+                    row["_g"] = MINUTE
                 if minutes:
                     out.append((hour, minutes))
         return out
@@ -154,13 +162,18 @@ class WindowReader:
                 start = bucket - bucket % step
                 names = users.setdefault(start, set())
                 for row in rows:
-                    _add_counts(counts, start, decode_counts(row[counted]), server)
+                    if server is None:
+                        _add_counts(counts, start, decode_counts(row[counted]), None)
+                    else:
+                        _add_counts(counts, start, _one_wiki_counts(row[counted], server), server)
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
                         continue
-                    for name, keys in decode_keys(row.get("users")).items():
-                        if server is None or name == server:
+                    if server is None:
+                        for keys in decode_keys(row.get("users")).values():
                             names.update(keys)
+                    else:
+                        names.update(_one_wiki_users(row.get("users"), server))
         for start, names in users.items():
             if start not in user_n:
                 user_n[start] = len(names)
@@ -171,19 +184,98 @@ class WindowReader:
 
     async def top(self, query: TopQuery) -> list[TopItem]:
         """The busiest keys of the query's ranges, over every ingester."""
-        col = {"server_name": "counts", "user": "users", "page": "pages"}[query.by]
-        totals: dict[str, dict[str, int]] = {}  # server (or "") -> key -> count
+        if query.by == "server_name":  # a few hundred wikis a bucket: summed in full
+            totals: dict[str, dict[str, int]] = {}
+            for _, _, row in await self._top_rows(query, "counts"):
+                _add_top(totals, query.by, row["counts"])
+            return _busiest(totals, query.by, query.limit)
+        for _ in range(_TOP_ATTEMPTS):
+            try:
+                return await self._top_keys(query)
+            except _Moved:
+                continue  # a version read by its head was overwritten meanwhile: read again
+        return await self._top_keys(query, heads=False)
+
+    async def _top_rows(self, query: TopQuery, cols: str) -> list[tuple[str, int, Row]]:
+        """(ingester, granularity, committed row) of every bucket the query sums."""
+        out: list[tuple[str, int, Row]] = []
         for ingester in await self._ingesters():
             for part in query.ranges():
                 if part.granularity == HOUR:
-                    groups = await self._hours(ingester, part.since, part.until, col)
-                    rows = [row for _, found in groups for row in found]
+                    groups = await self._hours(ingester, part.since, part.until, cols)
+                    out += [(ingester, r["_g"], r) for _, found in groups for r in found]
                 else:
-                    found = await self._buckets(ingester, MINUTE, part.since, part.until, col)
-                    rows = list(found.values())
-                for row in rows:
-                    _add_top(totals, query.by, row[col])
-        return _busiest(totals, query.by, query.limit)
+                    found = await self._buckets(
+                        ingester, MINUTE, part.since, part.until, cols.replace("_head", "")
+                    )
+                    out += [(ingester, MINUTE, r) for r in found.values()]
+        return out
+
+    async def _top_keys(self, query: TopQuery, heads: bool = True) -> list[TopItem]:
+        """Users or pages: merged from the buckets' heads, tails read only where needed."""
+        by = query.by
+        col = "users" if by == "user" else "pages"
+        rows = await self._top_rows(query, f"{col}_head" if heads else col)
+        exact: list[dict[tuple[str, ...], int]] = []
+        lists: list[Head] = []
+        old: list[Awaitable[dict[tuple[str, ...], int]]] = []
+        for ingester, g, row in rows:
+            full = functools.partial(self._tail, by, col, ingester, g, row)
+            if row.get(f"{col}_head") is not None:
+                lists.append(Head.decode(row[f"{col}_head"], full))
+            elif col in row:  # read in full: a minute, or heads=False
+                exact.append(key_counts(by, row[col]))
+            else:  # an hour row written before heads existed
+                old.append(full())
+        exact += await asyncio.gather(*old)
+        return await merge(exact, lists, query.limit, _gather)
+
+    async def _tail(
+        self, by: str, col: str, ingester: str, g: int, head_row: Row
+    ) -> dict[tuple[str, ...], int]:
+        """The full blob of the version whose head was read (the same epoch and seq)."""
+        bucket = head_row["bucket"]
+        params = [ingester, g, bucket - bucket % HOUR, bucket, bucket + g]
+        for row in await self._execute(f"win_read:{col}", params):
+            if (row["epoch"], row["seq"]) == (head_row["epoch"], head_row["seq"]):
+                return key_counts(by, row[col])
+        raise _Moved
+
+
+_TOP_ATTEMPTS = 3
+
+
+class _Moved(Exception):
+    """A bucket version read by its head is no longer there (two commits overwrote its slot)."""
+
+
+async def _gather(
+    work: list[Awaitable[dict[tuple[str, ...], int]]],
+) -> list[dict[tuple[str, ...], int]]:
+    return list(await asyncio.gather(*work))
+
+
+#: A users blob with each wiki's map left undecoded: one wiki's users are then decoded alone
+#: (msgspec skips the others in C), not every wiki's of every bucket.
+_by_wiki = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
+_users = msgspec.msgpack.Decoder(dict[str, int])
+
+
+def _one_wiki_users(blob: bytes | None, server: str) -> Iterable[str]:
+    """The user names of one wiki in a users blob."""
+    if not blob:
+        return ()
+    raw = _by_wiki.decode(blob).get(server)
+    return _users.decode(raw) if raw is not None else ()
+
+
+_kinds = msgspec.msgpack.Decoder(dict[str, list[int]])
+
+
+def _one_wiki_counts(blob: bytes | None, server: str) -> dict[str, dict[str, list[int]]]:
+    """One wiki's counts by type in a counts blob, the other wikis left undecoded."""
+    raw = _by_wiki.decode(blob).get(server) if blob else None
+    return {server: _kinds.decode(raw)} if raw is not None else {}
 
 
 def _add_counts(

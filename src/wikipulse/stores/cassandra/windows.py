@@ -32,6 +32,10 @@ never increments, and made valid by it:
   what falls out of the retention behind the newest event. Nothing is ever deleted, so nothing
   leaves a tombstone; a partition holds one hour: at most 120 minute rows or 2 hour rows.
 
+Each version also carries the *head* of its users and pages (`window_head.py`): their busiest
+keys and the floor below them, so that top lists over many buckets read the full blobs only
+when the heads cannot settle the answer.
+
 The writer keeps the committed contents of the buckets it works on (the current and previous
 hour), loading a partition from Cassandra on a miss (after a restart, or a late event).
 """
@@ -44,7 +48,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cassandra.query import UNSET_VALUE
+
 from wikipulse.stores.cassandra.window_blob import Content, split_delta, total
+from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
@@ -164,7 +171,15 @@ class WindowWriter:
         ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
         params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
         summary = [new.users_n(), new.totals()]
-        await self._execute("win_write", [*params, *summary, *version.blobs, stamp, ttl])
+        # Hour rows only: a minute holds few keys, most of them once, so its head would be
+        # nearly all of it with a floor of 1-2, and 60 such floors defeat the merge anyway;
+        # readers sum minutes in full. UNSET writes nothing (no null cell, no tombstone).
+        heads = (
+            [user_head(new.users), page_head(new.pages)]
+            if g == HOUR
+            else [UNSET_VALUE, UNSET_VALUE]
+        )
+        await self._execute("win_write", [*params, *summary, *version.blobs, *heads, stamp, ttl])
 
     def committed(self, staged: Staged | None) -> None:
         """The commit that wrote `staged` landed: its versions are now the committed ones."""

@@ -1,0 +1,174 @@
+"""Heads of a bucket's users and pages, and an exact top-N merge that reads tails only if needed.
+
+A bucket's full `users` or `pages` blob holds every key of the bucket: at the live rate an hour
+holds ~10^5 of them (4-6 MB), so a 24-hour top list that decodes and sums every key of 24 hours
+costs seconds. Each bucket version therefore also stores a *head*: its `HEAD` busiest keys
+(users summed over the wikis; pages as (wiki, title)) with their counts, and the *floor*, the
+highest count of any key left out (0 when every key is in the head).
+
+`merge` answers a top-N exactly from the heads in the common case, threshold style (TPUT):
+the sum of the heads is a lower bound of each key's count, so the N-th highest of those sums
+is a lower bound `tau` of the N-th answer; a key can reach `tau` only if its head counts plus
+the floors of the lists whose head lacks it do. Keys in no head can reach at most the sum of
+all floors: when that is below `tau`, only the keys that can still reach it are candidates, and
+a list's full blob (its *tail*) is read only when it has a floor and some candidate is missing
+from its head. Otherwise every full blob is read, as before the heads existed. The answer is
+exact either way: every key left out has an upper bound below the N-th count found.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from wikipulse.stores.cassandra.window_blob import Keys, decode_keys
+
+__all__ = ["HEAD", "Head", "Key", "encode_head", "key_counts", "merge", "page_head", "user_head"]
+
+#: Keys kept in a head: enough that the floors of 24 hours stay far below a top-100's counts.
+HEAD = 1000
+
+#: A top key: (user,) or (server_name, title), as the API's `TopItem`.
+Key = tuple[str, ...]
+
+_encode = msgspec.msgpack.Encoder().encode
+_decoder = msgspec.msgpack.Decoder(tuple[int, list[tuple[str, ...]], list[int]])
+
+
+def _head(counts: dict[Key, int], size: int | None = None) -> bytes:
+    """The `size` (default `HEAD`) busiest keys with their counts, and the floor, as one blob."""
+    if size is None:
+        size = HEAD
+    if len(counts) <= size:
+        top = sorted(counts.items(), key=lambda kv: -kv[1])
+        floor = 0
+    else:
+        picked = heapq.nlargest(size + 1, counts.items(), key=lambda kv: kv[1])
+        top, floor = picked[:size], picked[size][1]
+    return _encode((floor, [k for k, _ in top], [n for _, n in top]))
+
+
+def key_counts(by: str, blob: bytes | None) -> dict[Key, int]:
+    """Every key of a full users or pages blob with its count (users summed over wikis)."""
+    out: dict[Key, int] = {}
+    for server, keys in decode_keys(blob).items():
+        if by == "user":
+            for user, n in keys.items():
+                key = (user,)
+                out[key] = out.get(key, 0) + n
+        else:
+            for title, n in keys.items():
+                out[(server, title)] = n
+    return out
+
+
+def user_head(users: Keys) -> bytes:
+    """The head of a bucket's users (summed over the wikis)."""
+    if len(users) == 1:
+        (keys,) = users.values()
+        return _head({(u,): n for u, n in keys.items()})
+    counts: dict[Key, int] = {}
+    for keys in users.values():
+        for user, n in keys.items():
+            key = (user,)
+            counts[key] = counts.get(key, 0) + n
+    return _head(counts)
+
+
+def page_head(pages: Keys) -> bytes:
+    """The head of a bucket's pages, keyed (wiki, title)."""
+    return _head({(s, t): n for s, titles in pages.items() for t, n in titles.items()})
+
+
+def encode_head(counts: dict[Key, int], size: int | None = None) -> bytes:
+    """A head of some key counts, of `size` keys (tests use small ones)."""
+    return _head(counts, size)
+
+
+@dataclass(slots=True)
+class Head:
+    """One list of the merge: a bucket's head, and how to read its full blob when needed."""
+
+    floor: int
+    counts: dict[Key, int]
+    full: Callable[[], Awaitable[dict[Key, int]]]
+
+    @classmethod
+    def decode(cls, blob: bytes, full: Callable[[], Awaitable[dict[Key, int]]]) -> Head:
+        """A head back from its blob."""
+        floor, keys, counts = _decoder.decode(blob)
+        return cls(floor, dict(zip(map(tuple, keys), counts, strict=True)), full)
+
+
+async def merge(
+    exact: Iterable[dict[Key, int]],
+    heads: Sequence[Head],
+    limit: int,
+    gather: Callable[[list[Awaitable[dict[Key, int]]]], Awaitable[list[dict[Key, int]]]],
+) -> list[tuple[Key, int]]:
+    """The `limit` keys of highest total count over every list, ties by key; exact.
+
+    `exact` are lists known in full; `heads` may need their full blob, read through `gather`
+    (concurrently) only when the heads cannot settle the answer.
+    """
+    partial: dict[Key, int] = {}
+    for counts in exact:
+        _add(partial, counts)
+    for head in heads:
+        _add(partial, head.counts)
+    floors = sum(h.floor for h in heads)
+    tau = heapq.nlargest(limit, partial.values())[-1] if len(partial) >= limit else 0
+    if floors and (tau == 0 or floors >= tau):
+        # The heads cannot rule out a key they do not show: read every tail.
+        tails = await gather([h.full() for h in heads if h.floor])
+        return _busiest(_sum_exact(exact, [h for h in heads if not h.floor], tails), limit)
+    # A key's upper bound: its partial sum plus the floors of the heads that lack it.
+    shown: dict[Key, int] = {}
+    for head in heads:
+        if head.floor:
+            floor = head.floor
+            for key in head.counts:
+                shown[key] = shown.get(key, 0) + floor
+    candidates = {key for key, n in partial.items() if n + floors - shown.get(key, 0) >= tau}
+    needed = [h for h in heads if h.floor and any(k not in h.counts for k in candidates)]
+    tails = await gather([h.full() for h in needed])
+    tail_of = {id(h): t for h, t in zip(needed, tails, strict=True)}
+    totals: dict[Key, int] = {}
+    for key in candidates:
+        n = sum(counts.get(key, 0) for counts in exact)
+        for head in heads:
+            tail = tail_of.get(id(head))
+            n += tail.get(key, 0) if tail is not None else head.counts.get(key, 0)
+        totals[key] = n
+    return _busiest(totals, limit)
+
+
+def _add(into: dict[Key, int], counts: dict[Key, int]) -> None:
+    get = into.get
+    for key, n in counts.items():
+        into[key] = get(key, 0) + n
+
+
+def _sum_exact(
+    exact: Iterable[dict[Key, int]], complete: Sequence[Head], tails: Iterable[dict[Key, int]]
+) -> dict[Key, int]:
+    totals: dict[Key, int] = {}
+    for counts in exact:
+        _add(totals, counts)
+    for head in complete:  # a head with no floor holds every key of its bucket
+        _add(totals, head.counts)
+    for tail in tails:
+        _add(totals, tail)
+    return totals
+
+
+def _busiest(totals: dict[Key, int], limit: int) -> list[tuple[Key, int]]:
+    if not totals:
+        return []
+    floor = heapq.nlargest(limit, totals.values())[-1]
+    items = [(k, n) for k, n in totals.items() if n >= floor]
+    items.sort(key=lambda kv: (-kv[1], kv[0]))
+    return items[:limit]
