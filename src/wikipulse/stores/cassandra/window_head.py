@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import msgspec
 
 from wikipulse.stores.cassandra.window_blob import Keys, decode_keys
+from wikipulse.window_topn import best
 
 __all__ = ["HEAD", "Head", "Key", "encode_head", "key_counts", "merge", "page_head", "user_head"]
 
@@ -124,7 +125,7 @@ async def merge(
     if floors and (tau == 0 or floors >= tau):
         # The heads cannot rule out a key they do not show: read every tail.
         tails = await gather([h.full() for h in heads if h.floor])
-        return _busiest(_sum_exact(exact, [h for h in heads if not h.floor], tails), limit)
+        return best(_sum_exact(exact, [h for h in heads if not h.floor], tails), limit)
     # A key's upper bound: its partial sum plus the floors of the heads that lack it.
     shown: dict[Key, int] = {}
     for head in heads:
@@ -143,7 +144,7 @@ async def merge(
             tail = tail_of.get(id(head))
             n += tail.get(key, 0) if tail is not None else head.counts.get(key, 0)
         totals[key] = n
-    return _busiest(totals, limit)
+    return best(totals, limit)
 
 
 def _add(into: dict[Key, int], counts: dict[Key, int]) -> None:
@@ -163,12 +164,3 @@ def _sum_exact(
     for tail in tails:
         _add(totals, tail)
     return totals
-
-
-def _busiest(totals: dict[Key, int], limit: int) -> list[tuple[Key, int]]:
-    if not totals:
-        return []
-    floor = heapq.nlargest(limit, totals.values())[-1]
-    items = [(k, n) for k, n in totals.items() if n >= floor]
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return items[:limit]
