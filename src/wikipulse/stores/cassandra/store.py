@@ -7,7 +7,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cassandra.query import UNSET_VALUE
@@ -23,8 +22,10 @@ from wikipulse.stores.cassandra.lease import (
     lease_condition,
     refusal,
 )
+from wikipulse.stores.cassandra.partition import Partition, beyond_window, parse
 from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
@@ -44,53 +45,6 @@ async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:
     started = time.perf_counter()
     out = await work
     return out, time.perf_counter() - started
-
-
-@dataclass
-class _Partition:
-    """One ingester's partition as read back: its totals, epochs and window slots."""
-
-    seq: int | None = None
-    token: str | None = None
-    total: int = 0
-    bots: int = 0
-    users: int = 0
-    position: str | None = None
-    servers: dict[str, int] = field(default_factory=dict)
-    epochs: dict[str, int] = field(default_factory=dict)
-    #: (seq of the last commit that wrote it, slot number, its ids), oldest first.
-    slots: list[tuple[int, int, list[str]]] = field(default_factory=list)
-    #: The newest minute of event time committed to the time windows (see `windows.py`).
-    window_newest: int | None = None
-
-
-def _parse(rows: driver.Rows) -> _Partition:
-    part = _Partition()
-    for row in rows:
-        if part.seq is None and row.get("seq") is not None:
-            part.seq, part.token = row["seq"], row["batch_token"]
-            part.total, part.bots = row["total"] or 0, row["bots"] or 0
-            part.users, part.position = row["distinct_users"] or 0, row["position"]
-            part.servers = dict(row["by_server"] or {})
-        if row.get("kind") == "epoch":
-            part.epochs[row["name"]] = row["last_seq"]
-        elif row.get("kind") == "window":
-            part.window_newest = row["last_seq"]
-        elif row.get("kind") == "recent":
-            part.slots.append((row["last_seq"], int(row["name"]), list(row["ids"] or ())))
-    part.slots.sort()
-    return part
-
-
-def _beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]:
-    """The slots holding only ids older than the newest `window` ids."""
-    kept = 0
-    beyond = []
-    for slot, (_, count) in sorted(filled.items(), key=lambda item: -item[1][0]):
-        if kept >= window:
-            beyond.append(slot)
-        kept += count
-    return sorted(beyond)
 
 
 class CassandraStore(WindowQueries):
@@ -126,11 +80,10 @@ class CassandraStore(WindowQueries):
         self._create_schema = create_schema
         self._session = session
         self._own_cluster: Any = None
-        self._stmts: dict[str, Any] = {}
-        self._preparing: dict[str, asyncio.Future[Any]] = {}
+        self._stmts = Statements(statement)
         self._claims = Claims(ingester_id)
         self._failed_token: str | None = None
-        self._state = _Partition()
+        self._state = Partition()
         self._slot = 0
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
@@ -177,11 +130,8 @@ class CassandraStore(WindowQueries):
         # Statements name tables without a keyspace: the session is bound to it.
         await driver.blocking(session.set_keyspace, self._keyspace)
         _, serial = driver.consistency_levels(self._consistency)
-        for name, cql in STATEMENTS.items():
-            self._stmts[name] = await driver.blocking(session.prepare, cql)
-        for name in ("load", "epochs", "claims"):
-            # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
-            self._stmts[name].consistency_level = serial
+        # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
+        await self._stmts.prepare_all(session, STATEMENTS, ("load", "epochs", "claims"), serial)
         part = await self._load()
         if part.seq is None:
             await self._execute("init", [self._me])
@@ -190,14 +140,14 @@ class CassandraStore(WindowQueries):
         self._windows.opened(part.window_newest)
         self._claims.new_epoch()
 
-    async def _load(self) -> _Partition:
-        return _parse(await self._execute("load", [self._me]))
+    async def _load(self) -> Partition:
+        return parse(await self._execute("load", [self._me]))
 
     async def _epochs(self) -> dict[str, int]:
         rows = await self._execute("epochs", [self._me])
         return {row["name"]: row["last_seq"] for row in rows}
 
-    def _adopt(self, part: _Partition) -> None:
+    def _adopt(self, part: Partition) -> None:
         """Make the partition read back this store's state."""
         self._state = part
         self._claims.epochs.update(part.epochs)
@@ -219,10 +169,9 @@ class CassandraStore(WindowQueries):
         self, name: str, cql: str, params: Sequence[Any], serial: bool
     ) -> driver.Rows:
         if name not in self._stmts and self._session is not None:
-            prepared = await driver.blocking(self._session.prepare, cql)
-            if serial:  # a read at SERIAL sees the outcome of every lease transaction
-                prepared.consistency_level = driver.consistency_levels(self._consistency)[1]
-            self._stmts[name] = prepared
+            # a read at SERIAL sees the outcome of every lease transaction
+            level = driver.consistency_levels(self._consistency)[1] if serial else None
+            await self._stmts.add(self._session, name, cql, level)
         return await self._execute(name, params)
 
     async def commit(self, batch: Batch) -> None:
@@ -254,7 +203,7 @@ class CassandraStore(WindowQueries):
             for name, count in sorted(batch.by_server_name.items())
         }
         position = batch.position if batch.position is not None else state.position
-        after = _Partition(
+        after = Partition(
             seq=seq,
             token=batch.token,
             total=state.total + batch.total,
@@ -287,7 +236,7 @@ class CassandraStore(WindowQueries):
             slot_ids = [*slot_ids, *batch.event_ids][-self._window :]
             params += [me, f"{slot:04d}", seq, slot_ids]
             filled = self._filled | {slot: (seq, len(slot_ids))}
-            cleared = _beyond_window(filled, self._window)
+            cleared = beyond_window(filled, self._window)
             for old in cleared:
                 # An empty list overwrites the slot's cell: no tombstone, unlike a delete.
                 params += [me, f"{old:04d}", 0, []]
@@ -389,25 +338,5 @@ class CassandraStore(WindowQueries):
         session = self._session
         if session is None:
             raise RuntimeError("the Cassandra store is not open")
-        prepared = self._stmts.get(name)
-        if prepared is None:  # a claim batch of a size not met before: prepared once
-            prepared = await self._prepare(session, name)
+        prepared = await self._stmts.get(session, name)
         return await driver.result(session.execute_async(prepared, params))
-
-    async def _prepare(self, session: driver.CqlSession, name: str) -> Any:
-        """Prepare a statement once, however many shards of a commit ask for it at once.
-
-        The first commits meet dozens of new claim batch sizes at once, each through a
-        worker thread: without this, every shard of the same size prepared it again.
-        """
-        pending = self._preparing.get(name)
-        if pending is None:
-            pending = asyncio.ensure_future(driver.blocking(session.prepare, statement(name)))
-            self._preparing[name] = pending
-        try:
-            prepared = await asyncio.shield(pending)
-        finally:
-            if pending.done():
-                self._preparing.pop(name, None)
-        self._stmts[name] = prepared
-        return prepared

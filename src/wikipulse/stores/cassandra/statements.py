@@ -1,0 +1,64 @@
+"""The Cassandra store's prepared statements, by name, each prepared once.
+
+Most are prepared when the store opens. A claim batch of a size not met before, or a lease
+statement, is prepared on first use; the first commits meet dozens of new claim batch sizes
+at once, each asked for by many shards in parallel, so a statement being prepared is awaited by
+every caller rather than prepared again on another worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from wikipulse.stores.cassandra import driver
+
+__all__ = ["Statements"]
+
+
+class Statements:
+    """Prepared statements of one session by name; `cql_of` names those prepared on first use."""
+
+    def __init__(self, cql_of: Callable[[str], str]) -> None:
+        self._cql_of = cql_of
+        self._prepared: dict[str, Any] = {}
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._prepared
+
+    async def prepare_all(
+        self, session: driver.CqlSession, cql: Mapping[str, str], serial: Iterable[str], level: Any
+    ) -> None:
+        """Prepare every statement of `cql`; those named in `serial` read at `level` (SERIAL)."""
+        for name, text in cql.items():
+            self._prepared[name] = await driver.blocking(session.prepare, text)
+        for name in serial:
+            self._prepared[name].consistency_level = level
+
+    async def add(self, session: driver.CqlSession, name: str, cql: str, level: Any = None) -> None:
+        """Prepare `cql` as `name` unless it is already (at consistency `level` if given)."""
+        if name in self._prepared:
+            return
+        prepared = await driver.blocking(session.prepare, cql)
+        if level is not None:
+            prepared.consistency_level = level
+        self._prepared[name] = prepared
+
+    async def get(self, session: driver.CqlSession, name: str) -> Any:
+        """The prepared statement `name`, prepared now (once, however many ask) if need be."""
+        prepared = self._prepared.get(name)
+        if prepared is not None:
+            return prepared
+        pending = self._pending.get(name)
+        if pending is None:
+            pending = asyncio.ensure_future(driver.blocking(session.prepare, self._cql_of(name)))
+            self._pending[name] = pending
+        try:
+            prepared = await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._pending.pop(name, None)
+        self._prepared[name] = prepared
+        return prepared
