@@ -61,7 +61,11 @@ _PUT = (
     "$4::integer[], $5::bytea[]) ON CONFLICT (g, dim, bucket, part) "
     "DO UPDATE SET data = excluded.data"
 )
-_DROP = "DELETE FROM wp_win_parts WHERE g = $1 AND bucket = ANY($2::bigint[])"
+# Every dimension named, so the primary key (g, dim, bucket, part) finds the rows: with `dim`
+# left out the delete scanned every row of the granularity.
+_DROP = (
+    "DELETE FROM wp_win_parts WHERE g = $1 AND dim = ANY($3::text[]) AND bucket = ANY($2::bigint[])"
+)
 _PARTS_RANGE = (
     "SELECT bucket, max(part), count(*) FROM wp_win_parts WHERE g = $1 AND dim = 't' "
     "AND bucket >= $2 AND bucket < $3 GROUP BY bucket"
@@ -134,7 +138,7 @@ async def _answer(conn: Any, request: tables.Request) -> Any:
         await conn.execute(_PUT, request.g, dims, buckets, parts, blobs)
         return None
     if isinstance(request, tables.Drop):
-        await conn.execute(_DROP, request.g, list(request.buckets))
+        await conn.execute(_DROP, request.g, list(request.buckets), list(tables.ALL_DIMS))
         return None
     if isinstance(request, tables.Parts):
         if request.buckets is None:
