@@ -61,8 +61,9 @@ _PUT = (
     "$4::integer[], $5::bytea[]) ON CONFLICT (g, dim, bucket, part) "
     "DO UPDATE SET data = excluded.data"
 )
-# Every dimension named, so the primary key (g, dim, bucket, part) finds the rows: with `dim`
-# left out the delete scanned every row of the granularity.
+# Deletes name every dimension, so the primary key (g, dim, bucket, part) finds the rows: with
+# `dim` left out they scanned every row of the granularity.
+_ALL_DIMS = list(tables.ALL_DIMS)
 _DROP = (
     "DELETE FROM wp_win_parts WHERE g = $1 AND dim = ANY($3::text[]) AND bucket = ANY($2::bigint[])"
 )
@@ -81,7 +82,7 @@ _CLOSED = (
 _SPAN = "SELECT min(bucket), max(bucket) FROM wp_win_parts WHERE g = $1 AND dim = 't'"
 _PRUNE = (
     "DELETE FROM wp_win_parts WHERE ctid = ANY(ARRAY(SELECT ctid FROM wp_win_parts "
-    "WHERE g = $1 AND bucket <= $2 LIMIT $3))"
+    "WHERE g = $1 AND dim = ANY($4::text[]) AND bucket <= $2 LIMIT $3))"
 )
 
 
@@ -138,7 +139,7 @@ async def _answer(conn: Any, request: tables.Request) -> Any:
         await conn.execute(_PUT, request.g, dims, buckets, parts, blobs)
         return None
     if isinstance(request, tables.Drop):
-        await conn.execute(_DROP, request.g, list(request.buckets), list(tables.ALL_DIMS))
+        await conn.execute(_DROP, request.g, list(request.buckets), _ALL_DIMS)
         return None
     if isinstance(request, tables.Parts):
         if request.buckets is None:
@@ -188,6 +189,6 @@ async def prune_chunk(conn: Any, cutoff: int, limit: int) -> int:
     deleted = 0
     async with conn.transaction():
         for g in tables.LEVELS:
-            status = await conn.execute(_PRUNE, g, cutoff - g, limit)
+            status = await conn.execute(_PRUNE, g, cutoff - g, limit, _ALL_DIMS)
             deleted += int(status.split()[-1])
     return deleted
