@@ -121,6 +121,10 @@ def cassandra_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
     yield from _fresh_keyspace(cassandra_skip_reason)
 
 
+#: Seconds a test allows a schema change (the driver's default request timeout is 10 s).
+DDL_TIMEOUT = 60.0
+
+
 def _fresh_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
     """Yield a new keyspace name (fail or skip if the cluster is out of reach); drop it after."""
     if cassandra_skip_reason:
@@ -133,7 +137,10 @@ def _fresh_keyspace(cassandra_skip_reason: str | None) -> Iterator[str]:
         CASSANDRA_HOSTS.split(","), port=CASSANDRA_PORT, connection_class=connection_class()
     )
     try:
-        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        # Schema changes on a cluster whose node just came back can take longer than the
+        # driver's 10 s request timeout on this 2-core machine (seen once in CI as "Connection
+        # defunct by heartbeat", the driver's name for a client-side timeout).
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT)
     finally:
         cluster.shutdown()
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
-import re
 import time
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -26,6 +23,7 @@ from wikipulse.consumer import ConsumerState
 from wikipulse.feeds import Events, RawEvent
 from wikipulse.redact import redact_text
 from wikipulse.retry import Backoff
+from wikipulse.sources import reply
 from wikipulse.sse_bulk import BulkSSEParser, EventTooLarge
 
 if TYPE_CHECKING:
@@ -35,15 +33,8 @@ __all__ = ["LiveSource"]
 
 log = logging.getLogger(__name__)
 
-# RFC 9110 says delay-seconds is an integer; a decimal costs nothing to accept.
-_DELAY_SECONDS = re.compile(r"\s*(\d{1,9}(?:\.\d+)?)\s*")
-_EVENT_STREAM = "text/event-stream"
 #: Redirects followed within the stream's own scheme and host.
 _MAX_REDIRECTS = 5
-#: Decompressed bytes produced per step, so that a compression bomb never sits in memory.
-_INFLATE_STEP = 64 * 1024
-#: Decompressed bytes allowed per compressed byte (JSON compresses ~10:1; bombs ~1000:1).
-_MAX_INFLATE_RATIO = 100
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 #: Bytes asked of the socket per read. httpcore asks for 64 KiB, and each read costs about
 #: 100 us of Python (anyio, httpcore, h11, httpx) on the 2-core VM: while catching up that was
@@ -61,16 +52,6 @@ def _read_larger() -> None:
     connection = httpcore.AsyncHTTP11Connection
     if getattr(connection, "READ_NUM_BYTES", READ_BYTES) < READ_BYTES:
         connection.READ_NUM_BYTES = READ_BYTES
-
-
-class _ConnectionEnded(Exception):
-    """A connection ended badly; `delay` is how long to wait (None: exponential back-off)."""
-
-    def __init__(self, reason: str, delay: float | None = None, *, forbidden: bool = False):
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
-        self.forbidden = forbidden
 
 
 class LiveSource:
@@ -170,14 +151,22 @@ class LiveSource:
                 delay: float | None
                 try:
                     async with client.stream("GET", self.url, headers=self._headers()) as resp:
-                        self._accept(resp)
+                        reply.check(
+                            resp,
+                            host=self._host,
+                            user_agent=self.user_agent,
+                            forbidden_retry=self._forbidden_retry,
+                            wait=self._wait,
+                        )
                         self.state.connected = True
                         self.state.forbidden = False
                         self.state.source_error = None
                         log.info("connected to %s (Last-Event-ID %s)", self._host, self.last_id)
                         # A fresh parser per connection: an event cut by a disconnect is dropped.
                         parser = BulkSSEParser(self.last_id, self._max_event_bytes)
-                        async with contextlib.aclosing(self._body(resp)) as body:
+                        async with contextlib.aclosing(
+                            reply.inflated(resp, slack=self._max_event_bytes, on_bomb=self._bomb)
+                        ) as body:
                             async for chunk in body:
                                 got = parser.feed(chunk)
                                 if got.last_id is not None:
@@ -206,7 +195,7 @@ class LiveSource:
                     delay = 0.0 if delivered else None
                     self.state.oversized_events += 1
                     self._failed(f"the stream sent {exc}; dropped the connection")
-                except _ConnectionEnded as exc:
+                except reply.ConnectionEnded as exc:
                     delay = 0.0 if delivered and exc.delay is None else exc.delay
                     self._failed(exc.reason, forbidden=exc.forbidden)
                 except httpx.ReadTimeout:
@@ -238,56 +227,18 @@ class LiveSource:
         if (url.scheme, url.host, url.port) != self._origin:
             self.state.redirects_refused += 1
             port = f":{url.port}" if url.port is not None else ""
-            raise _ConnectionEnded(
+            raise reply.ConnectionEnded(
                 f"refused a redirect from {self._host} to {url.scheme}://{url.host}{port} "
                 "(only the stream's own scheme and host are followed)"
             )
 
-    async def _body(self, response: httpx.Response) -> AsyncGenerator[bytes, None]:
-        """The body's bytes, inflated step by step if the server compressed it anyway.
-
-        We ask for `identity`; a server that still sends gzip or deflate is decoded in
-        bounded steps (never the whole inflation of a chunk at once) and at most
-        _MAX_INFLATE_RATIO times the compressed size, so a compression bomb costs neither
-        memory nor minutes of CPU.
-        """
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("", "identity"):
-            async for chunk in response.aiter_raw():
-                yield chunk
-            return
-        if encoding in ("gzip", "x-gzip"):
-            inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif encoding == "deflate":
-            inflater = zlib.decompressobj(zlib.MAX_WBITS)
-        else:
-            raise _ConnectionEnded(f"unsupported Content-Encoding {encoding!r}")
-        received = inflated = 0
-        async for chunk in response.aiter_raw():
-            received += len(chunk)
-            pending = chunk
-            while True:
-                try:
-                    out = inflater.decompress(pending, _INFLATE_STEP)
-                except zlib.error as exc:
-                    raise _ConnectionEnded(f"corrupt {encoding} body: {exc}") from None
-                pending = inflater.unconsumed_tail
-                inflated += len(out)
-                if inflated > received * _MAX_INFLATE_RATIO + self._max_event_bytes:
-                    self.state.oversized_events += 1
-                    raise _ConnectionEnded(
-                        f"the {encoding} body inflates more than {_MAX_INFLATE_RATIO} times "
-                        "(a compression bomb); dropped the connection"
-                    )
-                if out:
-                    yield out
-                if not pending and len(out) < _INFLATE_STEP:
-                    break
+    def _bomb(self) -> None:
+        self.state.oversized_events += 1
 
     def _headers(self) -> dict[str, str]:
         headers = {
             "User-Agent": self.user_agent,
-            "Accept": _EVENT_STREAM,
+            "Accept": reply.EVENT_STREAM,
             # No compression: a compressed body can inflate without limit (see _body).
             "Accept-Encoding": "identity",
         }
@@ -295,40 +246,10 @@ class LiveSource:
             headers["Last-Event-ID"] = self.last_id
         return headers
 
-    def _accept(self, response: httpx.Response) -> None:
-        """Raise _ConnectionEnded unless the response is a 200 event stream."""
-        status = response.status_code
-        if status == 403:
-            raise _ConnectionEnded(
-                f"HTTP 403: {self._host} refused the User-Agent {self.user_agent!r}; set "
-                "WIKIPULSE_USER_AGENT to name this tool and a contact "
-                "(https://meta.wikimedia.org/wiki/User-Agent_policy)",
-                self._forbidden_retry,
-                forbidden=True,
-            )
-        if status in (429, 503):
-            wait = self._retry_after(response.headers.get("retry-after"))
-            raise _ConnectionEnded(f"HTTP {status} (Retry-After: {wait})", wait)
-        if status != 200:
-            raise _ConnectionEnded(f"HTTP {status} from {self._host}")
-        ctype = response.headers.get("content-type", "")
-        if ctype.partition(";")[0].strip().lower() != _EVENT_STREAM:
-            raise _ConnectionEnded(f"HTTP 200 with content type {ctype!r}, not an event stream")
-
-    def _retry_after(self, value: str | None) -> float | None:
-        """Seconds to wait from a Retry-After header (seconds or HTTP-date), if it has one."""
-        if value is None:
-            return None
-        # A bogus far-off date must not park the consumer for ever.
-        cap = max(self._backoff_max, self._forbidden_retry)
-        match = _DELAY_SECONDS.fullmatch(value)
-        if match:
-            return min(float(match.group(1)), cap)
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return min(max(when.timestamp() - self._clock(), 0.0), cap)
+    def _wait(self, value: str | None) -> float | None:
+        return reply.retry_after(
+            value, now=self._clock(), cap=max(self._backoff_max, self._forbidden_retry)
+        )
 
     def _failed(self, reason: str, *, forbidden: bool = False) -> None:
         self.state.source_error = reason
