@@ -8,7 +8,7 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,10 @@ from wikipulse.stores import STORES
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
+    from wikipulse.ingest import Pipeline
+    from wikipulse.replay.options import ReplaySettings
     from wikipulse.replay.parallel import RangeFolder
+    from wikipulse.stores import StatsStore
 
 __all__ = ["main"]
 
@@ -160,7 +163,7 @@ def _replay(args: argparse.Namespace) -> int:
     import asyncio  # after the fork: the workers need none of it
 
     try:
-        settings = _settings(args, store=args.store)
+        settings = _replay_settings(args)
         return asyncio.run(
             _replay_async(
                 settings,
@@ -177,8 +180,53 @@ def _replay(args: argparse.Namespace) -> int:
             folder.close()
 
 
+def _replay_settings(args: argparse.Namespace) -> Settings | ReplaySettings:
+    """The settings of a replay: its defaults as they are when nothing is configured.
+
+    Loading and validating the settings costs a sixth of the CPU of a large replay into
+    memory, which reads only a few of them (see replay/options.py).
+    """
+    import os
+
+    from wikipulse.replay.options import ReplaySettings, unconfigured
+
+    if args.store == "memory" and unconfigured(os.environ, args.config, args.env_file):
+        from wikipulse.logs import configure_logging
+
+        light = ReplaySettings()
+        configure_logging(light.log_level, light.log_format)
+        return light
+    return _settings(args, store=args.store)
+
+
+def _replay_store(
+    settings: Settings | ReplaySettings, windows: bool
+) -> tuple[StatsStore, Callable[[StatsStore], Pipeline]]:
+    """The store of a replay, and how to make its pipeline once the store is open."""
+    from wikipulse.replay.options import ReplaySettings
+
+    if isinstance(settings, ReplaySettings):
+        # Nothing configured: the memory store, without the bootstrap's imports.
+        from wikipulse.ingest import Pipeline
+        from wikipulse.stores.memory import MemoryStore
+
+        def pipeline(store: StatsStore) -> Pipeline:
+            return Pipeline(
+                store,
+                max_events=settings.batch_max_events,
+                max_ms=settings.batch_max_ms,
+                dedup_window=settings.dedup_window,
+                windows=windows,
+            )
+
+        return MemoryStore(window_retention_hours=settings.window_retention_hours), pipeline
+    from wikipulse.bootstrap import make_pipeline, store_for
+
+    return store_for(settings), lambda store: make_pipeline(settings, store, windows=windows)
+
+
 async def _replay_async(
-    settings: Settings,
+    settings: Settings | ReplaySettings,
     path: Path,
     size: int,
     folder: RangeFolder | None,
@@ -189,7 +237,6 @@ async def _replay_async(
 ) -> int:
     import time
 
-    from wikipulse.bootstrap import make_pipeline, store_for
     from wikipulse.replay.files import file_feed, read_format
 
     next_report = time.monotonic() + 1.0
@@ -208,12 +255,12 @@ async def _replay_async(
             file=sys.stderr,
         )
 
-    store = store_for(settings)
+    store, make_pipeline = _replay_store(settings, keep_windows)
     started = time.monotonic()
     fmt = read_format(path)
     try:
         await store.open()
-        pipeline = make_pipeline(settings, store, windows=keep_windows)
+        pipeline = make_pipeline(store)
         await pipeline.resume()
         await pipeline.run(file_feed(path, progress, folder))
         stats = await store.snapshot()
