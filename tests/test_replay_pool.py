@@ -1,0 +1,108 @@
+"""The fork pool gives every task's result in task order, and fails loudly, never hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from wikipulse.replay.pool import ForkPool, WorkerFailed
+
+
+def _square(n: int, delay: float) -> tuple[int, int, int]:
+    time.sleep(delay)
+    return n, n * n, os.getpid()
+
+
+def _fail_on_7(n: int) -> int:
+    if n == 7:
+        raise ValueError("seven is refused")
+    return n
+
+
+def _die_on_5(n: int) -> int:
+    if n == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
+
+
+async def _collect(pool: ForkPool[object], ahead: int = 2) -> list[object]:
+    return [result async for result in pool.results(ahead)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("workers", [1, 2, 3])
+async def test_results_come_in_task_order_from_every_worker(workers: int) -> None:
+    """Tasks finishing out of order still come back in order, each exactly once."""
+    # Early tasks are the slow ones, so later ones finish first on other workers.
+    tasks = [(n, 0.02 if n % 4 == 0 else 0.0) for n in range(40)]
+    pool: ForkPool[tuple[int, int, int]] = ForkPool(_square, tasks, workers, ahead=3)
+    try:
+        results = [r async for r in pool.results(ahead=2)]
+    finally:
+        pool.close()
+    assert [(n, sq) for n, sq, _ in results] == [(n, n * n) for n in range(40)]
+    assert len({pid for _, _, pid in results}) == workers
+    assert os.getpid() not in {pid for _, _, pid in results}
+
+
+@pytest.mark.anyio
+async def test_a_failing_task_raises_its_traceback_in_the_parent() -> None:
+    """An exception in a worker stops the results with the worker's traceback."""
+    pool = ForkPool(_fail_on_7, [(n,) for n in range(20)], 2, ahead=4)
+    got: list[int] = []
+
+    async def take() -> None:
+        async for result in pool.results(ahead=4):
+            got.append(result)
+
+    try:
+        with pytest.raises(WorkerFailed, match="seven is refused"):
+            await take()
+    finally:
+        pool.close()
+    assert got == list(range(7))
+
+
+@pytest.mark.anyio
+async def test_a_worker_that_dies_fails_the_results_instead_of_hanging() -> None:
+    """A worker killed in the middle of a task ends the results with an error."""
+    pool = ForkPool(_die_on_5, [(n,) for n in range(30)], 2, ahead=4)
+    try:
+        with pytest.raises(WorkerFailed, match="ended before"):
+            await _collect(pool)  # type: ignore[arg-type]
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_close_stops_the_workers_and_removes_their_files() -> None:
+    """Closing before every result was taken ends the workers and leaves no file behind."""
+    pool = ForkPool(_square, [(n, 0.01) for n in range(100)], 2, ahead=6)
+    directory = Path(pool._dir)
+    pids = list(pool._pids)
+    async for n, _, _ in pool.results(ahead=6):
+        if n == 3:
+            break
+    pool.close()
+    _assert_gone(directory, pids)
+
+
+def _assert_gone(directory: Path, pids: list[int]) -> None:
+    assert not directory.exists()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # already reaped by close()
+
+
+@pytest.mark.anyio
+async def test_no_tasks_gives_no_results() -> None:
+    """An empty task list ends at once and the workers exit."""
+    pool = ForkPool(_fail_on_7, [], 2, ahead=4)
+    try:
+        assert await _collect(pool) == []  # type: ignore[arg-type]
+    finally:
+        pool.close()
