@@ -24,10 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import shutil
 import signal
-import tempfile
-import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -43,9 +40,15 @@ class WorkerFailed(RuntimeError):
 
 
 def _result_dir() -> str:
-    shm = "/dev/shm"  # noqa: S108  # a private directory is made inside it
-    base = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-    return tempfile.mkdtemp(prefix="wikipulse-replay-", dir=base)
+    """A new private directory, in memory where possible (tempfile costs an import here)."""
+    base = "/dev/shm"  # noqa: S108  # a private directory is made inside it, mode 0700
+    if not (os.path.isdir(base) and os.access(base, os.W_OK)):
+        import tempfile
+
+        base = tempfile.gettempdir()
+    path = os.path.join(base, f"wikipulse-replay-{os.getpid()}-{os.urandom(8).hex()}")
+    os.mkdir(path, 0o700)
+    return path
 
 
 class ForkPool(Generic[T]):
@@ -95,6 +98,8 @@ class ForkPool(Generic[T]):
                 try:
                     result, status = self._run(*self._tasks[number]), _OK
                 except Exception:
+                    import traceback
+
                     result, status = traceback.format_exc(), _FAILED
                 with open(os.path.join(self._dir, str(number)), "wb") as f:
                     pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -183,4 +188,6 @@ class ForkPool(Generic[T]):
         for fd in self._done_r:
             os.close(fd)
         self._done_r = []
+        import shutil
+
         shutil.rmtree(self._dir, ignore_errors=True)
