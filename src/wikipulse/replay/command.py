@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -243,5 +242,7 @@ async def _replay_async(
             f"duplicates, {c.canaries} canaries, {c.invalid} invalid; store {settings.store}",
             file=sys.stderr,
         )
+    import json  # not before the workers fork: nothing there needs it
+
     sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
     return EXIT_OK
