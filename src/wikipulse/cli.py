@@ -58,8 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command_line and args.command == "replay":
         # A one-shot command whose answer is out: the interpreter's teardown would free every
         # user name and event id it holds one by one (30-100 ms) only to exit afterwards.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            return result  # a closed pipe: the interpreter reports it at exit, as it did
         os._exit(result)
     return result
 
