@@ -141,3 +141,36 @@ async def test_forked_ranges_of_hostile_lines_equal_the_sequential_replay(
     assert counters.duplicates > 0  # the near repeats were dropped
     # and the far ones, forgotten by the window, were counted again
     assert (await sequential.store.snapshot()).total > expected_stats(lines)["total"]
+
+
+def _leftovers(base: Path) -> tuple[Path, Path]:
+    """A directory of a replay whose process is gone, and one of a live process (this one)."""
+    dead = os.fork()
+    if dead == 0:  # pragma: no cover
+        os._exit(0)
+    os.waitpid(dead, 0)  # a pid that existed and is gone now
+    orphan = base / f"wikipulse-replay-{dead}-0123456789abcdef"
+    alive = base / f"wikipulse-replay-{os.getpid()}-fedcba9876543210"
+    for directory in (orphan, alive):
+        directory.mkdir()
+        (directory / "3").write_bytes(b"left")
+    return orphan, alive
+
+
+def _check_swept(orphan: Path, alive: Path) -> None:
+    assert not orphan.exists()
+    assert alive.exists()
+    (alive / "3").unlink()
+    alive.rmdir()
+
+
+@pytest.mark.anyio
+async def test_closing_removes_the_directories_of_replays_that_died() -> None:
+    """A directory left by a killed replay (its process gone) goes; a live one's stays."""
+    pool = ForkPool(_fail_on_7, [(1,)], 1, ahead=1)
+    orphan, alive = _leftovers(Path(pool._dir).parent)
+    try:
+        assert await _collect(pool) == [1]  # type: ignore[arg-type]
+    finally:
+        pool.close()
+    _check_swept(orphan, alive)

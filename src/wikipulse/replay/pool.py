@@ -39,6 +39,9 @@ class WorkerFailed(RuntimeError):
     """A worker raised, or died, while running a task."""
 
 
+_PREFIX = "wikipulse-replay-"
+
+
 def _result_dir() -> str:
     """A new private directory, in memory where possible (tempfile costs an import here)."""
     base = "/dev/shm"  # noqa: S108  # a private directory is made inside it, mode 0700
@@ -46,9 +49,31 @@ def _result_dir() -> str:
         import tempfile
 
         base = tempfile.gettempdir()
-    path = os.path.join(base, f"wikipulse-replay-{os.getpid()}-{os.urandom(8).hex()}")
+    path = os.path.join(base, f"{_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
     os.mkdir(path, 0o700)
     return path
+
+
+def _remove_orphans(base: str) -> None:
+    """Remove the result directories of replays whose process is gone (killed by a signal).
+
+    A directory is named after the process that made it; one whose process no longer exists
+    can belong to nobody. Others' directories that this user may not remove are left alone.
+    """
+    import shutil
+
+    for name in os.listdir(base):
+        if not name.startswith(_PREFIX):
+            continue
+        pid = name[len(_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        except OSError:
+            pass  # alive, or someone else's
 
 
 class ForkPool(Generic[T]):
@@ -191,3 +216,5 @@ class ForkPool(Generic[T]):
         import shutil
 
         shutil.rmtree(self._dir, ignore_errors=True)
+        # After the replay, not before the fork: it is not on the critical path here.
+        _remove_orphans(os.path.dirname(self._dir))
