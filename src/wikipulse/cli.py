@@ -4,20 +4,17 @@ migrate, healthcheck."""
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wikipulse import __version__
-from wikipulse.stores import STORES
+from wikipulse.replay.command import add_replay_command, replay_parser
 
 if TYPE_CHECKING:
     from wikipulse.config import Settings
-    from wikipulse.replay.parallel import RangeFolder
 
 __all__ = ["main"]
 
@@ -28,8 +25,14 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit code."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    command_line = argv is None  # the process's own command line, not a caller's list
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["replay"]:
+        # `replay` alone: its workers fork sooner without the other commands' modules.
+        args = replay_parser(_common(), _settings).parse_args(argv[1:])
+    else:
+        parser = _parser()
+        args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_CONFIG
@@ -52,6 +55,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wikipulse: store error: {redact_text(str(exc))}", file=sys.stderr)
             return EXIT_FAILURE
         raise
+    if command_line and args.command == "replay":
+        # A one-shot command whose answer is out: the interpreter's teardown would free every
+        # user name and event id it holds one by one (30-100 ms) only to exit afterwards.
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            return result  # a closed pipe: the interpreter reports it at exit, as it did
+        os._exit(result)
     return result
 
 
@@ -64,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wikipulse {__version__}")
     parser.set_defaults(command=None)
+    common = _common()
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    from wikipulse.commands import add_tool_commands
+    from wikipulse.roles import add_role_commands
+
+    add_role_commands(sub, common, _settings)
+
+    add_replay_command(sub, common, _settings)
+
+    add_tool_commands(sub, common, _settings)
+    return parser
+
+
+def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
@@ -73,47 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--env-file", metavar="PATH", default=".env", help="dotenv file to read (default: .env)"
     )
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    from wikipulse.commands import add_tool_commands
-    from wikipulse.roles import add_role_commands
-
-    add_role_commands(sub, common, _settings)
-
-    replay = sub.add_parser(
-        "replay",
-        parents=[common],
-        help="aggregate a recorded stream file and print the statistics",
-        description="Read a recorded stream (NDJSON, one event a line, or a raw SSE capture; "
-        "detected from its first bytes), print the final statistics as JSON (the /stats body) "
-        "on stdout and progress on stderr.",
-    )
-    replay.add_argument("path", type=Path, metavar="PATH", help="the recording to replay")
-    replay.add_argument(
-        "--store",
-        choices=tuple(STORES),
-        default="memory",
-        help="store to write through (default: memory; the others use their WIKIPULSE_* "
-        "settings and add to what they already hold)",
-    )
-    replay.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="processes decoding a large NDJSON file (default: one per core; 1: no workers)",
-    )
-    replay.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
-    replay.add_argument(
-        "--windows",
-        action="store_true",
-        help="print {stats, timeseries, top} instead: the /stats body, the timeseries of the "
-        "whole recording by event time and its top-10 wikis, users and pages (the API's shapes)",
-    )
-    replay.set_defaults(command="replay", handler=_replay)
-
-    add_tool_commands(sub, common, _settings)
-    return parser
+    return common
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -124,119 +111,3 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
     configure_logging(settings.log_level, settings.log_format)
     return settings
-
-
-def _replay(args: argparse.Namespace) -> int:
-    path: Path = args.path
-    try:
-        size = path.stat().st_size
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        print(f"wikipulse: cannot read {str(path)!r}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    if path.is_dir():
-        print(f"wikipulse: cannot read {str(path)!r}: it is a directory", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.workers < 0:
-        print("wikipulse: --workers must be 0 (one per core) or more", file=sys.stderr)
-        return EXIT_CONFIG
-    from wikipulse.replay.files import PARALLEL_MIN_BYTES, read_format
-    from wikipulse.replay.parallel import RangeFolder, default_workers
-
-    # Replay allocates millions of short-lived objects and next to no reference cycles: the
-    # cycle collector's default pace (every 700 container allocations) spends its time
-    # finding nothing. Collect less often; set before the fork, the workers inherit it.
-    gc.set_threshold(50_000, 20, 100)
-    # Time windows cost a replay about a third of its memory: fold them only where something
-    # reads them (--windows, or a durable store that keeps them for `serve`).
-    keep_windows = args.windows or args.store != "memory"
-    workers = args.workers or default_workers()
-    folder = None
-    if workers > 1 and size >= PARALLEL_MIN_BYTES and read_format(path) == "ndjson":
-        # Fork the workers first: they decode while the settings load and the store opens,
-        # and no thread exists yet to be copied into them.
-        folder = RangeFolder(path, size, workers, windows=keep_windows)
-    import asyncio  # after the fork: the workers need none of it
-
-    try:
-        settings = _settings(args, store=args.store)
-        return asyncio.run(
-            _replay_async(
-                settings,
-                path,
-                size,
-                folder,
-                quiet=args.quiet,
-                windows=args.windows,
-                keep_windows=keep_windows,
-            )
-        )
-    finally:
-        if folder is not None:
-            folder.close()
-
-
-async def _replay_async(
-    settings: Settings,
-    path: Path,
-    size: int,
-    folder: RangeFolder | None,
-    *,
-    quiet: bool,
-    windows: bool = False,
-    keep_windows: bool = True,
-) -> int:
-    import time
-
-    from wikipulse.bootstrap import make_pipeline, store_for
-    from wikipulse.replay.files import file_feed, read_format
-
-    next_report = time.monotonic() + 1.0
-
-    def progress(done: int) -> None:
-        nonlocal next_report
-        now = time.monotonic()
-        if quiet or now < next_report:
-            return
-        next_report = now + 1.0
-        c = pipeline.state.counters
-        seen = c.counted + c.duplicates + c.canaries + c.invalid
-        print(
-            f"replay: {done / 1e6:.1f} of {size / 1e6:.1f} MB ({100 * done / max(size, 1):.0f}%), "
-            f"{seen} events, {seen / (now - started):,.0f} events/s",
-            file=sys.stderr,
-        )
-
-    store = store_for(settings)
-    started = time.monotonic()
-    fmt = read_format(path)
-    try:
-        await store.open()
-        pipeline = make_pipeline(settings, store, windows=keep_windows)
-        await pipeline.resume()
-        await pipeline.run(file_feed(path, progress, folder))
-        stats = await store.snapshot()
-        body: dict[str, Any] = stats.to_dict()
-        if windows:
-            from wikipulse.replay.windows import window_report
-            from wikipulse.stores import StoreError
-            from wikipulse.window_query import WindowStore
-
-            if not isinstance(store, WindowStore):
-                raise StoreError(f"the {settings.store} store keeps no time windows yet")
-            body = {"stats": body, **await window_report(store)}
-    finally:
-        await store.close()
-    elapsed = time.monotonic() - started
-    c = pipeline.state.counters
-    if not quiet:
-        seen = c.counted + c.duplicates + c.canaries + c.invalid
-        print(
-            f"replay: {path} ({fmt}): {seen} events in {elapsed:.2f}s "
-            f"({seen / max(elapsed, 1e-9):,.0f}/s): {c.counted} counted, {c.duplicates} "
-            f"duplicates, {c.canaries} canaries, {c.invalid} invalid; store {settings.store}",
-            file=sys.stderr,
-        )
-    sys.stdout.write(json.dumps(body, ensure_ascii=False) + "\n")
-    return EXIT_OK

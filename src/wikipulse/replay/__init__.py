@@ -1,5 +1,5 @@
 """Replaying recorded streams: files as sources, decoded in worker processes when large.
 
 Importing this package loads no asyncio and no pipeline, so `replay` can fork its workers
-first (see `cli._replay`, guarded by `tests/test_replay.py`).
+first (see `replay.command`, guarded by `tests/test_replay.py`).
 """

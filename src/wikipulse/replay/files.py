@@ -10,7 +10,6 @@ from typing import BinaryIO, Literal
 
 from wikipulse.feeds import Feed, Lines
 from wikipulse.replay.parallel import RangeFolder, folded_ranges
-from wikipulse.sse import SSEParser
 
 __all__ = ["PARALLEL_MIN_BYTES", "Format", "detect_format", "file_feed", "read_format"]
 
@@ -67,6 +66,8 @@ async def file_feed(
 async def _sse_events(
     f: BinaryIO, progress: Callable[[int], None] | None
 ) -> AsyncIterator[tuple[bytes, str | None]]:
+    from wikipulse.sse import SSEParser  # not needed before the workers fork
+
     parser = SSEParser()
     done = 0
     while block := f.read(_BLOCK):

@@ -19,12 +19,9 @@ loaded, so that no thread or event loop state is copied into them.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +29,7 @@ from typing import BinaryIO
 
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import fold_block, iter_blocks
+from wikipulse.replay.pool import ForkPool
 from wikipulse.stats import Aggregator, Partial, RecentIds
 from wikipulse.windows import WindowDelta
 
@@ -235,52 +233,37 @@ class RangeFolder:
     ) -> None:
         self.path = path
         self.workers = workers
-        self._windows = windows
         keep_large_blocks_mapped()
-        self._executor = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork")
-        )
-        self._ranges = iter(split_ranges(size, range_bytes, tail=workers * range_bytes))
         # Tells the workers' memory of names sent (see `fold_range`) from any other folder's.
-        self._token = uuid.uuid4().hex
-        self._pending: deque[Future[RangeResult]] = deque()
-        # A bounded number of ranges in flight keeps memory flat whatever the store's speed.
-        # Eight a worker to start with: the parent takes its first result only once its
-        # settings, asyncio and the store are loaded (~0.3 s of CPU), and with two a worker
-        # they sat idle by then; two a worker once it takes them (the parent's peak memory).
-        self._ahead = 8 * workers
-        self._submit()
-
-    def _submit(self) -> None:
-        while len(self._pending) < self._ahead:
-            span = next(self._ranges, None)
-            if span is None:
-                return
-            self._pending.append(
-                self._executor.submit(
-                    fold_range, self.path, *span, self._windows, folder=self._token
-                )
-            )
+        token = uuid.uuid4().hex
+        tasks = [
+            (path, start, end, windows, token)
+            for start, end in split_ranges(size, range_bytes, tail=workers * range_bytes)
+        ]
+        # A bounded number of ranges queued keeps memory flat whatever the store's speed.
+        # Eight a worker to start with: the parent takes its first result only once asyncio
+        # and the store are loaded, and with two a worker they sat idle by then; two a
+        # worker once it takes them (the parent's peak memory).
+        self._pool = ForkPool(_fold_task, tasks, workers, ahead=8 * workers)
 
     async def results(self) -> AsyncIterator[RangeResult]:
         """The ranges' results, in file order."""
-        from asyncio import wrap_future
-
-        while self._pending:
-            result = await wrap_future(self._pending.popleft())
-            self._ahead = 2 * self.workers
-            self._submit()
+        async for result in self._pool.results(ahead=2 * self.workers):
             yield result
 
     def close(self) -> None:
         """Stop the workers, dropping ranges not yet decoded."""
-        self._executor.shutdown(cancel_futures=True)
+        self._pool.close()
 
     def __enter__(self) -> RangeFolder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _fold_task(path: Path, start: int, end: int, windows: bool, folder: str) -> RangeResult:
+    return fold_range(path, start, end, windows, folder=folder)
 
 
 def _partial(result: RangeResult) -> Partial:
