@@ -118,9 +118,12 @@ def drop_old_tables(conn: sqlite3.Connection) -> None:
 def _run(conn: sqlite3.Connection, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        request = next(steps)
+        with tables.no_cycle_collection():
+            request = next(steps)
         while True:
-            request = steps.send(_answer(conn, request))
+            answer = _answer(conn, request)
+            with tables.no_cycle_collection():
+                request = steps.send(answer)
     except StopIteration as stop:
         return stop.value
 
@@ -153,6 +156,8 @@ def _answer(conn: sqlite3.Connection, request: tables.Request) -> Any:
         else:
             found = conn.execute(_PARTS_AT, (request.g, _encode(request.buckets)))
         return {bucket: (top, count) for bucket, top, count in found}
+    if isinstance(request, tables.Span):
+        return conn.execute(_SPAN, (request.g,)).fetchone()
     return {row[0] for row in conn.execute(_CLOSED, (request.g, request.lo, request.hi))}
 
 
@@ -164,12 +169,15 @@ def load_state(conn: sqlite3.Connection) -> tables.WriterState:
 
 
 def write(
-    conn: sqlite3.Connection, delta: WindowDelta, state: tables.WriterState
+    conn: sqlite3.Connection,
+    delta: WindowDelta,
+    state: tables.WriterState,
+    last: str | None = None,
+    token: str | None = None,
 ) -> tables.WriterState:
-    """Write a batch's windows inside the caller's open transaction; return the next state."""
-    if not delta:
-        return state
-    result: tables.WriterState = _run(conn, window_writer.write(delta, state))
+    """Write a batch's windows inside the caller's open transaction; return the next state
+    (`last`: the token of the table's last commit, `token`: this one's; see `window_writer`)."""
+    result: tables.WriterState = _run(conn, window_writer.write(delta, state, last, token))
     return result
 
 
