@@ -118,12 +118,10 @@ def drop_old_tables(conn: sqlite3.Connection) -> None:
 def _run(conn: sqlite3.Connection, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        with tables.no_cycle_collection():
+        with tables.no_cycle_collection():  # one pause for the whole run (no await here)
             request = next(steps)
-        while True:
-            answer = _answer(conn, request)
-            with tables.no_cycle_collection():
-                request = steps.send(answer)
+            while True:
+                request = steps.send(_answer(conn, request))
     except StopIteration as stop:
         return stop.value
 

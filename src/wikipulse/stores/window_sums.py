@@ -24,7 +24,7 @@ from wikipulse.stores.window_tables import (
     fetch,
     start_state,
 )
-from wikipulse.window_blobs import DIMS, Acc
+from wikipulse.window_blobs import DIMS, Acc, add_dict, add_row
 from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["lift", "rebuild", "remember", "summed"]
@@ -44,11 +44,42 @@ def _put(held: dict[int, list[Acc]], bucket: int, acc: Acc) -> None:
 
 
 def summed(accs: list[Acc]) -> Acc:
-    """The sum of a held bucket's accs (the first is taken over)."""
-    total = accs[0]
-    for acc in accs[1:]:
-        total.add(acc)
+    """The sum of a held bucket's accs, all taken over (the largest is added to in place)."""
+    if len(accs) == 1:
+        return accs[0]
+    total = max(accs, key=_size)
+    for acc in accs:
+        if acc is not total:
+            _absorb(total, acc)
     return total
+
+
+def _size(acc: Acc) -> int:
+    return len(acc.pages) + len(acc.users)
+
+
+def _absorb(total: Acc, acc: Acc) -> None:
+    """Add `acc` to `total`, taking over its dicts, lists and sets where `total` has none
+    (`Acc.add` copies them: it must leave a batch's acc as it was)."""
+    for kind, row in acc.types.items():
+        add_row(total.types, kind, row)
+    rows = total.rows
+    for server, kinds in acc.rows.items():
+        mine = rows.get(server)
+        if mine is None:
+            rows[server] = kinds
+        else:
+            for kind, row in kinds.items():
+                add_row(mine, kind, row)
+    add_dict(total.users, acc.users)
+    members = total.members
+    for server, names in acc.members.items():
+        have = members.get(server)
+        if have is None:
+            members[server] = names
+        else:
+            have |= names
+    add_dict(total.pages, acc.pages)
 
 
 def remember(sums: Sums, minute: int, acc: Acc) -> None:
