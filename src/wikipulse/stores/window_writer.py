@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import msgspec
 
-from wikipulse.stores import window_sums
+from wikipulse.stores import window_rank, window_sums
 from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
@@ -47,12 +47,12 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 def _rows(bucket: int, part: int, acc: Acc) -> list[PartRow]:
-    return [(bucket, part, dim, data) for dim, data in acc.blobs()]
+    return [(bucket, part, dim, data) for dim, data in window_rank.blobs(acc)]
 
 
 def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
     """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
-    structs = acc.structs()
+    structs = window_rank.structs(acc)
     _, _, users, pages = structs
     rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
     for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):

@@ -1,0 +1,39 @@
+"""The writer's bucket-sorted blob values equal `Acc.structs` byte for byte."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from tests.support.generated import generate
+from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.stores.window_rank import blobs, ranked, structs
+from wikipulse.window_blobs import Acc, minute_accs
+
+
+def test_ranked_is_the_stable_sort_by_count() -> None:
+    """Highest count first, ties in the dict's order, on random counts with many ties."""
+    rng = random.Random(3)
+    for size in (0, 1, 2, 50, 5000):
+        counts = {
+            f"k{rng.randrange(10**6)}": rng.choice((1, 1, 1, 2, 3, 7, 40)) for _ in range(size)
+        }
+        expected = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)
+        assert ranked(counts) == ([k for k, _ in expected], [n for _, n in expected])
+
+
+def test_structs_and_blobs_equal_the_accs_own(tmp_path: Path) -> None:
+    """Every minute of two generated hours, and the hours summed, encode to the same bytes."""
+    lines = generate(tmp_path, 6000, seed=12, canaries=0, page_skew=4, rate=1.0)
+    aggregator = Aggregator(RecentIds(10_000), windows=True)
+    for index, line in enumerate(lines.read_bytes().splitlines()):
+        aggregator.add_raw(line, str(index))
+    minutes = minute_accs(aggregator.take().windows)
+    hours: dict[int, Acc] = {}
+    for minute, acc in minutes.items():
+        hours.setdefault(minute - minute % 3600, Acc()).add(acc)
+    assert len(minutes) > 90
+    assert len(hours) == 2
+    for acc in [*minutes.values(), *hours.values()]:
+        assert structs(acc) == acc.structs()
+        assert blobs(acc) == acc.blobs()
