@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -116,11 +116,11 @@ async def drop_old_tables(conn: Any) -> None:
 async def _run(conn: Any, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        with tables.no_cycle_collection():
+        with window_sums.no_cycle_collection():
             request = next(steps)
         while True:
             answer = await _answer(conn, request)
-            with tables.no_cycle_collection():  # not across the await: only the work itself
+            with window_sums.no_cycle_collection():  # not across the await: only the work itself
                 request = steps.send(answer)
     except StopIteration as stop:
         return stop.value

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
+from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -118,7 +118,7 @@ def drop_old_tables(conn: sqlite3.Connection) -> None:
 def _run(conn: sqlite3.Connection, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        with tables.no_cycle_collection():  # one pause for the whole run (no await here)
+        with window_sums.no_cycle_collection():  # one pause for the whole run (no await here)
             request = next(steps)
             while True:
                 request = steps.send(_answer(conn, request))

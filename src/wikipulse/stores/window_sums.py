@@ -13,13 +13,17 @@ see exactly what the table says, as before.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from wikipulse.stores.window_tables import (
     FIVE_MINUTES,
     GRACE,
     LEVELS,
     Span,
     Steps,
-    Sums,
     WriterState,
     fetch,
     start_state,
@@ -27,7 +31,44 @@ from wikipulse.stores.window_tables import (
 from wikipulse.window_blobs import DIMS, Acc, add_dict, add_row
 from wikipulse.windows import HOUR, MINUTE
 
-__all__ = ["lift", "rebuild", "remember", "summed"]
+__all__ = ["Sums", "lift", "no_cycle_collection", "rebuild", "remember", "summed"]
+
+
+@dataclass(slots=True)
+class Sums:
+    """The writer's running sums of the buckets it has not compacted or sealed yet, so that it
+    compacts and seals them from memory instead of reading their parts back.
+
+    `accs[g][bucket]`, for buckets at or above `since[g]`, holds (as accs to be summed) what
+    the bucket holds minus what its finer buckets that are held too hold: an open minute is
+    whole; an open 5-minute bucket holds its closed minutes, an open hour its sealed 5-minute
+    buckets (and late events that arrived for a closed finer bucket). A bucket that closes is
+    summed, written and added to its parent.
+    """
+
+    accs: dict[int, dict[int, list[Acc]]]
+    since: dict[int, int]
+
+
+@contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Pause Python's cycle collector while window work runs.
+
+    Summing, sorting and encoding buckets allocates hundreds of thousands of small dicts,
+    lists and sets that reference counting frees (no cycles); at the default pace (every 700
+    container allocations) the collector ran over and over, each pass walking the heap, and
+    took more than half of a batch's counting time (`benchmarks/serve_ingest.py`). The pause
+    lasts one step of a writer or reader (it is never held across an `await`); whatever it
+    collects is collected after. A collector that was already off stays off.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
 
 #: Each level's parent level.
 _PARENT = {MINUTE: FIVE_MINUTES, FIVE_MINUTES: HOUR}

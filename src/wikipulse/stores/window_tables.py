@@ -19,11 +19,9 @@ on once the transaction committed; it is rebuilt from the table when a store ope
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wikipulse.window_blobs import (
     DIMS,
@@ -36,6 +34,9 @@ from wikipulse.window_blobs import (
 from wikipulse.window_index import counts_of, users_of
 from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
+
+if TYPE_CHECKING:
+    from wikipulse.stores.window_sums import Sums
 
 __all__ = [
     "ALL_DIMS",
@@ -52,11 +53,9 @@ __all__ = [
     "Request",
     "Span",
     "Steps",
-    "Sums",
     "WriterState",
     "fetch",
     "merge_blobs",
-    "no_cycle_collection",
     "read_series",
     "runs",
     "start_state",
@@ -143,22 +142,6 @@ Steps = Generator[Request, Any, _T]
 
 
 @dataclass(slots=True)
-class Sums:
-    """The writer's running sums of the buckets it has not compacted or sealed yet, so that it
-    compacts and seals them from memory instead of reading their parts back (`window_sums`).
-
-    `accs[g][bucket]`, for buckets at or above `since[g]`, holds (as accs to be summed) what
-    the bucket holds minus what its finer buckets that are held too hold: an open minute is
-    whole; an open 5-minute bucket holds its closed minutes, an open hour its sealed 5-minute
-    buckets (and late events that arrived for a closed finer bucket). A bucket that closes is
-    summed, written and added to its parent.
-    """
-
-    accs: dict[int, dict[int, list[Acc]]]
-    since: dict[int, int]
-
-
-@dataclass(slots=True)
 class WriterState:
     """The newest minute written and, per level, below which every bucket is compacted (minutes)
     or sealed (5 minutes, hours); the running sums (None: rebuilt from the table by the next
@@ -168,26 +151,6 @@ class WriterState:
     sealed: dict[int, int] = field(default_factory=dict)
     sums: Sums | None = None
     token: str | None = None
-
-
-@contextmanager
-def no_cycle_collection() -> Iterator[None]:
-    """Pause Python's cycle collector while window work runs.
-
-    Summing, sorting and encoding buckets allocates hundreds of thousands of small dicts,
-    lists and sets that reference counting frees (no cycles); at the default pace (every 700
-    container allocations) the collector ran over and over, each pass walking the heap, and
-    took more than half of a batch's counting time (`benchmarks/serve_ingest.py`). The pause
-    lasts one step of a writer or reader (it is never held across an `await`); whatever it
-    collects is collected after. A collector that was already off stays off.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def start_state(newest: int | None, oldest: int | None, coarse_max: dict[int, int]) -> WriterState:

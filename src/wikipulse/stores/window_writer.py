@@ -18,6 +18,7 @@ from __future__ import annotations
 import msgspec
 
 from wikipulse.stores import window_rank, window_sums
+from wikipulse.stores.window_sums import Sums
 from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
@@ -30,7 +31,6 @@ from wikipulse.stores.window_tables import (
     Parts,
     Put,
     Steps,
-    Sums,
     WriterState,
     fetch,
 )
@@ -38,10 +38,12 @@ from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
 from wikipulse.window_index import index_blobs
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
-__all__ = ["MAX_PARTS", "compact", "write"]
+__all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
 
 #: A bucket holding this many parts is compacted at the next write that touches it.
 MAX_PARTS = 48
+#: A batch with fewer events is live: the writer sums its open buckets as it goes.
+EAGER_EVENTS = 5000
 _COARSE = (5 * MINUTE, HOUR)
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -199,4 +201,17 @@ def write(
         sealed[g] = max(lo, hi)
     for g, done in sealed.items():
         sums.since[g] = max(sums.since[g], done)
+    if sum(row[0] for acc in minutes.values() for row in acc.types.values()) < EAGER_EVENTS:
+        _sum_held(sums)
     return WriterState(newest, sealed, sums, token)
+
+
+def _sum_held(sums: Sums) -> None:
+    """Sum the open 5-minute buckets and hours now rather than when they close: a live commit
+    adds each closed minute (or 5-minute bucket) to its parent as it comes, so the commit that
+    seals an hour only sorts and encodes it. A catch-up (big batches) leaves them listed: an
+    hour it never finishes is never summed."""
+    for g in _COARSE:
+        for accs in sums.accs[g].values():
+            if len(accs) > 1:
+                accs[:] = [window_sums.summed(accs)]
