@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.support.generated import generate
 from wikipulse.stats import Aggregator, RecentIds
@@ -37,3 +40,24 @@ def test_structs_and_blobs_equal_the_accs_own(tmp_path: Path) -> None:
     for acc in [*minutes.values(), *hours.values()]:
         assert structs(acc) == acc.structs()
         assert blobs(acc) == acc.blobs()
+
+
+@pytest.mark.parametrize("pages", [False, True])
+def test_index_built_in_slices_is_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch, pages: bool
+) -> None:
+    """An index built a few keys per C call (sorted runs merged by one sort) equals the one
+    built in a single call, for users and for pages, with non-ASCII keys."""
+    from wikipulse import window_index
+
+    rng = random.Random(5 + pages)
+    names = {f"{rng.choice('aäé日z~')}{rng.randrange(10**5)}" for _ in range(3000)}
+    keys: list[Any] = sorted(names)
+    rng.shuffle(keys)
+    if pages:
+        keys = [(f"w{rng.randrange(7)}.org", name) for name in keys]
+    counts = sorted((rng.choice((1, 1, 2, 5, 9)) for _ in keys), reverse=True)
+    whole = window_index.index_blobs(keys, counts, 50)
+    monkeypatch.setattr(window_index, "SLICE", 37)
+    assert window_index.index_blobs(keys, counts, 50) == whole
+    assert whole is not None
