@@ -46,8 +46,8 @@ def test_structs_and_blobs_equal_the_accs_own(tmp_path: Path) -> None:
 def test_index_built_in_slices_is_the_same_bytes(
     monkeypatch: pytest.MonkeyPatch, pages: bool
 ) -> None:
-    """An index built a few keys per C call (sorted runs merged by one sort) equals the one
-    built in a single call, for users and for pages, with non-ASCII keys."""
+    """An index built a few keys per C call equals the one built in a single call, for users
+    and for pages, with non-ASCII keys."""
     from wikipulse import window_index
 
     rng = random.Random(5 + pages)
