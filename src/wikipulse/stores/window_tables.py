@@ -14,7 +14,8 @@ hour bucket is *sealed* once event time has moved `GRACE` seconds past its end: 
 the finer level and written once. Until then readers build it from the finer level (`fetch`
 falls back level by level), so answers never depend on sealing, only their speed does. How far
 minutes are compacted and buckets sealed is kept by the writer (`WriterState`) and only moves
-on once the transaction committed; it is rebuilt from the table when a store opens.
+on once the transaction committed; it is rebuilt from the table when a store opens, and with
+it the writer's running sums of its open buckets (`window_sums`), which seal them from memory.
 """
 
 from __future__ import annotations

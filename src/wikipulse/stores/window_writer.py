@@ -9,6 +9,11 @@ part once event time has moved `GRACE` past it (once per minute, the price the o
 every commit), and any bucket reaching `MAX_PARTS` parts (late events for a closed bucket) is
 compacted then, so readers never merge more than that many parts of a closed bucket.
 
+Compacting a minute and sealing a 5-minute or hour bucket encode the running sums the writer
+keeps of its open buckets (`window_sums`), not parts read back; only buckets the sums do not
+hold (open ones left by a crash or an older version, below the sums after a rebuild, and sealed
+ones that were empty until a late event) are still rolled up by reading back (`_seal`).
+
 Everything is written in the caller's transaction, with the counters and the position, so a
 crash between two part writes, or between the parts and a compaction, leaves whole commits only.
 """
