@@ -33,6 +33,7 @@ from wikipulse.window_topn import best, top_items
 
 __all__ = [
     "HEAD",
+    "SLICE",
     "Ranked",
     "TopPlan",
     "counts_of",
@@ -44,7 +45,10 @@ __all__ = [
 
 #: Keys kept in an index's head.
 HEAD = 1000
+#: Keys handled per C call when an index is built (see `_sliced`).
+SLICE = 16_384
 _K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 _UTF8, _PASS = "utf-8", "surrogatepass"  # lone surrogates in a name must not fail a commit
 #: Joins a page's wiki and title: unambiguous as long as no wiki name holds it.
 _SEP = "\0"
@@ -112,6 +116,15 @@ def _unpack(data: bytes) -> Sequence[int]:
     return packed
 
 
+def _sliced(function: Callable[[Any], _V], items: Sequence[Any]) -> list[_V]:
+    """`list(map(function, items))`, `SLICE` items per C call: between two calls Python can
+    hand the GIL to the event loop (one call over an hour's 200,000 pages held it 20-45 ms)."""
+    out: list[_V] = []
+    for start in range(0, len(items), SLICE):
+        out += map(function, items[start : start + SLICE])
+    return out
+
+
 def index_blobs(
     keys: Sequence[Any], n: Sequence[int], head: int | None = None
 ) -> tuple[bytes, bytes] | None:
@@ -121,16 +134,19 @@ def index_blobs(
     size = HEAD if head is None else head
     rest = keys[size:]
     if rest and not isinstance(rest[0], str):  # pages: (wiki, title), joined in C
-        if any(_SEP in wiki for wiki in set(map(_FIRST, rest))):
+        if any(_SEP in wiki for wiki in set(_sliced(_FIRST, rest))):
             return None
-        rest = list(map(_SEP.join, rest))
-    unsorted = list(map(_ENCODE, rest))
-    order = sorted(range(len(unsorted)), key=unsorted.__getitem__)  # all in C
-    encoded = list(map(unsorted.__getitem__, order))
-    offsets = [0, *accumulate(map(len, encoded))]
+        rest = _sliced(_SEP.join, rest)
+    unsorted = _sliced(_ENCODE, rest)
+    by_key = unsorted.__getitem__
+    # One sort, in C (it holds the GIL: ~120 ms for an hour's pages; sorted runs merged by a
+    # second sort took as long again, and a bucket sort by prefix in Python cost more CPU).
+    order = sorted(range(len(unsorted)), key=by_key)
+    encoded = _sliced(by_key, order)
+    offsets = [0, *accumulate(_sliced(len, encoded))]
     if offsets[-1] >= 2**32:
         return None
-    counts = _uints(list(map(n[size:].__getitem__, order)))
+    counts = _uints(_sliced(n[size:].__getitem__, order))
     tail_max = n[size] if rest else 0
     tail = _Tail(b"".join(encoded), _uints(offsets), counts)
     return _encode(_Head(list(keys[:size]), list(n[:size]), tail_max)), _encode(tail)

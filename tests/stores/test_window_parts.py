@@ -125,7 +125,7 @@ _CHILD = textwrap.dedent(
     from wikipulse.stores import window_writer
     from wikipulse.stores.sqlite import SQLiteStore
 
-    def dies(g, bucket):
+    def dies(*args):
         os._exit(9)  # like kill -9: parts written in this transaction, compaction next
         yield
 

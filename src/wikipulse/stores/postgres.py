@@ -233,7 +233,9 @@ class PostgresStore:
             names = sorted(batch.by_server_name)
             counts = [batch.by_server_name[name] for name in names]
             await conn.execute(_UPSERT_SERVERS, names, counts)
-        windows = await postgres_windows.write(conn, batch.windows, self._win_state)
+        windows = await postgres_windows.write(
+            conn, batch.windows, self._win_state, last_batch, batch.token
+        )
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.

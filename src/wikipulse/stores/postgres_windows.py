@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -116,9 +116,12 @@ async def drop_old_tables(conn: Any) -> None:
 async def _run(conn: Any, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        request = next(steps)
+        with window_sums.no_cycle_collection():
+            request = next(steps)
         while True:
-            request = steps.send(await _answer(conn, request))
+            answer = await _answer(conn, request)
+            with window_sums.no_cycle_collection():  # not across the await: only the work itself
+                request = steps.send(answer)
     except StopIteration as stop:
         return stop.value
 
@@ -147,6 +150,9 @@ async def _answer(conn: Any, request: tables.Request) -> Any:
         else:
             got = await conn.fetch(_PARTS_AT, request.g, list(request.buckets))
         return {r[0]: (r[1], r[2]) for r in got}
+    if isinstance(request, tables.Span):
+        span = await conn.fetchrow(_SPAN, request.g)
+        return (span[0], span[1])
     found = await conn.fetch(_CLOSED, request.g, request.lo, request.hi)
     return {r[0] for r in found}
 
@@ -158,11 +164,16 @@ async def load_state(conn: Any) -> tables.WriterState:
     return tables.start_state(spans[MINUTE][1], spans[MINUTE][0], coarse)
 
 
-async def write(conn: Any, delta: WindowDelta, state: tables.WriterState) -> tables.WriterState:
-    """Write a batch's windows inside the caller's open transaction; return the next state."""
-    if not delta:
-        return state
-    result: tables.WriterState = await _run(conn, window_writer.write(delta, state))
+async def write(
+    conn: Any,
+    delta: WindowDelta,
+    state: tables.WriterState,
+    last: str | None = None,
+    token: str | None = None,
+) -> tables.WriterState:
+    """Write a batch's windows inside the caller's open transaction; return the next state
+    (`last`: the token of the table's last commit, `token`: this one's; see `window_writer`)."""
+    result: tables.WriterState = await _run(conn, window_writer.write(delta, state, last, token))
     return result
 
 

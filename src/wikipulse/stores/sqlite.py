@@ -242,7 +242,9 @@ class SQLiteStore:
             new_users = conn.execute(_INSERT_USERS, (_encode(list(users)),)).rowcount
         if batch.by_server_name:
             conn.execute(_UPSERT_SERVERS, (_encode(batch.by_server_name),))
-        windows = sqlite_windows.write(conn, batch.windows, self._win_state)
+        windows = sqlite_windows.write(
+            conn, batch.windows, self._win_state, last_batch, batch.token
+        )
         if ids and batch.position is not None:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgspec
 
+from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
-from wikipulse.stores import window_top, window_writer
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE, WindowDelta
 
@@ -118,9 +118,10 @@ def drop_old_tables(conn: sqlite3.Connection) -> None:
 def _run(conn: sqlite3.Connection, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
     try:
-        request = next(steps)
-        while True:
-            request = steps.send(_answer(conn, request))
+        with window_sums.no_cycle_collection():  # one pause for the whole run (no await here)
+            request = next(steps)
+            while True:
+                request = steps.send(_answer(conn, request))
     except StopIteration as stop:
         return stop.value
 
@@ -153,6 +154,8 @@ def _answer(conn: sqlite3.Connection, request: tables.Request) -> Any:
         else:
             found = conn.execute(_PARTS_AT, (request.g, _encode(request.buckets)))
         return {bucket: (top, count) for bucket, top, count in found}
+    if isinstance(request, tables.Span):
+        return conn.execute(_SPAN, (request.g,)).fetchone()
     return {row[0] for row in conn.execute(_CLOSED, (request.g, request.lo, request.hi))}
 
 
@@ -164,12 +167,15 @@ def load_state(conn: sqlite3.Connection) -> tables.WriterState:
 
 
 def write(
-    conn: sqlite3.Connection, delta: WindowDelta, state: tables.WriterState
+    conn: sqlite3.Connection,
+    delta: WindowDelta,
+    state: tables.WriterState,
+    last: str | None = None,
+    token: str | None = None,
 ) -> tables.WriterState:
-    """Write a batch's windows inside the caller's open transaction; return the next state."""
-    if not delta:
-        return state
-    result: tables.WriterState = _run(conn, window_writer.write(delta, state))
+    """Write a batch's windows inside the caller's open transaction; return the next state
+    (`last`: the token of the table's last commit, `token`: this one's; see `window_writer`)."""
+    result: tables.WriterState = _run(conn, window_writer.write(delta, state, last, token))
     return result
 
 

@@ -14,14 +14,15 @@ hour bucket is *sealed* once event time has moved `GRACE` seconds past its end: 
 the finer level and written once. Until then readers build it from the finer level (`fetch`
 falls back level by level), so answers never depend on sealing, only their speed does. How far
 minutes are compacted and buckets sealed is kept by the writer (`WriterState`) and only moves
-on once the transaction committed; it is rebuilt from the table when a store opens.
+on once the transaction committed; it is rebuilt from the table when a store opens, and with
+it the writer's running sums of its open buckets (`window_sums`), which seal them from memory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from wikipulse.window_blobs import (
     DIMS,
@@ -34,6 +35,9 @@ from wikipulse.window_blobs import (
 from wikipulse.window_index import counts_of, users_of
 from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
+
+if TYPE_CHECKING:
+    from wikipulse.stores.window_sums import Sums
 
 __all__ = [
     "ALL_DIMS",
@@ -48,6 +52,7 @@ __all__ = [
     "Parts",
     "Put",
     "Request",
+    "Span",
     "Steps",
     "WriterState",
     "fetch",
@@ -125,17 +130,28 @@ class Closed:
     hi: int
 
 
-Request = Fetch | Put | Drop | Parts | Closed
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The lowest and highest bucket stored at `g` (dimension `t`): a (min, max) pair of ints,
+    or (None, None) when there is none."""
+
+    g: int
+
+
+Request = Fetch | Put | Drop | Parts | Closed | Span
 Steps = Generator[Request, Any, _T]
 
 
 @dataclass(slots=True)
 class WriterState:
     """The newest minute written and, per level, below which every bucket is compacted (minutes)
-    or sealed (5 minutes, hours)."""
+    or sealed (5 minutes, hours); the running sums (None: rebuilt from the table by the next
+    write), valid only while the last commit to the table is `token`, the one that made them."""
 
     newest: int | None = None
     sealed: dict[int, int] = field(default_factory=dict)
+    sums: Sums | None = None
+    token: str | None = None
 
 
 def start_state(newest: int | None, oldest: int | None, coarse_max: dict[int, int]) -> WriterState:

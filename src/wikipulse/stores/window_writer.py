@@ -9,6 +9,11 @@ part once event time has moved `GRACE` past it (once per minute, the price the o
 every commit), and any bucket reaching `MAX_PARTS` parts (late events for a closed bucket) is
 compacted then, so readers never merge more than that many parts of a closed bucket.
 
+Compacting a minute and sealing a 5-minute or hour bucket encode the running sums the writer
+keeps of its open buckets (`window_sums`), not parts read back; only buckets the sums do not
+hold (open ones left by a crash or an older version, below the sums after a rebuild, and sealed
+ones that were empty until a late event) are still rolled up by reading back (`_seal`).
+
 Everything is written in the caller's transaction, with the counters and the position, so a
 crash between two part writes, or between the parts and a compaction, leaves whole commits only.
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import msgspec
 
+from wikipulse.stores import window_rank, window_sums
+from wikipulse.stores.window_sums import Sums
 from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
@@ -36,21 +43,23 @@ from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
 from wikipulse.window_index import index_blobs
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
-__all__ = ["MAX_PARTS", "compact", "write"]
+__all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
 
 #: A bucket holding this many parts is compacted at the next write that touches it.
 MAX_PARTS = 48
+#: A batch with fewer events is live: the writer sums its open buckets as it goes.
+EAGER_EVENTS = 5000
 _COARSE = (5 * MINUTE, HOUR)
 _encode = msgspec.msgpack.Encoder().encode
 
 
 def _rows(bucket: int, part: int, acc: Acc) -> list[PartRow]:
-    return [(bucket, part, dim, data) for dim, data in acc.blobs()]
+    return [(bucket, part, dim, data) for dim, data in window_rank.blobs(acc)]
 
 
 def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
     """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
-    structs = acc.structs()
+    structs = window_rank.structs(acc)
     _, _, users, pages = structs
     rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
     for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
@@ -70,20 +79,24 @@ def _summed(accs: list[Acc]) -> Acc:
     return total
 
 
-def compact(g: int, bucket: int) -> Steps[None]:
-    """Replace the parts of a bucket by one (part 0) holding their sum."""
-    acc = Acc()
-    for _, dim, data in (yield Fetch(g, DIMS, buckets=(bucket,))):
-        piece = Part()
-        decode_part(piece, dim, data)
-        acc.add_part(piece)
+def compact(g: int, bucket: int, acc: Acc | None = None) -> Steps[None]:
+    """Replace the parts of a bucket by one (part 0) holding their sum: `acc` when the writer
+    holds it (`window_sums`), else read back from the parts."""
+    if acc is None:
+        acc = Acc()
+        for _, dim, data in (yield Fetch(g, DIMS, buckets=(bucket,))):
+            piece = Part()
+            decode_part(piece, dim, data)
+            acc.add_part(piece)
     yield Drop(g, (bucket,))
     yield Put(g, _rows(bucket, 0, acc) if g == MINUTE else _sealed_rows(bucket, acc))
 
 
-def _append(g: int, accs: dict[int, list[Acc]], only_stored: bool) -> Steps[set[int]]:
+def _append(
+    g: int, accs: dict[int, list[Acc]], only_stored: bool
+) -> Steps[tuple[set[int], list[int]]]:
     """Write each bucket's share of the batch as a new part (to every bucket, or only to those
-    already stored); compact the buckets that reach `MAX_PARTS`; return the stored buckets."""
+    already stored); return the stored buckets and those that reached `MAX_PARTS` parts."""
     stored: dict[int, tuple[int, int]] = yield Parts(g, buckets=tuple(sorted(accs)))
     puts: list[PartRow] = []
     full: list[int] = []
@@ -98,13 +111,11 @@ def _append(g: int, accs: dict[int, list[Acc]], only_stored: bool) -> Steps[set[
             full.append(bucket)
     if puts:
         yield Put(g, puts)
-    for bucket in sorted(full):
-        yield from compact(g, bucket)
-    return set(stored)
+    return set(stored), full
 
 
 def _seal(g: int, bucket: int) -> Steps[None]:
-    """Roll a closed bucket up from the finer level and write it as one part."""
+    """Roll a closed bucket up from the finer level, read back, and write it as one part."""
     acc = Acc()
     finer = yield from fetch(FINER[g], DIMS, bucket, bucket + g, DIMS)
     for parts in finer.values():
@@ -114,34 +125,98 @@ def _seal(g: int, bucket: int) -> Steps[None]:
         yield Put(g, _sealed_rows(bucket, acc))
 
 
-def write(delta: WindowDelta, state: WriterState) -> Steps[WriterState]:
-    """Write a batch's windows; return the writer state to keep once the commit succeeded."""
+def _compact_minutes(sums: Sums, lo: int, hi: int, full: list[int]) -> Steps[None]:
+    """Compact the minutes in [lo, hi) that hold several parts and those that reached
+    `MAX_PARTS`, from memory where held; add the closed held ones to their 5-minute bucket."""
+    found: dict[int, tuple[int, int]] = (yield Parts(MINUTE, lo, hi)) if hi > lo else {}
+    held = sums.accs[MINUTE]
+    several = {bucket for bucket, (_, count) in found.items() if count > 1}
+    for minute in sorted(several | set(full)):
+        accs = held.get(minute)
+        acc = None
+        if accs is not None:
+            acc = window_sums.summed(accs)
+            accs[:] = [acc]
+        yield from compact(MINUTE, minute, acc)
+    for minute in sorted(bucket for bucket in held if bucket < hi):
+        window_sums.lift(sums, MINUTE, minute, window_sums.summed(held.pop(minute)))
+
+
+def _seal_level(
+    g: int, sums: Sums, lo: int, hi: int, late: set[int], stored: set[int]
+) -> Steps[None]:
+    """Seal the buckets of `g` that closed: the held ones from memory (then added to their
+    parent); those the memory does not hold (open ones left below it after a rebuild, and
+    sealed ones that were empty until the `late` events of this batch) read back."""
+    below = min(hi, sums.since[g])
+    closed: set[int] = set((yield Closed(g, lo, below))) if below > lo else set()
+    closed |= {bucket for bucket in late if bucket < below}
+    for bucket in sorted(closed - stored):  # a stored one got the batch as a part
+        yield from _seal(g, bucket)
+    held = sums.accs[g]
+    for bucket in sorted(b for b in held if b < hi):
+        acc = window_sums.summed(held.pop(bucket))
+        if acc.types:
+            yield Put(g, _sealed_rows(bucket, acc))
+        window_sums.lift(sums, g, bucket, acc)
+
+
+def write(
+    delta: WindowDelta, state: WriterState, last: str | None = None, token: str | None = None
+) -> Steps[WriterState]:
+    """Write a batch's windows; return the writer state to keep once the commit succeeded.
+
+    `last` is the token of the last commit to the table, read in this transaction, and `token`
+    this commit's: the state's running sums are used only if they were made by `last`, and are
+    changed in place, so `state` loses them (a failed commit leaves a state to rebuild).
+    """
+    sums = state.sums if state.token == last else None
+    state.sums = None
     minutes = minute_accs(delta)
     if not minutes:
-        return state
+        return WriterState(state.newest, state.sealed, sums, token)
+    if sums is None:
+        state = yield from window_sums.rebuild()
+        assert state.sums is not None
+        sums = state.sums
     newest = max(minutes) if state.newest is None else max(state.newest, max(minutes))
     edge = newest - GRACE
     sealed = dict(state.sealed)
-    yield from _append(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False)
+    # every part first (a batch's accs are taken over by the sums below)
+    _, full = yield from _append(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False)
+    touched: dict[int, dict[int, list[Acc]]] = {g: {} for g in _COARSE}
+    stored: dict[int, set[int]] = {}
+    for g in _COARSE:
+        for minute, acc in minutes.items():
+            touched[g].setdefault(minute - minute % g, []).append(acc)
+        # a late event: its sealed bucket gets it too, as a part
+        stored[g], full_coarse = yield from _append(g, touched[g], only_stored=True)
+        for bucket in sorted(full_coarse):
+            yield from compact(g, bucket)
+    for minute, acc in minutes.items():
+        window_sums.remember(sums, minute, acc)
     hi = edge - edge % MINUTE  # minutes before it ended GRACE before the newest minute
     lo = sealed.get(MINUTE, 0)
-    if hi > lo:
-        found: dict[int, tuple[int, int]] = yield Parts(MINUTE, lo, hi)
-        for minute in sorted(b for b, (_, count) in found.items() if count > 1):
-            yield from compact(MINUTE, minute)
+    yield from _compact_minutes(sums, lo, hi, full)
     sealed[MINUTE] = max(lo, hi)
     for g in _COARSE:
-        touched: dict[int, list[Acc]] = {}
-        for minute, acc in minutes.items():
-            touched.setdefault(minute - minute % g, []).append(acc)
-        # a late event: its sealed bucket gets it too, as a part
-        have = yield from _append(g, touched, only_stored=True)
         hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
         lo = sealed.get(g, 0)
-        closed: set[int] = set((yield Closed(g, lo, hi))) if hi > lo else set()
-        closed |= {bucket for bucket in touched if bucket < hi}
-        closed -= have  # got the batch above
-        for bucket in sorted(closed):
-            yield from _seal(g, bucket)
+        yield from _seal_level(g, sums, lo, hi, set(touched[g]), stored[g])
         sealed[g] = max(lo, hi)
-    return WriterState(newest, sealed)
+    for g, done in sealed.items():
+        sums.since[g] = max(sums.since[g], done)
+    if sum(row[0] for acc in minutes.values() for row in acc.types.values()) < EAGER_EVENTS:
+        _sum_held(sums)
+    return WriterState(newest, sealed, sums, token)
+
+
+def _sum_held(sums: Sums) -> None:
+    """Sum the open 5-minute buckets and hours now rather than when they close: a live commit
+    adds each closed minute (or 5-minute bucket) to its parent as it comes, so the commit that
+    seals an hour only sorts and encodes it. A catch-up (big batches) leaves them listed: an
+    hour it never finishes is never summed."""
+    for g in _COARSE:
+        for accs in sums.accs[g].values():
+            if len(accs) > 1:
+                accs[:] = [window_sums.summed(accs)]
