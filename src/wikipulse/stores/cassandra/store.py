@@ -39,6 +39,8 @@ __all__ = ["CassandraStore"]
 #: Per-commit phase timings at DEBUG (benchmarks/cassandra_ingest.py turns it on): where a
 #: commit's time goes is what issue #8's latency target is about.
 timing_log = logging.getLogger(f"{__name__}.timing")
+#: How long closing waits for past hours to be sealed (`window_seal.py`).
+_SEAL_WAIT = 30.0
 
 
 async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:
@@ -65,6 +67,7 @@ class CassandraStore(WindowQueries):
         create_schema: bool = False,
         session: driver.CqlSession | None = None,
         window_retention_hours: float = 48.0,
+        seal_in_process: bool | None = None,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -88,7 +91,11 @@ class CassandraStore(WindowQueries):
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
         retention = int(window_retention_hours * 3600)
-        self._windows = WindowWriter(ingester_id, retention, self._execute)
+        # Past hours are sealed in a worker process (`window_seal.py`); a store given a session
+        # (tests on the fake node) seals in its own event loop unless told otherwise.
+        in_process = session is None if seal_in_process is None else seal_in_process
+        self._retention = retention
+        self._windows = WindowWriter(ingester_id, retention, self._execute, in_process)
         self._window_reader = WindowReader(retention, self._execute)
         self._fence: Fence | None = None
 
@@ -137,7 +144,8 @@ class CassandraStore(WindowQueries):
             await self._execute("init", [self._me])
             part = await self._load()
         self._adopt(part)
-        self._windows.opened(part.window_newest)
+        last_epoch = next((e for e, s in part.epochs.items() if s == part.seq), None)
+        self._windows.opened(part.window_newest, last_epoch, part.seq)
         self._claims.new_epoch()
 
     async def _load(self) -> Partition:
@@ -245,6 +253,12 @@ class CassandraStore(WindowQueries):
         if staged is not None:
             shape += "+win"
             params += [me, staged.newest]
+            if staged.stale:
+                # Hour rows sealed before this commit no longer sum these hours' minutes.
+                shape += f"+stale*{len(staged.stale)}"
+                ttl = self._retention + 2 * 3600  # outlives every hour row it judges
+                for hour in staged.stale:
+                    params += [me, str(hour), seq, ttl]
         # The lease is checked in the same Paxos round: right after `IF seq = ?`.
         params[9:9], check = lease_condition(self._fence)
         shape = f"{shape}@{check}"
@@ -269,7 +283,7 @@ class CassandraStore(WindowQueries):
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
-        self._windows.committed(staged)
+        self._windows.committed(staged, seq, epoch)
 
     async def _settle(
         self, batch: Batch, seq: int, staged: Staged | None, found: dict[str, Any]
@@ -279,7 +293,7 @@ class CassandraStore(WindowQueries):
         if part.seq == seq and part.token == batch.token:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
-            self._windows.committed(staged)
+            self._windows.committed(staged, seq, self._claims.epoch)
             return
         refused = refusal(self._fence, found, self._me)
         if refused is not None:
@@ -308,7 +322,14 @@ class CassandraStore(WindowQueries):
         return ResumePoint(part.position, ids[-self._window :])
 
     async def close(self) -> None:
-        """Shut the cluster connection down (if this store made it)."""
+        """Finish sealing past hours (briefly), then shut the connection down (if this store
+        made it). Hours left unsealed are read from their minutes, and sealed on next open."""
+        sealer = self._windows.sealer
+        try:
+            await asyncio.wait_for(sealer.drain(), _SEAL_WAIT)
+        except Exception:  # closing anyway; readers use the minutes
+            timing_log.debug("closing before every past hour was sealed", exc_info=True)
+        sealer.forget()
         cluster, self._own_cluster = self._own_cluster, None
         if cluster is not None:
             self._session = None

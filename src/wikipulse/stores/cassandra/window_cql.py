@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "HEAD_COLUMNS",
+    "STALE_MARK",
     "WINDOW_MARK",
     "WINDOW_STATEMENTS",
     "window_statement",
@@ -40,6 +41,14 @@ WINDOW_STATEMENTS = {
 #: Appended to the commit batch: the newest minute of event time this ingester has committed.
 WINDOW_MARK = (
     "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'window', 'newest', ?); "
+)
+
+#: Appended to the commit batch for each past hour the batch touches (a late event): the hour's
+#: rows sealed before this seq are stale from this commit on (`window_seal.py`). The mark
+#: expires with the retention, as the rows it judges do.
+STALE_MARK = (
+    "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'stale', ?, ?) "
+    "USING TTL ?; "
 )
 
 _READABLE = {"users_n", "totals", "counts", "users", "pages", "users_head", "pages_head"}

@@ -4,7 +4,8 @@ For each ingester a reader reads the window rows first and that ingester's commi
 *after* them: a version whose commit landed before the epochs were read is then recognised,
 and a writer never overwrites a bucket's newest committed version, so every bucket read has
 a committed version among its slots (see `windows.py`). Whole hours come from hour rows;
-an hour without a committed hour row (the newest event's hour) is summed from its minutes.
+an hour without a valid hour row (the newest event's hour, an hour not sealed yet, or one whose
+row a later late event made stale) is summed from its minutes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class _Meta:
 
     epochs: dict[str, int]
     newest: int | None
+    stale: dict[int, int]  # hour -> the last commit that touched it once it was past
 
 
 class WindowReader:
@@ -48,10 +50,11 @@ class WindowReader:
         return [row["ingester_id"] for row in await self._execute("win_ingesters", [])]
 
     async def _meta(self, ingester: str) -> _Meta:
-        rows = await self._execute("win_meta", [ingester, ["epoch", "window"]])
+        rows = await self._execute("win_meta", [ingester, ["epoch", "stale", "window"]])
         epochs = {r["name"]: r["last_seq"] for r in rows if r["kind"] == "epoch"}
         marks = [r["last_seq"] for r in rows if r["kind"] == "window"]
-        return _Meta(epochs, marks[0] if marks else None)
+        stale = {int(r["name"]): r["last_seq"] for r in rows if r["kind"] == "stale"}
+        return _Meta(epochs, marks[0] if marks else None, stale)
 
     async def span(self) -> tuple[int, int] | None:
         """The oldest and newest minute kept (within the retention), over every ingester."""
@@ -103,6 +106,8 @@ class WindowReader:
             if not committed_version(row, meta.epochs):
                 continue
             bucket = row["bucket"]
+            if g == HOUR and row["seq"] < meta.stale.get(bucket, 0):
+                continue  # sealed before a late event touched the hour (`window_seal.py`)
             if cutoff is not None and bucket + g <= cutoff:
                 continue
             have = best.get(bucket)

@@ -1,0 +1,188 @@
+"""Sealing a past hour of the Cassandra windows: a derived hour row, written off the commit path.
+
+At the live rate an hour's row is 4-6 MB (every user and page of the hour, with heads). Rolling
+it up inside the commit that moved event time past the hour made that one commit take 1.3 s
+(decode 60 minutes, sum, encode, heads, write: issue #8's p99). The hour row is therefore no
+part of any commit: it is *derived* from the hour's committed minute versions, which stay the
+truth, and it is written afterwards, in the background:
+
+- After commit `S` lands, each hour that is past (the newest event has left it) and was
+  closed or touched by `S` is queued. The sealer snapshots that hour's committed minutes *at
+  once* (between two commits, so the snapshot is exactly the state as of `S`), sums, encodes
+  and computes the heads in a worker process (so the event loop, and the next commit, are not
+  held by ~0.7 s of CPU), then writes the row tagged (epoch of `S`, `S`): a single-row insert,
+  which a reader sees whole or not at all.
+- A commit that touches an hour that is already past (a late event) also records, *in its
+  conditional batch*, a stale mark `stale[hour] = seq` in the ingester's partition, and the
+  hour is sealed again after it. Readers use an hour row only if it is committed (its seq at
+  most its epoch's last seq) and not older than the hour's stale mark; otherwise they sum the
+  hour's minutes, as they do for the current hour. An hour row therefore is either absent,
+  stale (ignored), or exactly the sum of the committed minutes: a crash before, during or
+  after a seal, a seal that lands late, or one that races a late event can only make readers
+  slower, never wrong.
+- A crash between the commit that closed an hour and its seal leaves the hour unsealed: on
+  open the store seals the previous hour of the newest event again if it has no valid row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from wikipulse.stores.cassandra.window_blob import Content, total
+from wikipulse.stores.cassandra.window_head import page_head, user_head
+from wikipulse.windows import HOUR, MINUTE
+
+__all__ = ["Blobs", "Sealer", "Snapshot", "seal_blobs"]
+
+log = logging.getLogger(__name__)
+
+#: One minute version's blobs: counts, users, pages.
+Blobs = tuple[bytes | None, bytes | None, bytes | None]
+#: What an hour row holds: users_n, totals, counts, users, pages, users_head, pages_head.
+Sealed = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes]
+
+_MAX_TTL = 630_720_000  # Cassandra's limit: 20 years
+
+
+def seal_blobs(minutes: list[Blobs]) -> Sealed:
+    """The hour row of some minutes' blobs (pure: runs in a worker process)."""
+    hour = total(Content.decode(*b) for b in minutes)
+    counts, users, pages = hour.encode()
+    return (
+        hour.users_n(),
+        hour.totals(),
+        counts,
+        users,
+        pages,
+        user_head(hour.users),
+        page_head(hour.pages),
+    )
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """An hour to seal: its committed minutes (None: read them), as of commit (epoch, seq)."""
+
+    hour: int
+    minutes: list[Blobs] | None
+    epoch: str
+    seq: int
+    newest: int
+    only_if_missing: bool = False
+
+
+_pool: Executor | None = None
+
+
+def _process_pool() -> Executor:
+    """One worker process for every store of this process, started on first use (spawn: the
+    driver's threads make fork unsafe)."""
+    global _pool
+    if _pool is None:
+        _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    return _pool
+
+
+Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
+
+
+class Sealer:
+    """Seal hours one at a time in the background, newest snapshot per hour first wins."""
+
+    def __init__(
+        self, ingester_id: str, retention: int, execute: Execute, in_process: bool
+    ) -> None:
+        self._me = ingester_id
+        self._retention = retention
+        self._execute = execute
+        self._in_process = in_process
+        self._queue: dict[int, Snapshot] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._slots: dict[int, tuple[str, int]] = {}  # hour -> (epoch, slot) last written
+        self.stamp: Callable[[], int] = lambda: time.time_ns() // 1000
+        self.sealed = 0  # hour rows written (tests and logs)
+        self.paused = False  # tests: queue, but do not seal
+
+    def queue(self, snap: Snapshot) -> None:
+        """Seal this hour (replacing an older snapshot of it still waiting)."""
+        self._queue[snap.hour] = snap
+        if not self.paused and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def drain(self) -> None:
+        """Wait until every queued hour is sealed (or has failed: readers use minutes)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def forget(self) -> None:
+        """Drop what is queued (the store closes without waiting, or reopens)."""
+        self._queue.clear()
+        if self._task is not None:
+            self._task.cancel()
+        self._slots.clear()
+
+    async def _run(self) -> None:
+        while self._queue:
+            hour = min(self._queue)
+            snap = self._queue.pop(hour)
+            try:
+                await self._seal(snap)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the hour stays readable from its minutes
+                log.warning("sealing hour %d failed; readers use its minutes", hour, exc_info=True)
+
+    async def _seal(self, snap: Snapshot) -> None:
+        minutes = snap.minutes
+        if minutes is None:
+            minutes = await self._read_minutes(snap)
+            if minutes is None:
+                return
+        if self._in_process:
+            loop = asyncio.get_running_loop()
+            row = await loop.run_in_executor(_process_pool(), seal_blobs, minutes)
+        else:
+            row = seal_blobs(minutes)
+        last = self._slots.get(snap.hour)
+        slot = 1 - last[1] if last is not None and last[0] == snap.epoch else 0
+        ttl = min(_MAX_TTL, max(MINUTE, snap.hour + HOUR + self._retention - snap.newest))
+        params = [self._me, HOUR, snap.hour, snap.hour, slot, snap.seq, snap.epoch]
+        await self._execute("win_write", [*params, *row, self.stamp(), ttl])
+        self._slots[snap.hour] = (snap.epoch, slot)
+        self.sealed += 1
+
+    async def _read_minutes(self, snap: Snapshot) -> list[Blobs] | None:
+        """The hour's committed minutes as of the snapshot, read back (after a restart)."""
+        meta = await self._execute("win_meta", [self._me, ["epoch", "stale"]])
+        epochs = {r["name"]: r["last_seq"] for r in meta if r["kind"] == "epoch"}
+        if snap.only_if_missing:
+            stale = {int(r["name"]): r["last_seq"] for r in meta if r["kind"] == "stale"}
+            rows = await self._execute("win_load", [self._me, HOUR, snap.hour])
+            if any(valid_hour(r, epochs, stale) for r in rows):
+                return None  # sealed already
+        rows = await self._execute("win_load", [self._me, MINUTE, snap.hour])
+        best: dict[int, Mapping[str, Any]] = {}
+        for row in rows:
+            seq, done = row["seq"], epochs.get(row["epoch"])
+            if seq is None or done is None or not 0 < seq <= min(done, snap.seq):
+                continue
+            have = best.get(row["bucket"])
+            if have is None or seq > have["seq"]:
+                best[row["bucket"]] = row
+        return [(r["counts"], r["users"], r["pages"]) for r in best.values()]
+
+
+def valid_hour(row: Mapping[str, Any], epochs: Mapping[str, int], stale: Mapping[int, int]) -> bool:
+    """Whether an hour row is committed and no later commit touched its hour."""
+    seq = row["seq"]
+    done = epochs.get(row["epoch"])
+    if seq is None or done is None or not 0 < seq <= done:
+        return False
+    return bool(seq >= stale.get(row["bucket"], 0))
