@@ -39,6 +39,12 @@ __all__ = ["CassandraStore"]
 #: Per-commit phase timings at DEBUG (benchmarks/cassandra_ingest.py turns it on): where a
 #: commit's time goes is what issue #8's latency target is about.
 timing_log = logging.getLogger(f"{__name__}.timing")
+#: Prepared on open: the window statements and the common commit batches (lone or fenced).
+_WARM = (
+    "win_write",
+    "win_load",
+    *(f"state+recent{c}+win@{check}" for c in ("", "+clear*1") for check in ("solo", "fenced")),
+)
 #: How long closing waits for past hours to be sealed (`window_seal.py`).
 _SEAL_WAIT = 30.0
 
@@ -139,6 +145,9 @@ class CassandraStore(WindowQueries):
         _, serial = driver.consistency_levels(self._consistency)
         # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
         await self._stmts.prepare_all(session, STATEMENTS, ("load", "epochs", "claims"), serial)
+        # The statements every commit of a stream uses, prepared now rather than by the first
+        # commit (which otherwise took ~1 s: issue #8's latency is over every commit).
+        await asyncio.gather(*(self._stmts.get(session, name) for name in _WARM))
         part = await self._load()
         if part.seq is None:
             await self._execute("init", [self._me])
