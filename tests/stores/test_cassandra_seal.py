@@ -10,6 +10,7 @@ Every answer is compared with an independent count of the file (a plain loop).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
 from wikipulse.events import parse_dt
 from wikipulse.stores.cassandra import CassandraStore
-from wikipulse.stores.cassandra.window_seal import valid_hour
+from wikipulse.stores.cassandra.window_seal import parse_stale, valid_sealed
+from wikipulse.window_query import FIVE_MINUTES
 from wikipulse.windows import HOUR
 
 pytestmark = pytest.mark.anyio
@@ -35,27 +37,29 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     return generate(out, 3000, seed=13, page_skew=4, rate=0.3).read_bytes().splitlines()
 
 
-def _late(lines: list[bytes], count: int) -> list[bytes]:
-    """`count` new events dated in the first hour of `lines` (a hot page and user, so they
-    change the hour's totals, users and top lists), as a late feed would bring them."""
+def _late(lines: list[bytes], count: int, at: str | None = None) -> list[bytes]:
+    """`count` new events dated in the first hour of `lines` (or at `at`), all by one user on
+    one page (so they change the bucket's totals, users and top lists), as a late feed would
+    bring them."""
     first = json.loads(next(line for line in lines if b'"canary"' not in line))
     out = []
     for i in range(count):
         event = dict(first)
-        event["meta"] = dict(first["meta"], id=f"late-{i}")
+        event["meta"] = dict(first["meta"], id=f"late-{at}-{i}", dt=at or first["meta"]["dt"])
         event["user"] = "Late Larry"
         event["title"] = "Late page"
         out.append(json.dumps(event).encode())
     return out
 
 
-async def _hour_rows(store: CassandraStore, hour: int) -> list[dict[str, Any]]:
-    """The valid hour rows of one hour of this store's ingester (as a reader judges them)."""
-    rows = await store._execute("win_load", [store._me, HOUR, hour])
+async def _hour_rows(store: CassandraStore, hour: int, g: int = HOUR) -> list[dict[str, Any]]:
+    """The valid sealed rows of one bucket (an hour, or 5 minutes) of this store's ingester,
+    as a reader judges them."""
+    rows = await store._execute("win_load", [store._me, g, hour - hour % HOUR])
     meta = await store._execute("win_meta", [store._me, ["epoch", "stale"]])
     epochs = {r["name"]: r["last_seq"] for r in meta if r["kind"] == "epoch"}
-    stale = {int(r["name"]): r["last_seq"] for r in meta if r["kind"] == "stale"}
-    return [r for r in rows if valid_hour(r, epochs, stale)]
+    stale = {parse_stale(r["name"]): r["last_seq"] for r in meta if r["kind"] == "stale"}
+    return [r for r in rows if r["bucket"] == hour and valid_sealed(r, g, epochs, stale)]
 
 
 def _first_hour(lines: list[bytes]) -> int:
@@ -162,3 +166,35 @@ async def test_sealing_in_a_worker_process_gives_the_same_rows(
             assert len(found) == 1
             rows.append({k: found[0][k] for k in ("counts", "users", "pages")})
     assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("kind", CASSANDRA_KINDS, indirect=True)
+async def test_a_late_event_makes_a_sealed_five_minutes_row_stale(
+    kind: StoreKind, lines: list[bytes]
+) -> None:
+    """A 5-minute bucket of the newest hour, sealed, then late events for it while sealing is
+    held back: readers must sum its minutes, not its sealed row (timeseries at step 300 and
+    top lists over the newest hour read 5-minute rows)."""
+    store = kind.make()
+    assert isinstance(store, CassandraStore)
+    async with opened(store):
+        await _feed(_pipeline(store), lines)
+        await store._windows.sealer.drain()
+        newest = store._windows.newest
+        assert newest is not None
+        bucket = newest - newest % FIVE_MINUTES - 3 * FIVE_MINUTES
+        assert bucket >= newest - newest % HOUR, "the bucket must be in the newest hour"
+        assert await _hour_rows(store, bucket, FIVE_MINUTES), "it must have been sealed"
+        at = datetime.fromtimestamp(bucket + 130, UTC).isoformat().replace("+00:00", "Z")
+        late = _late(lines, 30, at)
+        store._windows.sealer.paused = True
+        await _feed(_pipeline(store), [*lines, *late], len(lines))
+        assert not await _hour_rows(store, bucket, FIVE_MINUTES)
+        await _assert_windows_exact(store, [*lines, *late])
+        store._windows.sealer.paused = False
+        await store._windows.sealer.drain()
+    async with opened(kind.make()) as reader:
+        assert isinstance(reader, CassandraStore)
+        await reader._windows.sealer.drain()
+        assert await _hour_rows(reader, bucket, FIVE_MINUTES), "sealed again on open"
+        await _assert_windows_exact(reader, [*lines, *late])

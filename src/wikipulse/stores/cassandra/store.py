@@ -27,6 +27,7 @@ from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
+from wikipulse.stores.cassandra.window_seal import stale_name
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
 if TYPE_CHECKING:
@@ -266,8 +267,8 @@ class CassandraStore(WindowQueries):
                 # Hour rows sealed before this commit no longer sum these hours' minutes.
                 shape += f"+stale*{len(staged.stale)}"
                 ttl = self._retention + 2 * 3600  # outlives every hour row it judges
-                for hour in staged.stale:
-                    params += [me, str(hour), seq, ttl]
+                for g, bucket in staged.stale:
+                    params += [me, stale_name(g, bucket), seq, ttl]
         # The lease is checked in the same Paxos round: right after `IF seq = ?`.
         params[9:9], check = lease_condition(self._fence)
         shape = f"{shape}@{check}"

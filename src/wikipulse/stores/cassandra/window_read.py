@@ -21,8 +21,16 @@ import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
+from wikipulse.stores.cassandra.window_seal import parse_stale
 from wikipulse.stores.cassandra.windows import Execute, committed_version
-from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.window_query import (
+    FIVE_MINUTES,
+    SeriesQuery,
+    SeriesRows,
+    TopItem,
+    TopQuery,
+    split_levels,
+)
 from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["WindowQueries", "WindowReader"]
@@ -36,7 +44,7 @@ class _Meta:
 
     epochs: dict[str, int]
     newest: int | None
-    stale: dict[int, int]  # hour -> the last commit that touched it once it was past
+    stale: dict[tuple[int, int], int]  # (g, bucket) -> the last commit that touched it sealable
 
 
 class WindowReader:
@@ -53,7 +61,7 @@ class WindowReader:
         rows = await self._execute("win_meta", [ingester, ["epoch", "stale", "window"]])
         epochs = {r["name"]: r["last_seq"] for r in rows if r["kind"] == "epoch"}
         marks = [r["last_seq"] for r in rows if r["kind"] == "window"]
-        stale = {int(r["name"]): r["last_seq"] for r in rows if r["kind"] == "stale"}
+        stale = {parse_stale(r["name"]): r["last_seq"] for r in rows if r["kind"] == "stale"}
         return _Meta(epochs, marks[0] if marks else None, stale)
 
     async def span(self) -> tuple[int, int] | None:
@@ -106,8 +114,8 @@ class WindowReader:
             if not committed_version(row, meta.epochs):
                 continue
             bucket = row["bucket"]
-            if g == HOUR and row["seq"] < meta.stale.get(bucket, 0):
-                continue  # sealed before a late event touched the hour (`window_seal.py`)
+            if g != MINUTE and row["seq"] < meta.stale.get((g, bucket), 0):
+                continue  # sealed before a late event touched it (`window_seal.py`)
             if cutoff is not None and bucket + g <= cutoff:
                 continue
             have = best.get(bucket)
@@ -115,42 +123,53 @@ class WindowReader:
                 best[bucket] = row
         return best
 
-    async def _hours(
-        self, ingester: str, since: int, until: int, cols: str
+    async def _level(
+        self, ingester: str, g: int, since: int, until: int, cols: str
     ) -> list[tuple[int, list[Row]]]:
-        """Whole hours of [since, until): each hour's committed hour row, else its minutes."""
-        rows = await self._read(ingester, HOUR, since, until, cols)
+        """Buckets of `g` (5 minutes or an hour) over [since, until), each from its valid sealed
+        row, else from the next finer level (5 minutes, then minutes) for that bucket alone.
+
+        Rows carry `_g`, the level they come from: a bucket summed from finer rows must read
+        users (not `users_n`), and minutes are read in full (they have no heads).
+        """
+        rows = await self._read(ingester, g, since, until, cols)
         meta = await self._meta(ingester)
-        hours = self._committed(rows, meta, HOUR)
-        out: list[tuple[int, list[Row]]] = []
-        missing = []
-        for hour in range(since, until, HOUR):
-            if hour in hours:
-                hours[hour]["_g"] = HOUR
-                out.append((hour, [hours[hour]]))
+        sealed = self._committed(rows, meta, g)
+        out: dict[int, list[Row]] = {}
+        missing: list[int] = []
+        for bucket in range(since, until, g):
+            if bucket in sealed:
+                sealed[bucket]["_g"] = g
+                out[bucket] = [sealed[bucket]]
             else:
-                missing.append(hour)
+                missing.append(bucket)
         if missing:
-            # Minutes are summed here, so their distinct users must be read, not counted.
-            # Minutes carry no heads (`windows.py`): their full blobs are summed.
-            minute_cols = cols.replace("users_n", "users").replace("_head", "")
-            reads = await asyncio.gather(
-                *(self._read(ingester, MINUTE, h, h + HOUR, minute_cols) for h in missing)
+            finer = cols.replace("users_n", "users")
+            parts = await asyncio.gather(
+                *(self._finer(ingester, g, start, end, finer) for start, end in _runs(missing, g))
             )
-            meta = await self._meta(ingester)
-            for hour, found in zip(missing, reads, strict=True):
-                minutes = list(self._committed(found, meta, MINUTE).values())
-                for row in minutes:
-                    row["_g"] = MINUTE
-                if minutes:
-                    out.append((hour, minutes))
-        return out
+            for part in parts:
+                for row in part:
+                    b = row["bucket"]
+                    out.setdefault(b - b % g, []).append(row)
+        return sorted(out.items())
+
+    async def _finer(self, ingester: str, g: int, since: int, until: int, cols: str) -> list[Row]:
+        """The rows of the next level down over [since, until)."""
+        if g == HOUR:
+            groups = await self._level(ingester, FIVE_MINUTES, since, until, cols)
+            return [row for _, rows in groups for row in rows]
+        minute_cols = cols.replace("_head", "")  # minutes carry no heads (`windows.py`)
+        found = await self._buckets(ingester, MINUTE, since, until, minute_cols)
+        for row in found.values():
+            row["_g"] = MINUTE
+        return list(found.values())
 
     async def series(self, query: SeriesQuery) -> SeriesRows:
         """Per step bucket and type: the sums; per step bucket: the distinct users."""
         ingesters = await self._ingesters()
         g, step, server = query.granularity, query.step, query.server_name
-        exact_n = len(ingesters) == 1 and server is None and step == g
+        exact_n = len(ingesters) == 1 and server is None and step in (g, FIVE_MINUTES)
         # All wikis: the per-type sums stored with each bucket, not every wiki's counts.
         counted = "counts" if server is not None else "totals"
         cols = f"{counted},users_n" if exact_n else f"{counted},users"
@@ -158,8 +177,9 @@ class WindowReader:
         users: dict[int, set[str]] = {}
         user_n: dict[int, int] = {}
         for ingester in ingesters:
-            if g == HOUR:
-                groups = await self._hours(ingester, query.since, query.until, cols)
+            if g == HOUR or step % FIVE_MINUTES == 0:
+                level = HOUR if g == HOUR else FIVE_MINUTES
+                groups = await self._level(ingester, level, query.since, query.until, cols)
             else:
                 found = await self._buckets(ingester, MINUTE, query.since, query.until, cols)
                 groups = [(b, [row]) for b, row in found.items()]
@@ -205,9 +225,11 @@ class WindowReader:
         """(ingester, granularity, committed row) of every bucket the query sums."""
         out: list[tuple[str, int, Row]] = []
         for ingester in await self._ingesters():
-            for part in query.ranges():
-                if part.granularity == HOUR:
-                    groups = await self._hours(ingester, part.since, part.until, cols)
+            for part in split_levels(query.since, query.until):
+                if part.granularity != MINUTE:
+                    groups = await self._level(
+                        ingester, part.granularity, part.since, part.until, cols
+                    )
                     out += [(ingester, r["_g"], r) for _, found in groups for r in found]
                 else:
                     found = await self._buckets(
@@ -248,6 +270,17 @@ class WindowReader:
 
 
 _TOP_ATTEMPTS = 3
+
+
+def _runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
+    """Ascending buckets of width `g` as [start, end) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for bucket in buckets:
+        if runs and runs[-1][1] == bucket:
+            runs[-1] = (runs[-1][0], bucket + g)
+        else:
+            runs.append((bucket, bucket + g))
+    return runs
 
 
 class _Moved(Exception):

@@ -40,7 +40,17 @@ from wikipulse.stores.cassandra.window_blob import Content, total
 from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE
 
-__all__ = ["Blobs", "Sealer", "Snapshot", "seal_blobs"]
+__all__ = [
+    "GRACE",
+    "Blobs",
+    "Sealer",
+    "Snapshot",
+    "parse_stale",
+    "seal_blobs",
+    "sealable",
+    "stale_name",
+    "valid_sealed",
+]
 
 log = logging.getLogger(__name__)
 #: Seal timings at DEBUG, beside the store's commit timings (benchmarks/cassandra_ingest.py).
@@ -69,11 +79,33 @@ def seal_blobs(minutes: list[Blobs]) -> Sealed:
     )
 
 
+#: A bucket is sealed once the newest event's minute starts this long after its end, so the
+#: few-seconds-late events of the live stream rarely make a sealed row stale.
+GRACE = 2 * MINUTE
+
+
+def sealable(g: int, bucket: int, newest: int | None) -> bool:
+    """Whether a 5-minute or hour bucket may be sealed once the newest minute is `newest`."""
+    return newest is not None and bucket + g + GRACE <= newest
+
+
+def stale_name(g: int, bucket: int) -> str:
+    """The `name` of a stale mark in the ingester's partition."""
+    return f"{g}:{bucket}"
+
+
+def parse_stale(name: str) -> tuple[int, int]:
+    """(g, bucket) of a stale mark's name."""
+    g, _, bucket = name.partition(":")
+    return int(g), int(bucket)
+
+
 @dataclass(slots=True)
 class Snapshot:
-    """An hour to seal: its committed minutes (None: read them), as of commit (epoch, seq)."""
+    """A bucket to seal: its committed minutes (None: read them), as of commit (epoch, seq)."""
 
-    hour: int
+    g: int
+    bucket: int
     minutes: list[Blobs] | None
     epoch: str
     seq: int
@@ -118,16 +150,17 @@ class Sealer:
         self._retention = retention
         self._execute = execute
         self._in_process = in_process
-        self._queue: dict[int, Snapshot] = {}
+        self._queue: dict[tuple[int, int], Snapshot] = {}
         self._task: asyncio.Task[None] | None = None
-        self._slots: dict[int, tuple[str, int]] = {}  # hour -> (epoch, slot) last written
+        #: (g, bucket) -> (epoch, slot) last written
+        self._slots: dict[tuple[int, int], tuple[str, int]] = {}
         self.stamp: Callable[[], int] = lambda: time.time_ns() // 1000
         self.sealed = 0  # hour rows written (tests and logs)
         self.paused = False  # tests: queue, but do not seal
 
     def queue(self, snap: Snapshot) -> None:
-        """Seal this hour (replacing an older snapshot of it still waiting)."""
-        self._queue[snap.hour] = snap
+        """Seal this bucket (replacing an older snapshot of it still waiting)."""
+        self._queue[(snap.g, snap.bucket)] = snap
         if not self.paused and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -145,40 +178,42 @@ class Sealer:
 
     async def _run(self) -> None:
         while self._queue:
-            hour = min(self._queue)
-            snap = self._queue.pop(hour)
+            key = min(self._queue)  # 5-minute buckets first: cheap, and read most
+            snap = self._queue.pop(key)
             try:
                 await self._seal(snap)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the hour stays readable from its minutes
-                log.warning("sealing hour %d failed; readers use its minutes", hour, exc_info=True)
+                log.warning("sealing %s failed; readers use its minutes", key, exc_info=True)
 
     async def _seal(self, snap: Snapshot) -> None:
         started = time.perf_counter()
         minutes = snap.minutes
         if minutes is None:
             minutes = await self._read_minutes(snap)
-            if minutes is None:
-                return
+        if not minutes:
+            return  # sealed already, or nothing to seal
         if self._in_process:
             loop = asyncio.get_running_loop()
             row = await loop.run_in_executor(_process_pool(), seal_blobs, minutes)
         else:
             row = seal_blobs(minutes)
         computed = time.perf_counter()
-        last = self._slots.get(snap.hour)
+        last = self._slots.get((snap.g, snap.bucket))
         slot = 1 - last[1] if last is not None and last[0] == snap.epoch else 0
-        ttl = min(_MAX_TTL, max(MINUTE, snap.hour + HOUR + self._retention - snap.newest))
-        params = [self._me, HOUR, snap.hour, snap.hour, slot, snap.seq, snap.epoch]
+        ttl = min(_MAX_TTL, max(MINUTE, snap.bucket + snap.g + self._retention - snap.newest))
+        period = snap.bucket - snap.bucket % HOUR
+        params = [self._me, snap.g, period, snap.bucket, slot, snap.seq, snap.epoch]
         await self._execute("win_write", [*params, *row, self.stamp(), ttl])
-        self._slots[snap.hour] = (snap.epoch, slot)
+        self._slots[(snap.g, snap.bucket)] = (snap.epoch, slot)
         self.sealed += 1
         if timing_log.isEnabledFor(logging.DEBUG):
             done = time.perf_counter()
             timing_log.debug(
-                "seal hour=%d as_of=%d minutes=%d bytes=%d compute_ms=%.1f write_ms=%.1f",
-                snap.hour,
+                "seal g=%d bucket=%d as_of=%d minutes=%d bytes=%d compute_ms=%.1f write_ms=%.1f",
+                snap.g,
+                snap.bucket,
                 snap.seq,
                 len(minutes),
                 sum(len(b) for b in row[1:]),
@@ -190,12 +225,15 @@ class Sealer:
         """The hour's committed minutes as of the snapshot, read back (after a restart)."""
         meta = await self._execute("win_meta", [self._me, ["epoch", "stale"]])
         epochs = {r["name"]: r["last_seq"] for r in meta if r["kind"] == "epoch"}
+        period = snap.bucket - snap.bucket % HOUR
         if snap.only_if_missing:
-            stale = {int(r["name"]): r["last_seq"] for r in meta if r["kind"] == "stale"}
-            rows = await self._execute("win_load", [self._me, HOUR, snap.hour])
-            if any(valid_hour(r, epochs, stale) for r in rows):
+            stale = {parse_stale(r["name"]): r["last_seq"] for r in meta if r["kind"] == "stale"}
+            rows = await self._execute("win_load", [self._me, snap.g, period])
+            mine = [r for r in rows if r["bucket"] == snap.bucket]
+            if any(valid_sealed(r, snap.g, epochs, stale) for r in mine):
                 return None  # sealed already
-        rows = await self._execute("win_load", [self._me, MINUTE, snap.hour])
+        found = await self._execute("win_load", [self._me, MINUTE, period])
+        rows = [r for r in found if snap.bucket <= r["bucket"] < snap.bucket + snap.g]
         best: dict[int, Mapping[str, Any]] = {}
         for row in rows:
             seq, done = row["seq"], epochs.get(row["epoch"])
@@ -207,10 +245,15 @@ class Sealer:
         return [(r["counts"], r["users"], r["pages"]) for r in best.values()]
 
 
-def valid_hour(row: Mapping[str, Any], epochs: Mapping[str, int], stale: Mapping[int, int]) -> bool:
-    """Whether an hour row is committed and no later commit touched its hour."""
+def valid_sealed(
+    row: Mapping[str, Any],
+    g: int,
+    epochs: Mapping[str, int],
+    stale: Mapping[tuple[int, int], int],
+) -> bool:
+    """Whether a sealed row is committed and no later commit touched its bucket."""
     seq = row["seq"]
     done = epochs.get(row["epoch"])
     if seq is None or done is None or not 0 < seq <= done:
         return False
-    return bool(seq >= stale.get(row["bucket"], 0))
+    return bool(seq >= stale.get((g, row["bucket"]), 0))

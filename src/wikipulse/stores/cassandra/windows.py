@@ -51,7 +51,8 @@ from typing import Any
 from cassandra.query import UNSET_VALUE
 
 from wikipulse.stores.cassandra.window_blob import Content, split_delta
-from wikipulse.stores.cassandra.window_seal import Sealer, Snapshot
+from wikipulse.stores.cassandra.window_seal import GRACE, Sealer, Snapshot, sealable
+from wikipulse.window_query import FIVE_MINUTES
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
@@ -90,8 +91,8 @@ class Staged:
 
     buckets: dict[int, _Bucket]  # minute -> its new version
     newest: int
-    stale: list[int]  # past hours touched: the commit marks their hour rows stale
-    closing: list[int]  # past hours to seal once the commit has landed
+    stale: list[tuple[int, int]]  # sealable (g, bucket) touched: their sealed rows go stale
+    closing: list[tuple[int, int]]  # (g, bucket) to seal once the commit has landed
 
 
 class WindowWriter:
@@ -121,8 +122,12 @@ class WindowWriter:
         self._minutes.clear()
         self.newest = newest
         if newest is not None and epoch is not None and seq:
-            hour = newest - newest % HOUR - HOUR
-            self.sealer.queue(Snapshot(hour, None, epoch, seq, newest, only_if_missing=True))
+            for g in (FIVE_MINUTES, HOUR):
+                first = newest - HOUR - GRACE
+                for bucket in range(first - first % g, newest, g):
+                    if sealable(g, bucket, newest):
+                        snap = Snapshot(g, bucket, None, epoch, seq, newest, only_if_missing=True)
+                        self.sealer.queue(snap)
 
     async def stage(
         self, delta: WindowDelta, seq: int, epoch: str, epochs: Mapping[str, int]
@@ -136,7 +141,6 @@ class WindowWriter:
         hours = {m - m % HOUR for m in minutes}
         before = self.newest
         newest = max(max(minutes), before if before is not None else -1)
-        current = newest - newest % HOUR
         await asyncio.gather(*(self._load(h, epochs) for h in hours))
         staged: dict[int, _Bucket] = {}
         for minute, change in minutes.items():
@@ -146,11 +150,17 @@ class WindowWriter:
         await asyncio.gather(
             *(self._write(b, version, seq, epoch, newest) for b, version in staged.items())
         )
-        # Past hours this batch touched: their hour rows (if any) are stale from this commit on.
-        stale = sorted(h for h in hours if h < current)
-        closing = set(stale)
-        if before is not None and before - before % HOUR < current:
-            closing.add(before - before % HOUR)
+        touched = {(g, m - m % g) for m in minutes for g in (FIVE_MINUTES, HOUR)}
+        # Buckets that could be sealed already: their sealed rows are stale from this commit on.
+        stale = sorted(k for k in touched if sealable(*k, before))
+        closing = {k for k in touched if sealable(*k, newest)}
+        # Buckets this batch moves event time far enough past to seal.
+        held = {m for h in self._minutes.values() for m, b in h.items() if b.slot is not None}
+        for minute in held | set(minutes):
+            for g in (FIVE_MINUTES, HOUR):
+                bucket = minute - minute % g
+                if sealable(g, bucket, newest) and not sealable(g, bucket, before):
+                    closing.add((g, bucket))
         return Staged(staged, newest, stale, sorted(closing))
 
     @staticmethod
@@ -182,13 +192,19 @@ class WindowWriter:
         for bucket, written in staged.buckets.items():
             self._minutes.setdefault(bucket - bucket % HOUR, {})[bucket] = written
         self.newest = staged.newest
-        for hour in staged.closing:
+        for g, bucket in staged.closing:
             # The snapshot is taken now, between two commits: exactly the state as of `seq`.
-            held = self._minutes.get(hour)
+            held = self._minutes.get(bucket - bucket % HOUR)
             blobs = (
-                [b.blobs for b in held.values() if b.slot is not None] if held is not None else None
+                [
+                    b.blobs
+                    for m, b in held.items()
+                    if b.slot is not None and bucket <= m < bucket + g
+                ]
+                if held is not None
+                else None
             )
-            self.sealer.queue(Snapshot(hour, blobs, epoch, seq, staged.newest))
+            self.sealer.queue(Snapshot(g, bucket, blobs, epoch, seq, staged.newest))
         self._forget(staged.newest)
 
     def _forget(self, newest: int) -> None:
