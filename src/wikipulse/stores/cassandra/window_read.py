@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.window_seal import parse_stale
+from wikipulse.stores.cassandra.window_sums import (
+    add_counts,
+    add_top,
+    busiest,
+    one_wiki_counts,
+    one_wiki_users,
+)
 from wikipulse.stores.cassandra.windows import Execute, committed_version
 from wikipulse.window_query import (
     FIVE_MINUTES,
@@ -188,9 +192,9 @@ class WindowReader:
                 names = users.setdefault(start, set())
                 for row in rows:
                     if server is None:
-                        _add_counts(counts, start, decode_counts(row[counted]), None)
+                        add_counts(counts, start, decode_counts(row[counted]), None)
                     else:
-                        _add_counts(counts, start, _one_wiki_counts(row[counted], server), server)
+                        add_counts(counts, start, one_wiki_counts(row[counted], server), server)
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
                         continue
@@ -198,7 +202,7 @@ class WindowReader:
                         for keys in decode_keys(row.get("users")).values():
                             names.update(keys)
                     else:
-                        names.update(_one_wiki_users(row.get("users"), server))
+                        names.update(one_wiki_users(row.get("users"), server))
         for start, names in users.items():
             if start not in user_n:
                 user_n[start] = len(names)
@@ -212,8 +216,8 @@ class WindowReader:
         if query.by == "server_name":  # a few hundred wikis a bucket: summed in full
             totals: dict[str, dict[str, int]] = {}
             for _, _, row in await self._top_rows(query, "counts"):
-                _add_top(totals, query.by, row["counts"])
-            return _busiest(totals, query.by, query.limit)
+                add_top(totals, query.by, row["counts"])
+            return busiest(totals, query.by, query.limit)
         for _ in range(_TOP_ATTEMPTS):
             try:
                 return await self._top_keys(query)
@@ -291,77 +295,6 @@ async def _gather(
     work: list[Awaitable[dict[tuple[str, ...], int]]],
 ) -> list[dict[tuple[str, ...], int]]:
     return list(await asyncio.gather(*work))
-
-
-#: A users blob with each wiki's map left undecoded: one wiki's users are then decoded alone
-#: (msgspec skips the others in C), not every wiki's of every bucket.
-_by_wiki = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
-_users = msgspec.msgpack.Decoder(dict[str, int])
-
-
-def _one_wiki_users(blob: bytes | None, server: str) -> Iterable[str]:
-    """The user names of one wiki in a users blob."""
-    if not blob:
-        return ()
-    raw = _by_wiki.decode(blob).get(server)
-    return _users.decode(raw) if raw is not None else ()
-
-
-_kinds = msgspec.msgpack.Decoder(dict[str, list[int]])
-
-
-def _one_wiki_counts(blob: bytes | None, server: str) -> dict[str, dict[str, list[int]]]:
-    """One wiki's counts by type in a counts blob, the other wikis left undecoded."""
-    raw = _by_wiki.decode(blob).get(server) if blob else None
-    return {server: _kinds.decode(raw)} if raw is not None else {}
-
-
-def _add_counts(
-    into: dict[tuple[int, str], list[int]],
-    start: int,
-    counts: Mapping[str, Any],
-    server: str | None,
-) -> None:
-    for name, kinds in counts.items():
-        if server is not None and name != server:
-            continue
-        for kind, row in kinds.items():
-            have = into.setdefault((start, kind), [0, 0, 0, 0])
-            for i in range(4):
-                have[i] += row[i]
-
-
-def _add_top(totals: dict[str, dict[str, int]], by: str, blob: bytes | None) -> None:
-    """Add one bucket's counts of servers, users or pages to the running totals."""
-    if by == "server_name":
-        mine = totals.setdefault("", {})
-        for name, kinds in decode_counts(blob).items():
-            mine[name] = mine.get(name, 0) + sum(row[0] for row in kinds.values())
-        return
-    for name, keys in decode_keys(blob).items():
-        mine = totals.setdefault("" if by == "user" else name, {})
-        if not mine:
-            mine.update(keys)
-            continue
-        get = mine.get
-        for key, n in keys.items():
-            mine[key] = get(key, 0) + n
-
-
-def _busiest(totals: dict[str, dict[str, int]], by: str, limit: int) -> list[TopItem]:
-    """The `limit` highest counts, ties by key: only keys at or above the limit-th count are
-    sorted, so a window of a million keys costs one pass over the counts, not a sort."""
-    counts = [n for keys in totals.values() for n in keys.values()]
-    if not counts:
-        return []
-    floor = heapq.nlargest(limit, counts)[-1]
-    items: list[TopItem] = []
-    for server, keys in totals.items():
-        for key, n in keys.items():
-            if n >= floor:
-                items.append(((server, key) if by == "page" else (key,), n))
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return items[:limit]
 
 
 class WindowQueries:

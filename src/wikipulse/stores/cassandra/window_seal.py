@@ -1,27 +1,30 @@
-"""Sealing a past hour of the Cassandra windows: a derived hour row, written off the commit path.
+"""Sealing 5-minute and hour buckets of the Cassandra windows: derived rows, off the commit path.
 
 At the live rate an hour's row is 4-6 MB (every user and page of the hour, with heads). Rolling
 it up inside the commit that moved event time past the hour made that one commit take 1.3 s
-(decode 60 minutes, sum, encode, heads, write: issue #8's p99). The hour row is therefore no
-part of any commit: it is *derived* from the hour's committed minute versions, which stay the
-truth, and it is written afterwards, in the background:
+(decode 60 minutes, sum, encode, heads, write: issue #8's p99). Sealed rows are therefore no
+part of any commit: they are *derived* from the committed minute versions, which stay the
+truth, and written afterwards, in the background. 5-minute rows are sealed the same way, so
+that the newest hour (which has no hour row yet) reads at most 12 of them plus a few minutes
+instead of 60 minutes in full (issue #10's 1 h top lists).
 
-- After commit `S` lands, each hour that is past (the newest event has left it) and was
-  closed or touched by `S` is queued. The sealer snapshots that hour's committed minutes *at
-  once* (between two commits, so the snapshot is exactly the state as of `S`), sums, encodes
-  and computes the heads in a worker process (so the event loop, and the next commit, are not
-  held by ~0.7 s of CPU), then writes the row tagged (epoch of `S`, `S`): a single-row insert,
-  which a reader sees whole or not at all.
-- A commit that touches an hour that is already past (a late event) also records, *in its
-  conditional batch*, a stale mark `stale[hour] = seq` in the ingester's partition, and the
-  hour is sealed again after it. Readers use an hour row only if it is committed (its seq at
-  most its epoch's last seq) and not older than the hour's stale mark; otherwise they sum the
-  hour's minutes, as they do for the current hour. An hour row therefore is either absent,
-  stale (ignored), or exactly the sum of the committed minutes: a crash before, during or
-  after a seal, a seal that lands late, or one that races a late event can only make readers
-  slower, never wrong.
-- A crash between the commit that closed an hour and its seal leaves the hour unsealed: on
-  open the store seals the previous hour of the newest event again if it has no valid row.
+- A bucket is *sealable* once the newest event's minute starts `GRACE` (2 minutes) after its
+  end. After commit `S` lands, each sealable bucket that `S` made sealable or touched is
+  queued. The sealer snapshots that bucket's committed minutes *at once* (between two
+  commits, so the snapshot is exactly the state as of `S`), sums, encodes and computes the
+  heads in a worker process at the lowest CPU priority (so the event loop and the next commit
+  are not held by ~0.7 s of CPU for an hour), then writes the row tagged (epoch of `S`, `S`):
+  a single-row insert, which a reader sees whole or not at all.
+- A commit that touches a bucket that was sealable already (a late event) also records, *in
+  its conditional batch*, a stale mark `stale[(g, bucket)] = seq` in the ingester's
+  partition, and the bucket is sealed again after it. Readers use a sealed row only if it is
+  committed (its seq at most its epoch's last seq) and not older than its stale mark;
+  otherwise they sum the finer level (5 minutes, then minutes), as they do for buckets not
+  sealed yet. A sealed row therefore is either absent, stale (ignored), or exactly the sum of
+  the committed minutes: a crash before, during or after a seal, a seal that lands late, or
+  one that races a late event can only make readers slower, never wrong.
+- A crash between a commit and its seals leaves buckets unsealed: on open the store seals the
+  sealable buckets of the last hour or so again if they have no valid row.
 """
 
 from __future__ import annotations

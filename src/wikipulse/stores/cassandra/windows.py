@@ -23,21 +23,23 @@ never increments, and made valid by it:
   on that bucket, so a clock stepped back across a restart cannot lose a write; a lost write
   held in the network that lands late loses to the newer one (or, if it somehow won, is an
   invalid version and readers fall back to the other slot).
-- Hours: minutes of the hour of the newest event are summed by the reader (at most 60 rows).
-  When a commit moves the newest event past an hour, or touches an hour already past (a late
-  event), it writes that hour's row too, so once an hour row is committed it stays complete:
-  a 24 h query reads 24 hour rows and one hour of minutes.
+- Commits write minutes only. 5-minute and hour rows are *sealed* afterwards, off the commit
+  path, as rows derived from the committed minutes (`window_seal.py`): readers use a sealed
+  row only if it is committed and no later commit touched its bucket (a stale mark in the
+  commit batch says so), and otherwise sum the finer level, so a 24 h query reads 24 hour
+  rows and the newest hour as at most 12 five-minute rows plus a few minutes.
 - Retention: rows carry a TTL of the retention period counted from the newest event time (so
   live data expires by wall clock as the SQL stores prune by event time), and readers ignore
   what falls out of the retention behind the newest event. Nothing is ever deleted, so nothing
-  leaves a tombstone; a partition holds one hour: at most 120 minute rows or 2 hour rows.
+  leaves a tombstone; a partition holds one hour: at most 120 minute rows, 24 five-minute
+  rows or 2 hour rows per epoch.
 
-Each version also carries the *head* of its users and pages (`window_head.py`): their busiest
-keys and the floor below them, so that top lists over many buckets read the full blobs only
-when the heads cannot settle the answer.
+Each sealed row also carries the *head* of its users and pages (`window_head.py`): their
+busiest keys and the floor below them, so that top lists over many buckets read the full blobs
+only when the heads cannot settle the answer.
 
-The writer keeps the committed contents of the buckets it works on (the current and previous
-hour), loading a partition from Cassandra on a miss (after a restart, or a late event).
+The writer keeps the committed minutes of the current and previous hour, loading a partition
+from Cassandra on a miss (after a restart, or a late event).
 """
 
 from __future__ import annotations
