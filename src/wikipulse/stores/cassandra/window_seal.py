@@ -33,6 +33,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -130,14 +131,24 @@ def _process_pool() -> Executor:
             1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_lowest_priority,
+            initargs=(os.getpid(),),
         )
     return _pool
 
 
-def _lowest_priority() -> None:
-    """Run the worker process at nice 19 (where the platform has it)."""
+def _lowest_priority(parent: int) -> None:
+    """Run the worker process at nice 19 (where the platform has it), and end it when its
+    parent is gone: a `serve` killed with SIGKILL would otherwise leave it waiting for work
+    for ever (and each restart another one)."""
     if hasattr(os, "nice"):
         os.nice(19)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
