@@ -10,7 +10,11 @@ Every answer is compared with an independent count of the file (a plain loop).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +202,60 @@ async def test_a_late_event_makes_a_sealed_five_minutes_row_stale(
         await reader._windows.sealer.drain()
         assert await _hour_rows(reader, bucket, FIVE_MINUTES), "sealed again on open"
         await _assert_windows_exact(reader, [*lines, *late])
+
+
+_SEALING_PARENT = """
+import asyncio, os, sys, time
+from wikipulse.stores.cassandra import window_seal
+
+async def main():
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(window_seal._process_pool(), window_seal.seal_blobs, [])
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_seal_worker_ends_when_its_parent_is_killed(tmp_path: Any) -> None:
+    """A `serve` killed with SIGKILL must not leave its seal worker process behind."""
+    script = tmp_path / "parent.py"
+    script.write_text(_SEALING_PARENT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert int(proc.stdout.readline()) == proc.pid
+        children = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _parent_of(p) == proc.pid
+        ]
+        assert children, "the pool must have started a worker"
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.2)
+    assert not any(_alive(c) for c in children)
+
+
+def _parent_of(proc_dir: Path) -> int | None:
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
