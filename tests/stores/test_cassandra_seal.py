@@ -259,3 +259,56 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+@pytest.mark.cassandra
+async def test_migrate_adds_wiki_users_to_an_older_window_table(
+    cassandra_keyspace: str, lines: list[bytes]
+) -> None:
+    """A keyspace made before `wiki_users` existed: `wikipulse migrate` adds the column, and
+    the store then writes it on sealed rows; one-wiki series stay exact."""
+    from cassandra.cluster import Cluster
+
+    from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT
+    from wikipulse.stores.cassandra.driver import connection_class
+
+    def make() -> CassandraStore:
+        return CassandraStore(
+            CASSANDRA_HOSTS.split(","),
+            port=CASSANDRA_PORT,
+            keyspace=cassandra_keyspace,
+            dedup_window=400,
+            consistency="ONE",
+        )
+
+    await make().migrate()
+    cluster = Cluster(
+        CASSANDRA_HOSTS.split(","), port=CASSANDRA_PORT, connection_class=connection_class()
+    )
+    try:
+        session = cluster.connect()
+        session.execute(f"ALTER TABLE {cassandra_keyspace}.window_versions DROP wiki_users")
+        columns = session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+            "AND table_name = 'window_versions'",
+            [cassandra_keyspace],
+        )
+        assert "wiki_users" not in {r.column_name for r in columns}
+        await make().migrate()
+        columns = session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+            "AND table_name = 'window_versions'",
+            [cassandra_keyspace],
+        )
+        assert "wiki_users" in {r.column_name for r in columns}
+    finally:
+        cluster.shutdown()
+    store = make()
+    async with opened(store):
+        await _feed(_pipeline(store), lines)
+        await store._windows.sealer.drain()
+        hour = _first_hour(lines)
+        assert await _hour_rows(store, hour)
+        rows = await store._execute("win_read:wiki_users", [store._me, HOUR, hour, hour, hour + 1])
+        assert any(row["wiki_users"] for row in rows)
+        await _assert_windows_exact(store, lines)

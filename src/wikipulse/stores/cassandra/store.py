@@ -47,7 +47,7 @@ _WARM = (
     *(f"state+recent{c}+win@{check}" for c in ("", "+clear*1") for check in ("solo", "fenced")),
 )
 #: How long closing waits for past hours to be sealed (`window_seal.py`).
-_SEAL_WAIT = 30.0
+_SEAL_WAIT = 10.0
 
 
 async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.window_seal import parse_stale
@@ -148,7 +150,7 @@ class WindowReader:
             else:
                 missing.append(bucket)
         if missing:
-            finer = cols.replace("users_n", "users")
+            finer = cols.replace("users_n", "users").replace("wiki_users", "users")
             parts = await asyncio.gather(
                 *(self._finer(ingester, g, start, end, finer) for start, end in _runs(missing, g))
             )
@@ -173,10 +175,15 @@ class WindowReader:
         """Per step bucket and type: the sums; per step bucket: the distinct users."""
         ingesters = await self._ingesters()
         g, step, server = query.granularity, query.step, query.server_name
-        exact_n = len(ingesters) == 1 and server is None and step in (g, FIVE_MINUTES)
+        alone = len(ingesters) == 1
+        exact_n = alone and server is None and step in (g, FIVE_MINUTES)
+        # One wiki from sealed rows: each wiki's distinct users, not every wiki's users.
+        exact_wiki = alone and server is not None and step != MINUTE
         # All wikis: the per-type sums stored with each bucket, not every wiki's counts.
         counted = "counts" if server is not None else "totals"
         cols = f"{counted},users_n" if exact_n else f"{counted},users"
+        if exact_wiki:
+            cols = f"{counted},wiki_users"
         counts: dict[tuple[int, str], list[int]] = {}
         users: dict[int, set[str]] = {}
         user_n: dict[int, int] = {}
@@ -187,6 +194,11 @@ class WindowReader:
             else:
                 found = await self._buckets(ingester, MINUTE, query.since, query.until, cols)
                 groups = [(b, [row]) for b, row in found.items()]
+            if exact_wiki and any(r.get("wiki_users", b"") is None for _, rs in groups for r in rs):
+                # A sealed row from before `wiki_users`: read the users themselves.
+                exact_wiki, cols = False, f"{counted},users"
+                level = HOUR if g == HOUR else FIVE_MINUTES
+                groups = await self._level(ingester, level, query.since, query.until, cols)
             for bucket, rows in groups:
                 start = bucket - bucket % step
                 names = users.setdefault(start, set())
@@ -197,6 +209,9 @@ class WindowReader:
                         add_counts(counts, start, one_wiki_counts(row[counted], server), server)
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
+                        continue
+                    if exact_wiki and len(rows) == 1 and row.get("wiki_users"):
+                        user_n[start] = _wiki_users.decode(row["wiki_users"]).get(server, 0)
                         continue
                     if server is None:
                         for keys in decode_keys(row.get("users")).values():
@@ -274,6 +289,7 @@ class WindowReader:
 
 
 _TOP_ATTEMPTS = 3
+_wiki_users = msgspec.msgpack.Decoder(dict[str, int])
 
 
 def _runs(buckets: list[int], g: int) -> list[tuple[int, int]]:

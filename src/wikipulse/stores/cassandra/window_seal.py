@@ -40,9 +40,13 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from wikipulse.stores.cassandra.window_blob import Content, total
 from wikipulse.stores.cassandra.window_head import page_head, user_head
 from wikipulse.windows import HOUR, MINUTE
+
+_encode = msgspec.msgpack.Encoder().encode
 
 __all__ = [
     "GRACE",
@@ -62,8 +66,9 @@ timing_log = logging.getLogger("wikipulse.stores.cassandra.store.timing")
 
 #: One minute version's blobs: counts, users, pages.
 Blobs = tuple[bytes | None, bytes | None, bytes | None]
-#: What an hour row holds: users_n, totals, counts, users, pages, users_head, pages_head.
-Sealed = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes]
+#: What a sealed row holds: users_n, totals, counts, users, pages, users_head, pages_head,
+#: wiki_users.
+Sealed = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
 
 _MAX_TTL = 630_720_000  # Cassandra's limit: 20 years
 
@@ -80,6 +85,7 @@ def seal_blobs(minutes: list[Blobs]) -> Sealed:
         pages,
         user_head(hour.users),
         page_head(hour.pages),
+        _encode({server: len(names) for server, names in hour.users.items()}),
     )
 
 
