@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -24,7 +25,13 @@ from wikipulse.stores.cassandra.lease import (
 )
 from wikipulse.stores.cassandra.partition import Partition, beyond_window, parse
 from wikipulse.stores.cassandra.reshard import move_old_claims
-from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+from wikipulse.stores.cassandra.schema import (
+    CLAIMS_PER_BATCH,
+    SLOTS,
+    STATEMENTS,
+    schema_cql,
+    statement,
+)
 from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.window_seal import stale_name
@@ -75,6 +82,7 @@ class CassandraStore(WindowQueries):
         session: driver.CqlSession | None = None,
         window_retention_hours: float = 48.0,
         seal_in_process: bool | None = None,
+        warm_claims: bool = False,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -105,6 +113,8 @@ class CassandraStore(WindowQueries):
         self._windows = WindowWriter(ingester_id, retention, self._execute, in_process)
         self._window_reader = WindowReader(retention, self._execute)
         self._fence: Fence | None = None
+        self._warm_claims = warm_claims
+        self._warming: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -125,6 +135,7 @@ class CassandraStore(WindowQueries):
             dedup_window=settings.dedup_window,
             create_schema=migrate,
             window_retention_hours=settings.window_retention_hours,
+            warm_claims=True,
         )
 
     async def migrate(self) -> None:
@@ -156,7 +167,25 @@ class CassandraStore(WindowQueries):
         self._adopt(part)
         last_epoch = next((e for e, s in part.epochs.items() if s == part.seq), None)
         self._windows.opened(part.window_newest, last_epoch, part.seq)
+        if self._warm_claims:
+            self._warming = asyncio.get_running_loop().create_task(self._warm(session))
         self._claims.new_epoch()
+
+    async def _warm(self, session: driver.CqlSession) -> None:
+        """Prepare the claim batch sizes in the background, smallest first.
+
+        Each size is its own statement: the first live commit met ~20 new sizes at once and
+        waited ~0.5 s for them (it was the slowest commit of a run, issue #8's p99). A commit
+        that needs a size still being prepared waits for that one preparation only.
+        """
+        limit = asyncio.Semaphore(4)
+
+        async def one(size: int) -> None:
+            async with limit:
+                with contextlib.suppress(Exception):  # a commit will prepare it, or say why
+                    await self._stmts.get(session, f"claim*{size}")
+
+        await asyncio.gather(*(one(size) for size in range(1, CLAIMS_PER_BATCH + 1)))
 
     async def _load(self) -> Partition:
         return parse(await self._execute("load", [self._me]))
@@ -340,6 +369,8 @@ class CassandraStore(WindowQueries):
         except Exception:  # closing anyway; readers use the minutes
             timing_log.debug("closing before every past hour was sealed", exc_info=True)
         sealer.forget()
+        if self._warming is not None:
+            self._warming.cancel()
         cluster, self._own_cluster = self._own_cluster, None
         if cluster is not None:
             self._session = None

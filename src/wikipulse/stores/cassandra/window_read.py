@@ -210,7 +210,7 @@ class WindowReader:
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
                         continue
-                    if exact_wiki and len(rows) == 1 and row.get("wiki_users"):
+                    if exact_wiki and server and len(rows) == 1 and row.get("wiki_users"):
                         user_n[start] = _wiki_users.decode(row["wiki_users"]).get(server, 0)
                         continue
                     if server is None:
