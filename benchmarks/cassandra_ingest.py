@@ -186,9 +186,12 @@ def main() -> None:
                 f"p90 {exact_quantile(values, 0.9):8.1f}  p99 {exact_quantile(values, 0.99):8.1f}"
                 f"  max {max(values):8.1f}  mean {sum(values) / len(values):8.1f}"
             )
-    seals = [line.split("seal ", 1)[1] for line in log_text.splitlines() if " seal hour=" in line]
+    seals = [line.split("seal ", 1)[1] for line in log_text.splitlines() if " seal g=" in line]
     for seal in seals:
-        print(f"  hour sealed off the commit path: {seal}")
+        if seal.startswith("g=3600"):
+            print(f"  hour sealed off the commit path: {seal}")
+    fives = sum(seal.startswith("g=300 ") for seal in seals)
+    print(f"  5-minute buckets sealed off the commit path: {fives}")
     totals = timings.get("total_ms", [])
     if totals:
         p99 = exact_quantile(totals, 0.99) / 1000
