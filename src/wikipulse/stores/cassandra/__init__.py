@@ -3,8 +3,9 @@
 Modules: `schema` (the CQL), `driver` (cluster set-up, reactor, awaiting futures, errors),
 `claims` (exact distinct users), `reshard` (moving claims of the earlier 256-shard layout),
 `store` (`CassandraStore`), and the time windows: `windows` (the writer, and why they are
-exactly once), `window_read`, `window_blob`, `window_head` (exact top lists from heads),
-`window_cql`.
+exactly once), `window_seal` (5-minute and hour rows derived off the commit path, and why a
+stale one is never read), `window_read`, `window_blob`, `window_head` (exact top lists from
+heads), `window_cql`.
 
 Cassandra cannot commit counts and a stream position atomically across tables, and its counters
 are not idempotent (a retried increment counts twice), so this store never increments anything

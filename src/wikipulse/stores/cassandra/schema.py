@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import zlib
 
-from wikipulse.stores.cassandra.window_cql import WINDOW_MARK, window_statement, windows_table_cql
+from wikipulse.stores.cassandra.window_cql import (
+    STALE_MARK,
+    WINDOW_MARK,
+    window_statement,
+    windows_table_cql,
+)
 
 __all__ = [
     "CLAIMS_PER_BATCH",
@@ -86,7 +91,8 @@ def fenced(cql: str, *, token: bool = True) -> str:
 
 def statement(name: str) -> str:
     """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N`, `state+...*N`
-    (a commit; with a `+win` suffix it also records the newest window minute), or `win_...`.
+    (a commit; with a `+win` suffix it also records the newest window minute, then with
+    `+stale*N` marks N past hours stale), or `win_...`.
 
     `<name>@fenced` is that commit batch checking the lease too; `<name>@solo` checks that
     nobody holds it.
@@ -96,6 +102,10 @@ def statement(name: str) -> str:
         return fenced(statement(base), token=check == "fenced")
     if name in STATEMENTS:
         return STATEMENTS[name]
+    head, marked, count = name.rpartition("+stale*")
+    if marked:  # also marks `count` past hours' sealed rows stale (`window_seal.py`)
+        cql = statement(head)
+        return cql.replace("APPLY BATCH", f"{STALE_MARK * int(count)}APPLY BATCH")
     if name.endswith("+win"):
         cql = statement(name.removesuffix("+win"))
         return cql.replace("APPLY BATCH", f"{WINDOW_MARK}APPLY BATCH")

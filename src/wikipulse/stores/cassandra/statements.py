@@ -9,12 +9,18 @@ every caller rather than prepared again on another worker thread.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wikipulse.stores.cassandra import driver
 
 __all__ = ["Statements"]
+
+#: Statements prepared on first use, at DEBUG beside the commit timings (a commit that meets
+#: new claim batch sizes waits for their preparation).
+timing_log = logging.getLogger("wikipulse.stores.cassandra.store.timing")
 
 
 class Statements:
@@ -24,6 +30,14 @@ class Statements:
         self._cql_of = cql_of
         self._prepared: dict[str, Any] = {}
         self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    async def _prepare(self, session: driver.CqlSession, name: str) -> Any:
+        started = time.perf_counter()
+        prepared = await driver.blocking(session.prepare, self._cql_of(name))
+        if timing_log.isEnabledFor(logging.DEBUG):
+            ms = (time.perf_counter() - started) * 1000
+            timing_log.debug("prepared %s in %.1f ms", name, ms)
+        return prepared
 
     def __contains__(self, name: str) -> bool:
         return name in self._prepared
@@ -53,7 +67,7 @@ class Statements:
             return prepared
         pending = self._pending.get(name)
         if pending is None:
-            pending = asyncio.ensure_future(driver.blocking(session.prepare, self._cql_of(name)))
+            pending = asyncio.ensure_future(self._prepare(session, name))
             self._pending[name] = pending
         try:
             prepared = await asyncio.shield(pending)

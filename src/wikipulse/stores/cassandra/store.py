@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -24,9 +25,15 @@ from wikipulse.stores.cassandra.lease import (
 )
 from wikipulse.stores.cassandra.partition import Partition, beyond_window, parse
 from wikipulse.stores.cassandra.reshard import move_old_claims
-from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, schema_cql, statement
+from wikipulse.stores.cassandra.schema import (
+    SLOTS,
+    STATEMENTS,
+    schema_cql,
+    statement,
+)
 from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
+from wikipulse.stores.cassandra.window_seal import stale_name
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
 if TYPE_CHECKING:
@@ -39,6 +46,16 @@ __all__ = ["CassandraStore"]
 #: Per-commit phase timings at DEBUG (benchmarks/cassandra_ingest.py turns it on): where a
 #: commit's time goes is what issue #8's latency target is about.
 timing_log = logging.getLogger(f"{__name__}.timing")
+#: Prepared on open: the window statements and the common commit batches (lone or fenced).
+_WARM = (
+    "win_write",
+    "win_load",
+    *(f"state+recent{c}+win@{check}" for c in ("", "+clear*1") for check in ("solo", "fenced")),
+)
+#: Claim batch sizes prepared on open, in the background (`_warm`).
+_WARM_CLAIMS = 64
+#: How long closing waits for past hours to be sealed (`window_seal.py`).
+_SEAL_WAIT = 10.0
 
 
 async def _timed(work: Awaitable[_T]) -> tuple[_T, float]:
@@ -65,6 +82,8 @@ class CassandraStore(WindowQueries):
         create_schema: bool = False,
         session: driver.CqlSession | None = None,
         window_retention_hours: float = 48.0,
+        seal_in_process: bool | None = None,
+        warm_claims: bool = False,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -88,9 +107,15 @@ class CassandraStore(WindowQueries):
         self._slot_ids: list[str] = []
         self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
         retention = int(window_retention_hours * 3600)
-        self._windows = WindowWriter(ingester_id, retention, self._execute)
+        # Past hours are sealed in a worker process (`window_seal.py`); a store given a session
+        # (tests on the fake node) seals in its own event loop unless told otherwise.
+        in_process = session is None if seal_in_process is None else seal_in_process
+        self._retention = retention
+        self._windows = WindowWriter(ingester_id, retention, self._execute, in_process)
         self._window_reader = WindowReader(retention, self._execute)
         self._fence: Fence | None = None
+        self._warm_claims = warm_claims
+        self._warming: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -111,6 +136,7 @@ class CassandraStore(WindowQueries):
             dedup_window=settings.dedup_window,
             create_schema=migrate,
             window_retention_hours=settings.window_retention_hours,
+            warm_claims=True,
         )
 
     async def migrate(self) -> None:
@@ -132,13 +158,38 @@ class CassandraStore(WindowQueries):
         _, serial = driver.consistency_levels(self._consistency)
         # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
         await self._stmts.prepare_all(session, STATEMENTS, ("load", "epochs", "claims"), serial)
+        # The statements every commit of a stream uses, prepared now rather than by the first
+        # commit (which otherwise took ~1 s: issue #8's latency is over every commit).
+        await asyncio.gather(*(self._stmts.get(session, name) for name in _WARM))
         part = await self._load()
         if part.seq is None:
             await self._execute("init", [self._me])
             part = await self._load()
         self._adopt(part)
-        self._windows.opened(part.window_newest)
+        last_epoch = next((e for e, s in part.epochs.items() if s == part.seq), None)
+        self._windows.opened(part.window_newest, last_epoch, part.seq)
+        if self._warm_claims:
+            self._warming = asyncio.get_running_loop().create_task(self._warm(session))
         self._claims.new_epoch()
+
+    async def _warm(self, session: driver.CqlSession) -> None:
+        """Prepare the claim batch sizes in the background, smallest first.
+
+        Each size is its own statement: the first live commit met ~20 new sizes at once and
+        waited ~0.5 s for them (it was the slowest commit of a run, issue #8's p99). A commit
+        that needs a size still being prepared waits for that one preparation only. Only the
+        sizes of live commits (up to `_WARM_CLAIMS`): preparing all 250 made the node parse
+        ~31,000 inserts, and a replay (whose first commits need the largest sizes) ran ~40%
+        slower beside it (20.1 s against 13.9 s for 500,000 events, back to back).
+        """
+        limit = asyncio.Semaphore(4)
+
+        async def one(size: int) -> None:
+            async with limit:
+                with contextlib.suppress(Exception):  # a commit will prepare it, or say why
+                    await self._stmts.get(session, f"claim*{size}")
+
+        await asyncio.gather(*(one(size) for size in range(1, _WARM_CLAIMS + 1)))
 
     async def _load(self) -> Partition:
         return parse(await self._execute("load", [self._me]))
@@ -245,6 +296,12 @@ class CassandraStore(WindowQueries):
         if staged is not None:
             shape += "+win"
             params += [me, staged.newest]
+            if staged.stale:
+                # Hour rows sealed before this commit no longer sum these hours' minutes.
+                shape += f"+stale*{len(staged.stale)}"
+                ttl = self._retention + 2 * 3600  # outlives every hour row it judges
+                for g, bucket in staged.stale:
+                    params += [me, stale_name(g, bucket), seq, ttl]
         # The lease is checked in the same Paxos round: right after `IF seq = ?`.
         params[9:9], check = lease_condition(self._fence)
         shape = f"{shape}@{check}"
@@ -269,7 +326,7 @@ class CassandraStore(WindowQueries):
         self._state = after
         self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
         self._claims.committed(seq, batch.users)
-        self._windows.committed(staged)
+        self._windows.committed(staged, seq, epoch)
 
     async def _settle(
         self, batch: Batch, seq: int, staged: Staged | None, found: dict[str, Any]
@@ -279,7 +336,7 @@ class CassandraStore(WindowQueries):
         if part.seq == seq and part.token == batch.token:
             self._adopt(part)  # this batch landed before: it counted everything already
             self._claims.committed(seq, batch.users)
-            self._windows.committed(staged)
+            self._windows.committed(staged, seq, self._claims.epoch)
             return
         refused = refusal(self._fence, found, self._me)
         if refused is not None:
@@ -308,7 +365,16 @@ class CassandraStore(WindowQueries):
         return ResumePoint(part.position, ids[-self._window :])
 
     async def close(self) -> None:
-        """Shut the cluster connection down (if this store made it)."""
+        """Finish sealing past hours (briefly), then shut the connection down (if this store
+        made it). Hours left unsealed are read from their minutes, and sealed on next open."""
+        sealer = self._windows.sealer
+        try:
+            await asyncio.wait_for(sealer.drain(), _SEAL_WAIT)
+        except Exception:  # closing anyway; readers use the minutes
+            timing_log.debug("closing before every past hour was sealed", exc_info=True)
+        sealer.forget()
+        if self._warming is not None:
+            self._warming.cancel()
         cluster, self._own_cluster = self._own_cluster, None
         if cluster is not None:
             self._session = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "HEAD_COLUMNS",
+    "STALE_MARK",
     "WINDOW_MARK",
     "WINDOW_STATEMENTS",
     "window_statement",
@@ -21,8 +22,8 @@ __all__ = [
 #: the TTL counts the retention period from the newest event time.
 _WRITE = (
     "INSERT INTO window_versions (ingester_id, g, period, bucket, slot, seq, epoch, users_n, "
-    "totals, counts, users, pages, users_head, pages_head) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "totals, counts, users, pages, users_head, pages_head, wiki_users) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "USING TIMESTAMP ? AND TTL ?"
 )
 
@@ -42,12 +43,30 @@ WINDOW_MARK = (
     "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'window', 'newest', ?); "
 )
 
-_READABLE = {"users_n", "totals", "counts", "users", "pages", "users_head", "pages_head"}
+#: Appended to the commit batch for each past hour the batch touches (a late event): the hour's
+#: rows sealed before this seq are stale from this commit on (`window_seal.py`). The mark
+#: expires with the retention, as the rows it judges do.
+STALE_MARK = (
+    "INSERT INTO ingesters (ingester_id, kind, name, last_seq) VALUES (?, 'stale', ?, ?) "
+    "USING TTL ?; "
+)
 
-#: Columns added after the table was first released (`window_head.py`): `wikipulse migrate`
-#: adds them to an older table; versions written before have none, and readers then read the
-#: full blob.
-HEAD_COLUMNS = ("users_head", "pages_head")
+_READABLE = {
+    "users_n",
+    "totals",
+    "counts",
+    "users",
+    "pages",
+    "users_head",
+    "pages_head",
+    "wiki_users",
+}
+
+#: Columns added after the table was first released: `wikipulse migrate` adds them to an older
+#: table; versions written before have none, and readers then read the full blob. The heads
+#: (`window_head.py`); `wiki_users`, on sealed rows, each wiki's distinct users as a msgpack
+#: map, so a one-wiki timeseries does not read every wiki's users (`window_seal.py`).
+HEAD_COLUMNS = ("users_head", "pages_head", "wiki_users")
 
 
 def window_statement(name: str) -> str | None:
@@ -74,6 +93,6 @@ def windows_table_cql(keyspace: str) -> str:
         f"CREATE TABLE IF NOT EXISTS {keyspace}.window_versions ("
         "ingester_id text, g int, period bigint, bucket bigint, slot int, seq bigint, "
         "epoch text, users_n int, totals blob, counts blob, users blob, pages blob, "
-        "users_head blob, pages_head blob, "
+        "users_head blob, pages_head blob, wiki_users blob, "
         "PRIMARY KEY ((ingester_id, g, period), bucket, epoch, slot))"
     )

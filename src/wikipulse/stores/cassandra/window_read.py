@@ -4,15 +4,15 @@ For each ingester a reader reads the window rows first and that ingester's commi
 *after* them: a version whose commit landed before the epochs were read is then recognised,
 and a writer never overwrites a bucket's newest committed version, so every bucket read has
 a committed version among its slots (see `windows.py`). Whole hours come from hour rows;
-an hour without a committed hour row (the newest event's hour) is summed from its minutes.
+an hour without a valid hour row (the newest event's hour, an hour not sealed yet, or one whose
+row a later late event made stale) is summed from its minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,23 @@ import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
+from wikipulse.stores.cassandra.window_seal import parse_stale
+from wikipulse.stores.cassandra.window_sums import (
+    add_counts,
+    add_top,
+    busiest,
+    one_wiki_counts,
+    one_wiki_users,
+)
 from wikipulse.stores.cassandra.windows import Execute, committed_version
-from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
+from wikipulse.window_query import (
+    FIVE_MINUTES,
+    SeriesQuery,
+    SeriesRows,
+    TopItem,
+    TopQuery,
+    split_levels,
+)
 from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["WindowQueries", "WindowReader"]
@@ -35,6 +50,7 @@ class _Meta:
 
     epochs: dict[str, int]
     newest: int | None
+    stale: dict[tuple[int, int], int]  # (g, bucket) -> the last commit that touched it sealable
 
 
 class WindowReader:
@@ -48,10 +64,11 @@ class WindowReader:
         return [row["ingester_id"] for row in await self._execute("win_ingesters", [])]
 
     async def _meta(self, ingester: str) -> _Meta:
-        rows = await self._execute("win_meta", [ingester, ["epoch", "window"]])
+        rows = await self._execute("win_meta", [ingester, ["epoch", "stale", "window"]])
         epochs = {r["name"]: r["last_seq"] for r in rows if r["kind"] == "epoch"}
         marks = [r["last_seq"] for r in rows if r["kind"] == "window"]
-        return _Meta(epochs, marks[0] if marks else None)
+        stale = {parse_stale(r["name"]): r["last_seq"] for r in rows if r["kind"] == "stale"}
+        return _Meta(epochs, marks[0] if marks else None, stale)
 
     async def span(self) -> tuple[int, int] | None:
         """The oldest and newest minute kept (within the retention), over every ingester."""
@@ -103,6 +120,8 @@ class WindowReader:
             if not committed_version(row, meta.epochs):
                 continue
             bucket = row["bucket"]
+            if g != MINUTE and row["seq"] < meta.stale.get((g, bucket), 0):
+                continue  # sealed before a late event touched it (`window_seal.py`)
             if cutoff is not None and bucket + g <= cutoff:
                 continue
             have = best.get(bucket)
@@ -110,70 +129,95 @@ class WindowReader:
                 best[bucket] = row
         return best
 
-    async def _hours(
-        self, ingester: str, since: int, until: int, cols: str
+    async def _level(
+        self, ingester: str, g: int, since: int, until: int, cols: str
     ) -> list[tuple[int, list[Row]]]:
-        """Whole hours of [since, until): each hour's committed hour row, else its minutes."""
-        rows = await self._read(ingester, HOUR, since, until, cols)
+        """Buckets of `g` (5 minutes or an hour) over [since, until), each from its valid sealed
+        row, else from the next finer level (5 minutes, then minutes) for that bucket alone.
+
+        Rows carry `_g`, the level they come from: a bucket summed from finer rows must read
+        users (not `users_n`), and minutes are read in full (they have no heads).
+        """
+        rows = await self._read(ingester, g, since, until, cols)
         meta = await self._meta(ingester)
-        hours = self._committed(rows, meta, HOUR)
-        out: list[tuple[int, list[Row]]] = []
-        missing = []
-        for hour in range(since, until, HOUR):
-            if hour in hours:
-                hours[hour]["_g"] = HOUR
-                out.append((hour, [hours[hour]]))
+        sealed = self._committed(rows, meta, g)
+        out: dict[int, list[Row]] = {}
+        missing: list[int] = []
+        for bucket in range(since, until, g):
+            if bucket in sealed:
+                sealed[bucket]["_g"] = g
+                out[bucket] = [sealed[bucket]]
             else:
-                missing.append(hour)
+                missing.append(bucket)
         if missing:
-            # Minutes are summed here, so their distinct users must be read, not counted.
-            # Minutes carry no heads (`windows.py`): their full blobs are summed.
-            minute_cols = cols.replace("users_n", "users").replace("_head", "")
-            reads = await asyncio.gather(
-                *(self._read(ingester, MINUTE, h, h + HOUR, minute_cols) for h in missing)
+            finer = cols.replace("users_n", "users").replace("wiki_users", "users")
+            parts = await asyncio.gather(
+                *(self._finer(ingester, g, start, end, finer) for start, end in _runs(missing, g))
             )
-            meta = await self._meta(ingester)
-            for hour, found in zip(missing, reads, strict=True):
-                minutes = list(self._committed(found, meta, MINUTE).values())
-                for row in minutes:
-                    row["_g"] = MINUTE
-                if minutes:
-                    out.append((hour, minutes))
-        return out
+            for part in parts:
+                for row in part:
+                    b = row["bucket"]
+                    out.setdefault(b - b % g, []).append(row)
+        return sorted(out.items())
+
+    async def _finer(self, ingester: str, g: int, since: int, until: int, cols: str) -> list[Row]:
+        """The rows of the next level down over [since, until)."""
+        if g == HOUR:
+            groups = await self._level(ingester, FIVE_MINUTES, since, until, cols)
+            return [row for _, rows in groups for row in rows]
+        minute_cols = cols.replace("_head", "")  # minutes carry no heads (`windows.py`)
+        found = await self._buckets(ingester, MINUTE, since, until, minute_cols)
+        for row in found.values():
+            row["_g"] = MINUTE
+        return list(found.values())
 
     async def series(self, query: SeriesQuery) -> SeriesRows:
         """Per step bucket and type: the sums; per step bucket: the distinct users."""
         ingesters = await self._ingesters()
         g, step, server = query.granularity, query.step, query.server_name
-        exact_n = len(ingesters) == 1 and server is None and step == g
+        alone = len(ingesters) == 1
+        exact_n = alone and server is None and step in (g, FIVE_MINUTES)
+        # One wiki from sealed rows: each wiki's distinct users, not every wiki's users.
+        exact_wiki = alone and server is not None and step != MINUTE
         # All wikis: the per-type sums stored with each bucket, not every wiki's counts.
         counted = "counts" if server is not None else "totals"
         cols = f"{counted},users_n" if exact_n else f"{counted},users"
+        if exact_wiki:
+            cols = f"{counted},wiki_users"
         counts: dict[tuple[int, str], list[int]] = {}
         users: dict[int, set[str]] = {}
         user_n: dict[int, int] = {}
         for ingester in ingesters:
-            if g == HOUR:
-                groups = await self._hours(ingester, query.since, query.until, cols)
+            if g == HOUR or step % FIVE_MINUTES == 0:
+                level = HOUR if g == HOUR else FIVE_MINUTES
+                groups = await self._level(ingester, level, query.since, query.until, cols)
             else:
                 found = await self._buckets(ingester, MINUTE, query.since, query.until, cols)
                 groups = [(b, [row]) for b, row in found.items()]
+            if exact_wiki and any(r.get("wiki_users", b"") is None for _, rs in groups for r in rs):
+                # A sealed row from before `wiki_users`: read the users themselves.
+                exact_wiki, cols = False, f"{counted},users"
+                level = HOUR if g == HOUR else FIVE_MINUTES
+                groups = await self._level(ingester, level, query.since, query.until, cols)
             for bucket, rows in groups:
                 start = bucket - bucket % step
                 names = users.setdefault(start, set())
                 for row in rows:
                     if server is None:
-                        _add_counts(counts, start, decode_counts(row[counted]), None)
+                        add_counts(counts, start, decode_counts(row[counted]), None)
                     else:
-                        _add_counts(counts, start, _one_wiki_counts(row[counted], server), server)
+                        add_counts(counts, start, one_wiki_counts(row[counted], server), server)
                     if exact_n and len(rows) == 1 and row.get("users_n") is not None:
                         user_n[start] = row["users_n"]
+                        continue
+                    if exact_wiki and server and len(rows) == 1 and row.get("wiki_users"):
+                        user_n[start] = _wiki_users.decode(row["wiki_users"]).get(server, 0)
                         continue
                     if server is None:
                         for keys in decode_keys(row.get("users")).values():
                             names.update(keys)
                     else:
-                        names.update(_one_wiki_users(row.get("users"), server))
+                        names.update(one_wiki_users(row.get("users"), server))
         for start, names in users.items():
             if start not in user_n:
                 user_n[start] = len(names)
@@ -187,8 +231,8 @@ class WindowReader:
         if query.by == "server_name":  # a few hundred wikis a bucket: summed in full
             totals: dict[str, dict[str, int]] = {}
             for _, _, row in await self._top_rows(query, "counts"):
-                _add_top(totals, query.by, row["counts"])
-            return _busiest(totals, query.by, query.limit)
+                add_top(totals, query.by, row["counts"])
+            return busiest(totals, query.by, query.limit)
         for _ in range(_TOP_ATTEMPTS):
             try:
                 return await self._top_keys(query)
@@ -200,9 +244,11 @@ class WindowReader:
         """(ingester, granularity, committed row) of every bucket the query sums."""
         out: list[tuple[str, int, Row]] = []
         for ingester in await self._ingesters():
-            for part in query.ranges():
-                if part.granularity == HOUR:
-                    groups = await self._hours(ingester, part.since, part.until, cols)
+            for part in split_levels(query.since, query.until):
+                if part.granularity != MINUTE:
+                    groups = await self._level(
+                        ingester, part.granularity, part.since, part.until, cols
+                    )
                     out += [(ingester, r["_g"], r) for _, found in groups for r in found]
                 else:
                     found = await self._buckets(
@@ -243,6 +289,18 @@ class WindowReader:
 
 
 _TOP_ATTEMPTS = 3
+_wiki_users = msgspec.msgpack.Decoder(dict[str, int])
+
+
+def _runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
+    """Ascending buckets of width `g` as [start, end) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for bucket in buckets:
+        if runs and runs[-1][1] == bucket:
+            runs[-1] = (runs[-1][0], bucket + g)
+        else:
+            runs.append((bucket, bucket + g))
+    return runs
 
 
 class _Moved(Exception):
@@ -253,77 +311,6 @@ async def _gather(
     work: list[Awaitable[dict[tuple[str, ...], int]]],
 ) -> list[dict[tuple[str, ...], int]]:
     return list(await asyncio.gather(*work))
-
-
-#: A users blob with each wiki's map left undecoded: one wiki's users are then decoded alone
-#: (msgspec skips the others in C), not every wiki's of every bucket.
-_by_wiki = msgspec.msgpack.Decoder(dict[str, msgspec.Raw])
-_users = msgspec.msgpack.Decoder(dict[str, int])
-
-
-def _one_wiki_users(blob: bytes | None, server: str) -> Iterable[str]:
-    """The user names of one wiki in a users blob."""
-    if not blob:
-        return ()
-    raw = _by_wiki.decode(blob).get(server)
-    return _users.decode(raw) if raw is not None else ()
-
-
-_kinds = msgspec.msgpack.Decoder(dict[str, list[int]])
-
-
-def _one_wiki_counts(blob: bytes | None, server: str) -> dict[str, dict[str, list[int]]]:
-    """One wiki's counts by type in a counts blob, the other wikis left undecoded."""
-    raw = _by_wiki.decode(blob).get(server) if blob else None
-    return {server: _kinds.decode(raw)} if raw is not None else {}
-
-
-def _add_counts(
-    into: dict[tuple[int, str], list[int]],
-    start: int,
-    counts: Mapping[str, Any],
-    server: str | None,
-) -> None:
-    for name, kinds in counts.items():
-        if server is not None and name != server:
-            continue
-        for kind, row in kinds.items():
-            have = into.setdefault((start, kind), [0, 0, 0, 0])
-            for i in range(4):
-                have[i] += row[i]
-
-
-def _add_top(totals: dict[str, dict[str, int]], by: str, blob: bytes | None) -> None:
-    """Add one bucket's counts of servers, users or pages to the running totals."""
-    if by == "server_name":
-        mine = totals.setdefault("", {})
-        for name, kinds in decode_counts(blob).items():
-            mine[name] = mine.get(name, 0) + sum(row[0] for row in kinds.values())
-        return
-    for name, keys in decode_keys(blob).items():
-        mine = totals.setdefault("" if by == "user" else name, {})
-        if not mine:
-            mine.update(keys)
-            continue
-        get = mine.get
-        for key, n in keys.items():
-            mine[key] = get(key, 0) + n
-
-
-def _busiest(totals: dict[str, dict[str, int]], by: str, limit: int) -> list[TopItem]:
-    """The `limit` highest counts, ties by key: only keys at or above the limit-th count are
-    sorted, so a window of a million keys costs one pass over the counts, not a sort."""
-    counts = [n for keys in totals.values() for n in keys.values()]
-    if not counts:
-        return []
-    floor = heapq.nlargest(limit, counts)[-1]
-    items: list[TopItem] = []
-    for server, keys in totals.items():
-        for key, n in keys.items():
-            if n >= floor:
-                items.append(((server, key) if by == "page" else (key,), n))
-    items.sort(key=lambda kv: (-kv[1], kv[0]))
-    return items[:limit]
 
 
 class WindowQueries:

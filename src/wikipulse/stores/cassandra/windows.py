@@ -23,21 +23,23 @@ never increments, and made valid by it:
   on that bucket, so a clock stepped back across a restart cannot lose a write; a lost write
   held in the network that lands late loses to the newer one (or, if it somehow won, is an
   invalid version and readers fall back to the other slot).
-- Hours: minutes of the hour of the newest event are summed by the reader (at most 60 rows).
-  When a commit moves the newest event past an hour, or touches an hour already past (a late
-  event), it writes that hour's row too, so once an hour row is committed it stays complete:
-  a 24 h query reads 24 hour rows and one hour of minutes.
+- Commits write minutes only. 5-minute and hour rows are *sealed* afterwards, off the commit
+  path, as rows derived from the committed minutes (`window_seal.py`): readers use a sealed
+  row only if it is committed and no later commit touched its bucket (a stale mark in the
+  commit batch says so), and otherwise sum the finer level, so a 24 h query reads 24 hour
+  rows and the newest hour as at most 12 five-minute rows plus a few minutes.
 - Retention: rows carry a TTL of the retention period counted from the newest event time (so
   live data expires by wall clock as the SQL stores prune by event time), and readers ignore
   what falls out of the retention behind the newest event. Nothing is ever deleted, so nothing
-  leaves a tombstone; a partition holds one hour: at most 120 minute rows or 2 hour rows.
+  leaves a tombstone; a partition holds one hour: at most 120 minute rows, 24 five-minute
+  rows or 2 hour rows per epoch.
 
-Each version also carries the *head* of its users and pages (`window_head.py`): their busiest
-keys and the floor below them, so that top lists over many buckets read the full blobs only
-when the heads cannot settle the answer.
+Each sealed row also carries the *head* of its users and pages (`window_head.py`): their
+busiest keys and the floor below them, so that top lists over many buckets read the full blobs
+only when the heads cannot settle the answer.
 
-The writer keeps the committed contents of the buckets it works on (the current and previous
-hour), loading a partition from Cassandra on a miss (after a restart, or a late event).
+The writer keeps the committed minutes of the current and previous hour, loading a partition
+from Cassandra on a miss (after a restart, or a late event).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ from typing import Any
 
 from cassandra.query import UNSET_VALUE
 
-from wikipulse.stores.cassandra.window_blob import Content, split_delta, total
-from wikipulse.stores.cassandra.window_head import page_head, user_head
+from wikipulse.stores.cassandra.window_blob import Content, split_delta
+from wikipulse.stores.cassandra.window_seal import GRACE, Sealer, Snapshot, sealable
+from wikipulse.window_query import FIVE_MINUTES
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
@@ -88,73 +91,79 @@ class _Bucket:
 class Staged:
     """What one commit attempt wrote; the writer adopts it once the commit has landed."""
 
-    buckets: dict[tuple[int, int], _Bucket]
+    buckets: dict[int, _Bucket]  # minute -> its new version
     newest: int
-    pending: set[int]
+    stale: list[tuple[int, int]]  # sealable (g, bucket) touched: their sealed rows go stale
+    closing: list[tuple[int, int]]  # (g, bucket) to seal once the commit has landed
 
 
 class WindowWriter:
-    """Write one ingester's window buckets as versions of its commits."""
+    """Write one ingester's minute buckets as versions of its commits; seal past hours after."""
 
-    def __init__(self, ingester_id: str, retention_seconds: int, execute: Execute) -> None:
+    def __init__(
+        self, ingester_id: str, retention_seconds: int, execute: Execute, seal_in_process: bool
+    ) -> None:
         self._me = ingester_id
         self._retention = retention_seconds
         self._execute = execute
         #: hour -> minute -> bucket, for the hours whose minute partition is loaded.
         self._minutes: dict[int, dict[int, _Bucket]] = {}
-        #: hour -> its hour bucket, for the hours whose hour partition is loaded.
-        self._hours: dict[int, _Bucket] = {}
         self.newest: int | None = None
-        #: Hours holding minutes but no hour row yet (only ever the newest event's hour).
-        self._pending: set[int] = set()
         self._stamp = 0  # the highest write timestamp written or read (microseconds)
+        self.sealer = Sealer(ingester_id, retention_seconds, execute, seal_in_process)
+        self.sealer.stamp = self._next_stamp
 
-    def opened(self, newest: int | None) -> None:
-        """Start from the committed state: the newest minute committed, nothing cached."""
+    def _next_stamp(self) -> int:
+        self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
+        return self._stamp
+
+    def opened(self, newest: int | None, epoch: str | None, seq: int | None) -> None:
+        """Start from the committed state: the newest minute committed, nothing cached; seal
+        the hour before the newest event's if a crash left it unsealed."""
+        self.sealer.forget()
         self._minutes.clear()
-        self._hours.clear()
         self.newest = newest
-        self._pending = set() if newest is None else {newest - newest % HOUR}
+        if newest is not None and epoch is not None and seq:
+            for g in (FIVE_MINUTES, HOUR):
+                first = newest - HOUR - GRACE
+                for bucket in range(first - first % g, newest, g):
+                    if sealable(g, bucket, newest):
+                        snap = Snapshot(g, bucket, None, epoch, seq, newest, only_if_missing=True)
+                        self.sealer.queue(snap)
 
     async def stage(
         self, delta: WindowDelta, seq: int, epoch: str, epochs: Mapping[str, int]
     ) -> Staged | None:
-        """Write the buckets the batch touches as versions (epoch, seq); None if none."""
+        """Write the minutes the batch touches as versions (epoch, seq); None if none."""
         if not delta:
             return None
         minutes = split_delta(delta)
         if not minutes:
             return None
         hours = {m - m % HOUR for m in minutes}
-        newest = max(max(minutes), self.newest if self.newest is not None else -1)
-        current = newest - newest % HOUR
-        closing = sorted(h for h in hours | self._pending if h < current)
-        await asyncio.gather(
-            *(self._load(MINUTE, h, epochs) for h in hours | set(closing)),
-            *(self._load(HOUR, h, epochs) for h in closing),
-        )
-        staged: dict[tuple[int, int], _Bucket] = {}
+        before = self.newest
+        newest = max(max(minutes), before if before is not None else -1)
+        await asyncio.gather(*(self._load(h, epochs) for h in hours))
+        staged: dict[int, _Bucket] = {}
         for minute, change in minutes.items():
             have = self._minutes[minute - minute % HOUR].get(minute)
             new = have.value().plus(change) if have is not None else change
-            staged[(MINUTE, minute)] = self._next(have, new, epoch)
-        for hour in closing:
-            have = self._hours.get(hour)
-            if have is not None and have.slot is not None:
-                # A late event in an hour already rolled up: add the batch's minutes to it.
-                change = total(c for m, c in minutes.items() if m - m % HOUR == hour)
-                new = have.value().plus(change)
-            else:
-                known = self._minutes[hour] | {
-                    b: s for (g, b), s in staged.items() if g == MINUTE and b - b % HOUR == hour
-                }
-                new = total(b.value() for b in known.values() if b.slot is not None)
-            staged[(HOUR, hour)] = self._next(have, new, epoch)
+            staged[minute] = self._next(have, new, epoch)
         await asyncio.gather(
-            *(self._write(g, b, version, seq, epoch, newest) for (g, b), version in staged.items())
+            *(self._write(b, version, seq, epoch, newest) for b, version in staged.items())
         )
-        pending = (self._pending | hours) - set(closing)
-        return Staged(staged, newest, pending)
+        touched = {(g, m - m % g) for m in minutes for g in (FIVE_MINUTES, HOUR)}
+        # Buckets that could be sealed already: their sealed rows are stale from this commit on.
+        stale = sorted(k for k in touched if sealable(*k, before))
+        closing = {k for k in touched if sealable(*k, newest)}
+        # Buckets this batch moves event time far enough past to seal.
+        held = {m for h in self._minutes.values() for m, b in h.items() if b.slot is not None}
+        for minute in held | set(minutes):
+            for g in (FIVE_MINUTES, HOUR):
+                bucket = minute - minute % g
+                if sealable(g, bucket, newest) and not sealable(g, bucket, before):
+                    closing.add((g, bucket))
+        return Staged(staged, newest, stale, sorted(closing))
 
     @staticmethod
     def _next(have: _Bucket | None, new: Content, epoch: str) -> _Bucket:
@@ -164,33 +173,40 @@ class WindowWriter:
         return _Bucket(slot, new, new.encode(), epoch)
 
     async def _write(
-        self, g: int, bucket: int, version: _Bucket, seq: int, epoch: str, newest: int
+        self, bucket: int, version: _Bucket, seq: int, epoch: str, newest: int
     ) -> None:
         new = version.value()
-        stamp = self._stamp = max(self._stamp + 1, time.time_ns() // 1000)
-        ttl = min(_MAX_TTL, max(MINUTE, bucket + g + self._retention - newest))
-        params = [self._me, g, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
+        stamp = self._next_stamp()
+        ttl = min(_MAX_TTL, max(MINUTE, bucket + MINUTE + self._retention - newest))
+        params = [self._me, MINUTE, bucket - bucket % HOUR, bucket, version.slot, seq, epoch]
         summary = [new.users_n(), new.totals()]
-        # Hour rows only: a minute holds few keys, most of them once, so its head would be
-        # nearly all of it with a floor of 1-2, and 60 such floors defeat the merge anyway;
+        # Minutes carry no heads: a minute holds few keys, most of them once, so its head would
+        # be nearly all of it with a floor of 1-2, and 60 such floors defeat the merge anyway;
         # readers sum minutes in full. UNSET writes nothing (no null cell, no tombstone).
-        heads = (
-            [user_head(new.users), page_head(new.pages)]
-            if g == HOUR
-            else [UNSET_VALUE, UNSET_VALUE]
-        )
+        heads = [UNSET_VALUE, UNSET_VALUE, UNSET_VALUE]  # and no per-wiki user counts
         await self._execute("win_write", [*params, *summary, *version.blobs, *heads, stamp, ttl])
 
-    def committed(self, staged: Staged | None) -> None:
-        """The commit that wrote `staged` landed: its versions are now the committed ones."""
+    def committed(self, staged: Staged | None, seq: int, epoch: str) -> None:
+        """The commit (epoch, seq) that wrote `staged` landed: its versions are now the
+        committed ones, and the past hours it closed or touched are queued for sealing."""
         if staged is None:
             return
-        for (g, bucket), written in staged.buckets.items():
-            if g == HOUR:
-                self._hours[bucket] = written
-            else:
-                self._minutes.setdefault(bucket - bucket % HOUR, {})[bucket] = written
-        self.newest, self._pending = staged.newest, staged.pending
+        for bucket, written in staged.buckets.items():
+            self._minutes.setdefault(bucket - bucket % HOUR, {})[bucket] = written
+        self.newest = staged.newest
+        for g, bucket in staged.closing:
+            # The snapshot is taken now, between two commits: exactly the state as of `seq`.
+            held = self._minutes.get(bucket - bucket % HOUR)
+            blobs = (
+                [
+                    b.blobs
+                    for m, b in held.items()
+                    if b.slot is not None and bucket <= m < bucket + g
+                ]
+                if held is not None
+                else None
+            )
+            self.sealer.queue(Snapshot(g, bucket, blobs, epoch, seq, staged.newest))
         self._forget(staged.newest)
 
     def _forget(self, newest: int) -> None:
@@ -198,10 +214,6 @@ class WindowWriter:
         current = newest - newest % HOUR
         for hour in [h for h in self._minutes if h < current - HOUR]:
             del self._minutes[hour]
-        for hour in [h for h in self._hours if h < current - 2 * HOUR]:
-            del self._hours[hour]
-        for bucket in self._hours.values():
-            bucket.content = None
         for hour, minutes in self._minutes.items():
             if hour + HOUR <= newest - _KEEP_DECODED:
                 for b in minutes.values():
@@ -211,12 +223,11 @@ class WindowWriter:
                     if minute < newest - _KEEP_DECODED:
                         b.content = None
 
-    async def _load(self, g: int, hour: int, epochs: Mapping[str, int]) -> None:
-        """Read one partition (an hour of minutes, or an hour row) unless it is in memory."""
-        cache: dict[int, Any] = self._minutes if g == MINUTE else self._hours
-        if hour in cache:
+    async def _load(self, hour: int, epochs: Mapping[str, int]) -> None:
+        """Read one hour of minutes unless it is in memory."""
+        if hour in self._minutes:
             return
-        rows = await self._execute("win_load", [self._me, g, hour])
+        rows = await self._execute("win_load", [self._me, MINUTE, hour])
         found: dict[int, _Bucket] = {}
         best: dict[int, int] = {}
         for row in rows:
@@ -228,13 +239,7 @@ class WindowWriter:
                 best[bucket] = row["seq"]
                 blobs = (row["counts"], row["users"], row["pages"])
                 found[bucket] = _Bucket(row["slot"], None, blobs, row["epoch"])
-        if g == MINUTE:
-            # A minute whose slots were all written by lost attempts holds nothing committed.
-            self._minutes.setdefault(hour, {}).update(
-                {b: v for b, v in found.items() if v.slot is not None}
-            )
-            for b, v in found.items():
-                if v.slot is None:
-                    self._minutes[hour][b] = _Bucket(None, Content())
-        else:
-            self._hours[hour] = found.get(hour, _Bucket(None, None))
+        # A minute whose slots were all written by lost attempts holds nothing committed.
+        self._minutes.setdefault(hour, {}).update(
+            {b: v if v.slot is not None else _Bucket(None, Content()) for b, v in found.items()}
+        )
