@@ -211,6 +211,7 @@ class FakeCluster:
         self.faults: list[Fault] = []
         self.held: list[tuple[str, Statement]] = []
         self.log: list[tuple[str, list[Any], int | None]] = []  # (cql, params, consistency)
+        self.ddl_timeouts: list[tuple[str, float | None]] = []  # (schema change, client timeout)
         self.control_connection = FakeControlConnection()
         #: (table, partition, row) -> the timestamp of its last write made USING TIMESTAMP.
         self.stamps: dict[tuple[int, Any, Any], int] = {}
@@ -446,11 +447,14 @@ class FakeSession:
             self.cluster.table(self.keyspace or "", part.table)
         return FakePrepared(query, statement)
 
-    def execute_async(self, query: Any, parameters: Sequence[Any] | None = None) -> FakeFuture:
+    def execute_async(
+        self, query: Any, parameters: Sequence[Any] | None = None, timeout: float | None = None
+    ) -> FakeFuture:
         """Run a statement now; its answer (or fault) is waiting in the future returned."""
         cluster = self.cluster
         params = list(parameters or [])
         if isinstance(query, str):
+            cluster.ddl_timeouts.append((" ".join(query.split()), timeout))
             cluster.ddl(query)
             return FakeFuture([], None)
         cluster.log.append((query.query_string, params, query.consistency_level))

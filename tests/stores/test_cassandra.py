@@ -289,6 +289,17 @@ async def test_missing_tables_ask_for_wikipulse_migrate() -> None:
     assert not isinstance(caught.value, StoreUnavailable)
 
 
+async def test_schema_changes_wait_longer_than_the_drivers_default() -> None:
+    """CREATE and ALTER run with the 60 s DDL timeout: the driver's 10 s failed CREATE KEYSPACE
+    on a three-node cluster just started, though the node applied it moments later."""
+    node = FakeCluster()
+    await (await _opened(node)).close()
+    kinds = {cql.split()[0] for cql, _ in node.ddl_timeouts}
+    assert kinds == {"CREATE", "ALTER"}
+    assert {timeout for _, timeout in node.ddl_timeouts} == {driver.DDL_TIMEOUT}
+    assert driver.DDL_TIMEOUT >= 60
+
+
 async def test_schema_disagreement_is_an_outage_to_wait_out() -> None:
     """Nodes that do not agree on the schema yet make opening a retryable failure."""
     node = FakeCluster()

@@ -42,8 +42,10 @@ class CqlSession(Protocol):
     def prepare(self, query: str) -> Any:
         """Prepare a statement (blocking)."""
 
-    def execute_async(self, query: Any, parameters: Sequence[Any] | None = None) -> Any:
-        """Start a query and return its `ResponseFuture`."""
+    def execute_async(
+        self, query: Any, parameters: Sequence[Any] | None = None, timeout: float = ...
+    ) -> Any:
+        """Start a query and return its `ResponseFuture` (`timeout`: the client's, seconds)."""
 
 
 def connection_class() -> type[Any]:
@@ -105,6 +107,18 @@ async def connect(
         await asyncio.to_thread(cluster.shutdown)
         raise StoreUnavailable(f"Cassandra: {exc}") from exc
     return cluster, session
+
+
+#: The client-side timeout of schema changes. The driver's default (10 s) is too short for a
+#: node that has just started or a cluster that must agree on the change: CREATE KEYSPACE timed
+#: out after 10 s on the three-node cluster right after its start (the driver then reports the
+#: connection as "defunct by heartbeat"), though the node applied it moments later.
+DDL_TIMEOUT = 60.0
+
+
+async def ddl(session: CqlSession, cql: str) -> Rows:
+    """Run one schema change (CREATE, ALTER, DROP) with the longer `DDL_TIMEOUT`."""
+    return await result(session.execute_async(cql, timeout=DDL_TIMEOUT))
 
 
 async def wait_for_schema(session: CqlSession) -> None:

@@ -92,7 +92,7 @@ async def add_lease_columns(session: Any, keyspace: str) -> None:
     adds += [f"ALTER TABLE {keyspace}.window_versions ADD {c} blob" for c in HEAD_COLUMNS]
     for add in adds:
         with contextlib.suppress(Exception):  # already there: nothing to do
-            await driver.result(session.execute_async(add))
+            await driver.ddl(session, add)
 
 
 def _ttl(seconds: float) -> int:

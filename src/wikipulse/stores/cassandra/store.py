@@ -395,7 +395,7 @@ class CassandraStore(WindowQueries):
 
     async def _migrate(self, session: driver.CqlSession) -> None:
         for cql in schema_cql(self._keyspace, self._replication):
-            await driver.result(session.execute_async(cql))
+            await driver.ddl(session, cql)
         await add_lease_columns(session, self._keyspace)
         await driver.wait_for_schema(session)
         await move_old_claims(session, self._keyspace)
