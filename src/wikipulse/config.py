@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     backoff_max_seconds: float = Field(60.0, gt=0)
     forbidden_retry_seconds: float = Field(600.0, gt=0)
     dedup_window: int = Field(100_000, ge=1)
-    batch_max_events: int = Field(20_000, ge=1)
+    batch_max_events: int = Field(50_000, ge=1)
     batch_max_ms: int = Field(500, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

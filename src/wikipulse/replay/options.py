@@ -29,7 +29,7 @@ class ReplaySettings:
 
     store: str = "memory"
     dedup_window: int = 100_000
-    batch_max_events: int = 20_000
+    batch_max_events: int = 50_000
     batch_max_ms: int = 500
     window_retention_hours: float = 48.0
     log_level: str = "INFO"

@@ -60,7 +60,7 @@ Sizes: every batch here writes one partition, and Cassandra exempts single-parti
 `batch_size_fail_threshold` (50 KiB by default in 5.0); what bounds them is `max_mutation_size`
 (half a commit-log segment: 16 MiB by default). A window slot holds at most `dedup_window` ids
 (~40 bytes each: 4 MB for the default 100,000), so the commit stays far below it whatever
-WIKIPULSE_BATCH_MAX_EVENTS is; the largest default batch (20,000 events) is tested on a real node.
+WIKIPULSE_BATCH_MAX_EVENTS is; the largest default batch (50,000 events) is tested on a real node.
 A `dedup_window` above ~350,000 ids could exceed it.
 
 Cost per batch: one Paxos round for the commit, and per shard holding users this process has not

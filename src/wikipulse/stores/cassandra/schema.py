@@ -41,7 +41,8 @@ FIRST_SHARD = 256
 #: The shard count of the earlier layout, whose rows `wikipulse migrate` moves.
 OLD_SHARDS = 256
 #: The most claims one conditional batch carries (larger groups go in several rounds): a
-#: batch of 20,000 events brings up to ~12,000 new users, under this per shard.
+#: batch of 20,000 events brings up to ~12,000 new users, under this per shard (the default
+#: batch of 50,000 in a catch-up: up to ~30,000, about 470 a shard, so two rounds).
 CLAIMS_PER_BATCH = 250
 
 _CLAIM = (
