@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from wikipulse.window_blobs import Acc, Part, decode_part, delta_accs
-from wikipulse.window_topn import best, top_items
+from wikipulse.window_topn import best, top_items, top_of_tables
 from wikipulse.windows import WindowDelta
 
 
@@ -42,6 +42,57 @@ def test_threshold_top_equals_the_plain_sum(
     """Large lists (the threshold path) and small ones give the plain sum's top, ties by key."""
     data = _lists(seed, lists, keys, skew)
     assert top_items(data, limit) == _plain_top(data, limit)
+
+
+@pytest.mark.parametrize(
+    ("seed", "lists", "keys", "skew"),
+    [
+        (1, 30, 3000, 1.2),
+        (2, 50, 2000, 0.8),
+        (3, 5, 40000, 1.5),
+        (4, 60, 500, 3.0),
+        (5, 48, 4000, 2.5),
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 10, 100])
+def test_deepening_top_of_tables_equals_the_plain_sum(
+    seed: int, lists: int, keys: int, skew: float, limit: int
+) -> None:
+    """The threshold pass with tables (the memory store's) gives the plain sum's top."""
+    data = _lists(seed, lists, keys, skew)
+    tables = [dict(zip(k, n, strict=True)) for k, n in data]
+    assert top_of_tables(data, tables, limit) == _plain_top(data, limit)
+
+
+def test_deepening_top_of_tables_with_ties_at_the_bound() -> None:
+    """Keys outside the candidates that tie the last one's sum still win by key order: a key
+    seen deep in every list ("a") ties the head keys and must be found."""
+    head = [f"h{i:03d}" for i in range(40)]
+    data = []
+    for j in range(40):
+        # each list: its own head key 5 times, "a" 4 times, then 700 distinct keys once
+        keys = [head[j], "a", *(f"z{j:02d}-{i:04d}" for i in range(700))]
+        data.append((keys, [5, 4, *([1] * 700)]))
+    tables = [dict(zip(k, n, strict=True)) for k, n in data]
+    assert (
+        top_of_tables(data, tables, 3)
+        == _plain_top(data, 3)
+        == [("a", 160), ("h000", 5), ("h001", 5)]
+    )
+    # a key below the first depth everywhere ("a", 1 in each of 40 lists) ties the best head
+    # key (40 in one list) exactly at the bound, and wins by key order
+    data = []
+    for j in range(40):
+        tail = [f"z{j:02d}-{i:04d}" for i in range(1000)]
+        tail[500] = "a"
+        data.append(([f"h{j:03d}", *tail], [40, *([1] * 1000)]))
+    tables = [dict(zip(k, n, strict=True)) for k, n in data]
+    assert top_of_tables(data, tables, 1) == _plain_top(data, 1) == [("a", 40)]
+    everything_once = [
+        ([f"u{i:05d}" for i in range(j, j + 3000)], [1] * 3000) for j in range(0, 30000, 1000)
+    ]
+    tables = [dict(zip(k, n, strict=True)) for k, n in everything_once]
+    assert top_of_tables(everything_once, tables, 10) == _plain_top(everything_once, 10)
 
 
 def test_threshold_top_with_every_count_tied() -> None:

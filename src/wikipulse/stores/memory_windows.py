@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from operator import itemgetter
 from typing import Any, TypeVar
 
 from wikipulse.window_query import Range, SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.window_topn import top_items
+from wikipulse.window_topn import top_of_tables
 from wikipulse.windows import GRANULARITIES, MINUTE, STEPS, WindowDelta
 
 __all__ = ["MemoryWindows"]
@@ -26,6 +26,8 @@ _INDEX_AFTER_EVENTS = 5_000_000
 _V = TypeVar("_V")
 _Rows = dict[tuple[str, str], list[int]]
 _Keys = dict[tuple[str, str], int]
+#: A bucket's keys and counts sorted by count (highest first), and the same as a table.
+_Ranked = tuple[list[Any], list[int], Mapping[Any, int]]
 
 
 class MemoryWindows:
@@ -45,7 +47,7 @@ class MemoryWindows:
         # Top lists: per ("user" or "page", granularity, bucket), its keys and counts sorted by
         # count, built when first read and dropped when the bucket changes, so a top list over
         # many closed buckets merges sorted lists (`top_items`) instead of summing every key.
-        self._ranked: dict[tuple[str, int, int], tuple[list[Any], list[int]]] = {}
+        self._ranked: dict[tuple[str, int, int], _Ranked] = {}
 
     def add(self, delta: WindowDelta, events: int) -> None:
         """Keep a committed delta (no await: readers never see half of it)."""
@@ -165,12 +167,13 @@ class MemoryWindows:
         """The busiest keys over the query's ranges."""
         self._index()
         if query.by != "server_name":
-            lists = [
+            found = [
                 self._ranked_keys(query.by, part.granularity, bucket, keys)
                 for part in query.ranges()
                 for bucket, keys in _in(self._users if query.by == "user" else self._pages, part)
             ]
-            items = top_items(lists, query.limit)
+            lists = [(keys, n) for keys, n, _ in found]
+            items = top_of_tables(lists, [table for _, _, table in found], query.limit)
             if query.by == "user":
                 return [((user,), n) for user, n in items]
             return list(items)
@@ -181,21 +184,21 @@ class MemoryWindows:
                     totals[(name,)] += row[0]
         return heapq.nsmallest(query.limit, totals.items(), key=lambda kv: (-kv[1], kv[0]))
 
-    def _ranked_keys(
-        self, by: str, g: int, bucket: int, keys: _Keys
-    ) -> tuple[list[Any], list[int]]:
-        """A bucket's users (summed over wikis) or pages, sorted by count, highest first."""
+    def _ranked_keys(self, by: str, g: int, bucket: int, keys: _Keys) -> _Ranked:
+        """A bucket's users (summed over wikis) or pages, sorted by count, highest first, and
+        the same as a table (the pages' is the bucket's own dict, the users' their sums)."""
         found = self._ranked.get((by, g, bucket))
         if found is None:
-            ranked: list[tuple[Any, int]]
+            table: Mapping[Any, int]
             if by == "user":
                 users: dict[str, int] = {}
                 for (_name, user), n in keys.items():
                     users[user] = users.get(user, 0) + n
-                ranked = sorted(users.items(), key=itemgetter(1), reverse=True)
+                table = users
             else:
-                ranked = sorted(keys.items(), key=itemgetter(1), reverse=True)
-            found = ([k for k, _ in ranked], [n for _, n in ranked])
+                table = keys
+            ranked = sorted(table.items(), key=itemgetter(1), reverse=True)
+            found = ([k for k, _ in ranked], [n for _, n in ranked], table)
             self._ranked[(by, g, bucket)] = found
         return found
 
