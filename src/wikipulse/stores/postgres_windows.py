@@ -115,13 +115,14 @@ async def drop_old_tables(conn: Any) -> None:
 
 async def _run(conn: Any, steps: tables.Steps[Any]) -> Any:
     """Run the requests of a `window_tables` generator on the connection; return its result."""
+    # The collector stays paused across the awaits too: paused step by step, it ran after each
+    # step, walking everything the read had decoded so far (a 1 h top page at the live rate:
+    # ~100 ms against SQLite's ~50 ms for the same rows). What it collects is collected after.
     try:
         with window_sums.no_cycle_collection():
             request = next(steps)
-        while True:
-            answer = await _answer(conn, request)
-            with window_sums.no_cycle_collection():  # not across the await: only the work itself
-                request = steps.send(answer)
+            while True:
+                request = steps.send(await _answer(conn, request))
     except StopIteration as stop:
         return stop.value
 

@@ -58,8 +58,9 @@ def no_cycle_collection() -> Iterator[None]:
     lists and sets that reference counting frees (no cycles); at the default pace (every 700
     container allocations) the collector ran over and over, each pass walking the heap, and
     took more than half of a batch's counting time (`benchmarks/serve_ingest.py`). The pause
-    lasts one step of a writer or reader (it is never held across an `await`); whatever it
-    collects is collected after. A collector that was already off stays off.
+    lasts one read or write of the windows (in PostgreSQL across its round trips: paused step
+    by step, the collector ran between the steps over what the read had decoded so far);
+    whatever it collects is collected after. A collector that was already off stays off.
     """
     enabled = gc.isenabled()
     gc.disable()
