@@ -41,6 +41,7 @@ __all__ = [
     "decode_part",
     "delta_accs",
     "minute_accs",
+    "take_rows",
 ]
 
 #: The dimensions stored per bucket: totals, per-wiki counts, users, pages.
@@ -122,6 +123,20 @@ def add_row(table: dict[str, list[int]], key: str, row: Sequence[int]) -> None:
         have[3] += row[3]
 
 
+def take_rows(
+    rows: dict[str, dict[str, list[int]]], other: dict[str, dict[str, list[int]]]
+) -> None:
+    """Add per-wiki rows to `rows`, taking over `other`'s dict of a wiki `rows` lacks (so
+    `other` must not be used after)."""
+    for server, kinds in other.items():
+        mine = rows.get(server)
+        if mine is None:
+            rows[server] = kinds
+        else:
+            for kind, row in kinds.items():
+                add_row(mine, kind, row)
+
+
 def _add_keys(table: dict[_K, int], pairs: Iterable[tuple[_K, int]]) -> None:
     get = table.get
     for key, n in pairs:
@@ -161,14 +176,7 @@ class Acc:
             for kind, row in part.totals.types.items():
                 add_row(self.types, kind, row)
         if part.counts is not None:
-            rows = self.rows
-            for server, kinds in part.counts.rows.items():
-                mine = rows.get(server)
-                if mine is None:
-                    rows[server] = kinds
-                else:
-                    for kind, row in kinds.items():
-                        add_row(mine, kind, row)
+            take_rows(self.rows, part.counts.rows)
         if part.users is not None:
             users = part.users
             add_dict(self.users, dict(zip(users.names, users.n, strict=True)))

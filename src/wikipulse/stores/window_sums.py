@@ -28,7 +28,7 @@ from wikipulse.stores.window_tables import (
     fetch,
     start_state,
 )
-from wikipulse.window_blobs import DIMS, Acc, add_dict, add_row
+from wikipulse.window_blobs import DIMS, Acc, add_dict, add_row, take_rows
 from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["Sums", "lift", "no_cycle_collection", "rebuild", "remember", "summed"]
@@ -105,14 +105,7 @@ def _absorb(total: Acc, acc: Acc) -> None:
     (`Acc.add` copies them: it must leave a batch's acc as it was)."""
     for kind, row in acc.types.items():
         add_row(total.types, kind, row)
-    rows = total.rows
-    for server, kinds in acc.rows.items():
-        mine = rows.get(server)
-        if mine is None:
-            rows[server] = kinds
-        else:
-            for kind, row in kinds.items():
-                add_row(mine, kind, row)
+    take_rows(total.rows, acc.rows)
     add_dict(total.users, acc.users)
     members = total.members
     for server, names in acc.members.items():
