@@ -53,13 +53,7 @@ def five_minute_blobs(lines: list[bytes]) -> list[list[tuple[str, bytes]]]:
 
 def read_back(blobs: list[list[tuple[str, bytes]]]) -> int:
     """The seal before the sums: decode and sum the buckets, rank with `sorted`, index."""
-    hour = Acc()
-    for bucket in blobs:
-        for dim, data in bucket:
-            part = Part()
-            decode_part(part, dim, data)
-            hour.add_part(part)
-    structs = hour.structs()
+    structs = summed_hour(blobs).structs()
     rows = [_encode(value) for value in structs]
     _, _, users, pages = structs
     for keys, n in ((users.names, users.n), (pages.keys, pages.n)):

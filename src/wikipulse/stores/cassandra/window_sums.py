@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
+from wikipulse.window_blobs import add_dict
 from wikipulse.window_query import TopItem
 
 __all__ = ["add_counts", "add_top", "busiest", "one_wiki_counts", "one_wiki_users"]
@@ -63,13 +64,7 @@ def add_top(totals: dict[str, dict[str, int]], by: str, blob: bytes | None) -> N
             mine[name] = mine.get(name, 0) + sum(row[0] for row in kinds.values())
         return
     for name, keys in decode_keys(blob).items():
-        mine = totals.setdefault("" if by == "user" else name, {})
-        if not mine:
-            mine.update(keys)
-            continue
-        get = mine.get
-        for key, n in keys.items():
-            mine[key] = get(key, 0) + n
+        add_dict(totals.setdefault("" if by == "user" else name, {}), keys)
 
 
 def busiest(totals: dict[str, dict[str, int]], by: str, limit: int) -> list[TopItem]:
