@@ -1,8 +1,7 @@
 """One ingester's partition of the `state` table as the store reads it back.
 
 Kept apart from `store.py`: parsing the rows of one SERIAL read (totals, epochs, the newest
-window minute, the recent-id slots) and choosing which slots the dedup window has left behind
-are pure functions of those rows.
+window minute, the recent-id slots, see `recent.py`) is a pure function of those rows.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 
 from wikipulse.stores.cassandra import driver
 
-__all__ = ["Partition", "beyond_window", "parse"]
+__all__ = ["Partition", "parse"]
 
 
 @dataclass
@@ -49,14 +48,3 @@ def parse(rows: driver.Rows) -> Partition:
             part.slots.append((row["last_seq"], int(row["name"]), list(row["ids"] or ())))
     part.slots.sort()
     return part
-
-
-def beyond_window(filled: dict[int, tuple[int, int]], window: int) -> list[int]:
-    """The slots holding only ids older than the newest `window` ids."""
-    kept = 0
-    beyond = []
-    for slot, (_, count) in sorted(filled.items(), key=lambda item: -item[1][0]):
-        if kept >= window:
-            beyond.append(slot)
-        kept += count
-    return sorted(beyond)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,14 +22,10 @@ from wikipulse.stores.cassandra.lease import (
     lease_condition,
     refusal,
 )
-from wikipulse.stores.cassandra.partition import Partition, beyond_window, parse
+from wikipulse.stores.cassandra.partition import Partition, parse
+from wikipulse.stores.cassandra.recent import RecentSlots
 from wikipulse.stores.cassandra.reshard import move_old_claims
-from wikipulse.stores.cassandra.schema import (
-    SLOTS,
-    STATEMENTS,
-    schema_cql,
-    statement,
-)
+from wikipulse.stores.cassandra.schema import STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.window_seal import stale_name
@@ -93,9 +88,7 @@ class CassandraStore(WindowQueries):
         self._username = username
         self._password = password
         self._me = ingester_id
-        self._window = dedup_window
-        # K - 1 full slots hold the whole window; the K-th is the one being filled.
-        self._slot_cap = max(1, math.ceil(dedup_window / (SLOTS - 1)))
+        self._recent = RecentSlots(dedup_window)
         self._create_schema = create_schema
         self._session = session
         self._own_cluster: Any = None
@@ -103,9 +96,6 @@ class CassandraStore(WindowQueries):
         self._claims = Claims(ingester_id)
         self._failed_token: str | None = None
         self._state = Partition()
-        self._slot = 0
-        self._slot_ids: list[str] = []
-        self._filled: dict[int, tuple[int, int]] = {}  # slot -> (last seq written, ids held)
         retention = int(window_retention_hours * 3600)
         # Past hours are sealed in a worker process (`window_seal.py`); a store given a session
         # (tests on the fake node) seals in its own event loop unless told otherwise.
@@ -202,11 +192,7 @@ class CassandraStore(WindowQueries):
         """Make the partition read back this store's state."""
         self._state = part
         self._claims.epochs.update(part.epochs)
-        self._filled = {slot: (last, len(ids)) for last, slot, ids in part.slots if ids}
-        if self._filled:
-            _, self._slot, self._slot_ids = max(s for s in part.slots if s[2])
-        else:
-            self._slot, self._slot_ids = 0, []
+        self._recent.adopt(part.slots)
 
     def lease(self) -> CassandraLease:
         """The writer's lease, in this ingester's partition (see `lease.py`)."""
@@ -279,20 +265,12 @@ class CassandraStore(WindowQueries):
             epoch,
             seq,
         ]
-        slot, slot_ids, filled = self._slot, self._slot_ids, self._filled
+        slots = self._recent.state
         shape = "state"
         if batch.event_ids:
-            if len(slot_ids) >= self._slot_cap:
-                slot, slot_ids = (slot + 1) % SLOTS, []
-            slot_ids = [*slot_ids, *batch.event_ids][-self._window :]
-            params += [me, f"{slot:04d}", seq, slot_ids]
-            filled = self._filled | {slot: (seq, len(slot_ids))}
-            cleared = beyond_window(filled, self._window)
-            for old in cleared:
-                # An empty list overwrites the slot's cell: no tombstone, unlike a delete.
-                params += [me, f"{old:04d}", 0, []]
-                del filled[old]
-            shape = f"state+recent+clear*{len(cleared)}" if cleared else "state+recent"
+            recent, cleared, slots = self._recent.stage(me, seq, batch.event_ids)
+            params += recent
+            shape = f"state+recent+clear*{cleared}" if cleared else "state+recent"
         if staged is not None:
             shape += "+win"
             params += [me, staged.newest]
@@ -324,7 +302,7 @@ class CassandraStore(WindowQueries):
             await self._settle(batch, seq, staged, rows[0])
             return
         self._state = after
-        self._slot, self._slot_ids, self._filled = slot, slot_ids, filled
+        self._recent.commit(slots)
         self._claims.committed(seq, batch.users)
         self._windows.committed(staged, seq, epoch)
 
@@ -361,8 +339,7 @@ class CassandraStore(WindowQueries):
     async def resume_point(self) -> ResumePoint:
         """Read this ingester's position and the newest `dedup_window` event ids."""
         part = await self._load()
-        ids = [i for _, _, slot in part.slots for i in slot]
-        return ResumePoint(part.position, ids[-self._window :])
+        return ResumePoint(part.position, self._recent.newest(part.slots))
 
     async def close(self) -> None:
         """Finish sealing past hours (briefly), then shut the connection down (if this store
