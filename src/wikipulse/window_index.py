@@ -7,18 +7,16 @@ busiest keys with their counts (highest first) and the largest count left out (`
 the *tail* (`Ut`, `Pt`): the other keys as one bytes string sorted bytewise with their counts,
 looked up by bisection without decoding them.
 
-`TopPlan` is exact from heads alone plus a few lookups: the heads' partial sums give a lower
-bound per key and a floor (the `limit`-th of them); a key missing from some heads can add at
-most those lists' `tail_max`, and a key in no head at most their sum. Only keys whose upper
-bound reaches the floor are summed exactly, by a lookup in each list whose head misses them, so
-only those lists' tails are read at all (usually none: the busiest keys of a day are in the
-head of every hour); if a key in no head could reach the floor, every tail is read and decoded
-(slow, still exact).
+`TopPlan` is exact from heads alone plus a few lookups (the threshold pass is
+`window_topn.HeadsPlan`, which Cassandra's heads use too): only keys whose upper bound reaches
+the floor are summed exactly, by a lookup in each list whose head misses them, so only those
+lists' tails are read at all (usually none: the busiest keys of a day are in the head of every
+hour); if a key in no head could reach the floor, every tail is read and decoded (slow, still
+exact).
 """
 
 from __future__ import annotations
 
-import heapq
 import sys
 from array import array
 from collections.abc import Callable, Hashable, Sequence
@@ -28,8 +26,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from wikipulse.window_blobs import Users, add_dict
-from wikipulse.window_topn import best, top_items
+from wikipulse.window_blobs import Users
+from wikipulse.window_topn import HeadsPlan, top_items
 
 __all__ = [
     "HEAD",
@@ -225,68 +223,30 @@ def counts_of(data: bytes, server: str) -> tuple[dict[str, dict[str, list[int]]]
 
 
 class TopPlan(Generic[_K]):
-    """The exact top list of some lists, planned from their heads (see the module's
-    docstring): `tails` says which lists' tails to attach, then `result` gives the answer."""
+    """The exact top list of some lists, planned from their heads (`HeadsPlan`): `tails`
+    says which lists' tails to attach, then `result` gives the answer."""
 
     def __init__(self, lists: Sequence[Ranked[_K]], limit: int) -> None:
         self.lists, self.limit = lists, limit
         self.whole = not any(r.tail_max for r in lists)
-        self.heads: list[dict[_K, int]] = []
-        self.lower: dict[_K, int] = {}
-        self.candidates: list[_K] | None = None  # None: every key (the tails decoded)
-        if self.whole:
+        if self.whole:  # every list at hand in full: a threshold pass over them
             return
-        self.heads = heads = [dict(zip(r.keys, r.n, strict=True)) for r in lists]
-        lower = self.lower
-        covered: dict[_K, int] = {}  # per key: the tail_max of the lists whose head holds it
-        for r, head in zip(lists, heads, strict=True):
-            add_dict(lower, head)
-            if r.tail_max:
-                add_dict(covered, dict.fromkeys(head, r.tail_max))
-        unseen = sum(r.tail_max for r in lists)  # the most a key in no head can count
-        floor = heapq.nlargest(limit, lower.values())[-1] if len(lower) >= limit else 0
-        if unseen < floor:
-            get, need = covered.get, floor - unseen
-            # the keys whose upper bound reaches the floor
-            self.candidates = [key for key, n in lower.items() if n - get(key, 0) >= need]
+        heads = [dict(zip(r.keys, r.n, strict=True)) for r in lists]
+        self.plan = HeadsPlan(heads, [r.tail_max for r in lists], limit)
 
     def tails(self) -> list[int]:
         """The positions of the lists whose tails the answer needs."""
-        if self.whole:
-            return []
-        indexed = [i for i, r in enumerate(self.lists) if r.tail_max]
-        if self.candidates is None:
-            return indexed
-        needed: set[int] = set()
-        for i in indexed:
-            head = self.heads[i]
-            if any(key not in head for key in self.candidates):
-                needed.add(i)
-        return sorted(needed)
+        return [] if self.whole else self.plan.needed()
 
     def result(self) -> list[tuple[_K, int]]:
         """The answer (the tails from `tails` attached)."""
-        lists, limit = self.lists, self.limit
+        lists = self.lists
         if self.whole:
-            return top_items([(r.keys, r.n) for r in lists], limit)
-        if self.candidates is None:
-            totals: dict[_K, int] = {}
-            for r, head in zip(lists, self.heads, strict=True):
-                add_dict(totals, head)
-                if r.tail_max:
-                    add_dict(totals, r.rest())
-            return best(totals, limit)
-        lookups: list[tuple[Callable[[_K], int], dict[_K, int]]] = [
-            (r.lookup, head) for r, head in zip(lists, self.heads, strict=True) if r.tail_max
-        ]
-        exact: dict[_K, int] = {}
-        for key in self.candidates:
-            n = self.lower[key]
-            for lookup, head in lookups:
-                if key not in head:
-                    n += lookup(key)
-            exact[key] = n
-        return best(exact, limit)
+            return top_items([(r.keys, r.n) for r in lists], self.limit)
+        heads = self.plan.heads
+        return self.plan.result(
+            lambda i, key: lists[i].lookup(key), lambda i: {**heads[i], **lists[i].rest()}
+        )
 
 
 def top_ranked(lists: Sequence[Ranked[_K]], limit: int) -> list[tuple[_K, int]]:

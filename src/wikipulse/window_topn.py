@@ -2,20 +2,23 @@
 
 A top list over a day merges ~50 buckets (hours, then 5-minute and minute buckets at the
 edges), each holding every key it saw. Summing every key of every bucket costs a Python
-operation per key; a threshold pass sums exactly only the keys that can still reach the top.
+operation per key; a threshold pass sums exactly only the keys that can still reach the top:
+over lists at hand in full (`top_items`), over lists with a table of their counts too
+(`top_of_tables`, the memory store), and over lists known by their heads, whose tails are read
+only where the answer needs them (`HeadsPlan`, the SQL stores' indexes and Cassandra's heads).
 """
 
 from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from itertools import repeat
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from wikipulse.window_blobs import add_dict
 
-__all__ = ["best", "top_items", "top_of_tables"]
+__all__ = ["HeadsPlan", "best", "top_items", "top_of_tables"]
 
 _K = TypeVar("_K", bound=Hashable)
 
@@ -109,3 +112,63 @@ def top_of_tables(
         if bound == 0 or (len(found) == limit and found[-1][1] > bound):
             return found
         depth *= 4
+
+
+class HeadsPlan(Generic[_K]):
+    """Exact top-N over lists known by their *heads*: each list's busiest keys with their
+    counts, and `tail_max`, the largest count its head leaves out (0: the head is the list).
+
+    Threshold style (TPUT): the heads' sums bound each key's total from below, so the
+    `limit`-th of them, `floor`, bounds the answer from below. A key can reach `floor` only if
+    its sum plus the `tail_max` of every list whose head lacks it does; a key in no head can
+    reach at most the sum of all `tail_max`. When that is below `floor`, only the keys that
+    can still reach it are *candidates*, and a list's tail is needed only if it has one and
+    some candidate is missing from its head (usually none: the busiest keys of a day are in
+    the head of every hour). Otherwise every tail is needed. Exact either way: every key left
+    out has an upper bound below the `limit`-th count found.
+    """
+
+    def __init__(self, heads: Sequence[dict[_K, int]], tail_max: Sequence[int], limit: int) -> None:
+        self.heads, self.tail_max, self.limit = heads, tail_max, limit
+        self.lower: dict[_K, int] = {}
+        covered: dict[_K, int] = {}  # per key: the tail_max of the lists whose head holds it
+        for head, most in zip(heads, tail_max, strict=True):
+            add_dict(self.lower, head)
+            if most:
+                add_dict(covered, dict.fromkeys(head, most))
+        unseen = sum(tail_max)  # the most a key in no head can count
+        lower = self.lower
+        floor = heapq.nlargest(limit, lower.values())[-1] if len(lower) >= limit else 0
+        #: The keys whose upper bound reaches the floor; None: every key (every tail read).
+        self.candidates: list[_K] | None = None
+        if unseen < floor:
+            get, need = covered.get, floor - unseen
+            self.candidates = [key for key, n in lower.items() if n - get(key, 0) >= need]
+
+    def needed(self) -> list[int]:
+        """The positions of the lists whose tails the answer needs."""
+        with_tails = [i for i, most in enumerate(self.tail_max) if most]
+        candidates = self.candidates
+        if candidates is None:
+            return with_tails
+        return [i for i in with_tails if any(key not in self.heads[i] for key in candidates)]
+
+    def result(
+        self, lookup: Callable[[int, _K], int], whole: Callable[[int], dict[_K, int]]
+    ) -> list[tuple[_K, int]]:
+        """The answer, given the needed tails: `lookup(i, key)` is the count in list `i` of a
+        key its head lacks, `whole(i)` every key of list `i` (head included) with its count."""
+        if self.candidates is None:
+            totals: dict[_K, int] = {}
+            for i, (head, most) in enumerate(zip(self.heads, self.tail_max, strict=True)):
+                add_dict(totals, whole(i) if most else head)
+            return best(totals, self.limit)
+        tails = [(i, head) for i, head in enumerate(self.heads) if self.tail_max[i]]
+        exact: dict[_K, int] = {}
+        for key in self.candidates:
+            n = self.lower[key]
+            for i, head in tails:
+                if key not in head:
+                    n += lookup(i, key)
+            exact[key] = n
+        return best(exact, self.limit)

@@ -6,14 +6,11 @@ costs seconds. Each bucket version therefore also stores a *head*: its `HEAD` bu
 (users summed over the wikis; pages as (wiki, title)) with their counts, and the *floor*, the
 highest count of any key left out (0 when every key is in the head).
 
-`merge` answers a top-N exactly from the heads in the common case, threshold style (TPUT):
-the sum of the heads is a lower bound of each key's count, so the N-th highest of those sums
-is a lower bound `tau` of the N-th answer; a key can reach `tau` only if its head counts plus
-the floors of the lists whose head lacks it do. Keys in no head can reach at most the sum of
-all floors: when that is below `tau`, only the keys that can still reach it are candidates, and
-a list's full blob (its *tail*) is read only when it has a floor and some candidate is missing
-from its head. Otherwise every full blob is read, as before the heads existed. The answer is
-exact either way: every key left out has an upper bound below the N-th count found.
+`merge` answers a top-N exactly from the heads in the common case, threshold style
+(`window_topn.HeadsPlan`, which the SQL stores' indexes use too): a list's full blob (its
+*tail*) is read only when it has a floor and some key that can still reach the top is missing
+from its head; when a key in no head could reach it, every full blob is read, as before the
+heads existed.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from dataclasses import dataclass
 import msgspec
 
 from wikipulse.stores.cassandra.window_blob import Keys, decode_keys
-from wikipulse.window_topn import best
+from wikipulse.window_topn import HeadsPlan
 
 __all__ = ["HEAD", "Head", "Key", "encode_head", "key_counts", "merge", "page_head", "user_head"]
 
@@ -113,54 +110,13 @@ async def merge(
     """The `limit` keys of highest total count over every list, ties by key; exact.
 
     `exact` are lists known in full; `heads` may need their full blob, read through `gather`
-    (concurrently) only when the heads cannot settle the answer.
+    (concurrently) only when the heads cannot settle the answer (`HeadsPlan`).
     """
-    partial: dict[Key, int] = {}
-    for counts in exact:
-        _add(partial, counts)
-    for head in heads:
-        _add(partial, head.counts)
-    floors = sum(h.floor for h in heads)
-    tau = heapq.nlargest(limit, partial.values())[-1] if len(partial) >= limit else 0
-    if floors and (tau == 0 or floors >= tau):
-        # The heads cannot rule out a key they do not show: read every tail.
-        tails = await gather([h.full() for h in heads if h.floor])
-        return best(_sum_exact(exact, [h for h in heads if not h.floor], tails), limit)
-    # A key's upper bound: its partial sum plus the floors of the heads that lack it.
-    shown: dict[Key, int] = {}
-    for head in heads:
-        if head.floor:
-            floor = head.floor
-            for key in head.counts:
-                shown[key] = shown.get(key, 0) + floor
-    candidates = {key for key, n in partial.items() if n + floors - shown.get(key, 0) >= tau}
-    needed = [h for h in heads if h.floor and any(k not in h.counts for k in candidates)]
-    tails = await gather([h.full() for h in needed])
-    tail_of = {id(h): t for h, t in zip(needed, tails, strict=True)}
-    totals: dict[Key, int] = {}
-    for key in candidates:
-        n = sum(counts.get(key, 0) for counts in exact)
-        for head in heads:
-            tail = tail_of.get(id(head))
-            n += tail.get(key, 0) if tail is not None else head.counts.get(key, 0)
-        totals[key] = n
-    return best(totals, limit)
-
-
-def _add(into: dict[Key, int], counts: dict[Key, int]) -> None:
-    get = into.get
-    for key, n in counts.items():
-        into[key] = get(key, 0) + n
-
-
-def _sum_exact(
-    exact: Iterable[dict[Key, int]], complete: Sequence[Head], tails: Iterable[dict[Key, int]]
-) -> dict[Key, int]:
-    totals: dict[Key, int] = {}
-    for counts in exact:
-        _add(totals, counts)
-    for head in complete:  # a head with no floor holds every key of its bucket
-        _add(totals, head.counts)
-    for tail in tails:
-        _add(totals, tail)
-    return totals
+    known = list(exact)
+    plan = HeadsPlan(
+        [*known, *(h.counts for h in heads)], [0] * len(known) + [h.floor for h in heads], limit
+    )
+    needed = plan.needed()
+    tails = await gather([heads[i - len(known)].full() for i in needed])
+    full = dict(zip(needed, tails, strict=True))
+    return plan.result(lambda i, key: full[i].get(key, 0), full.__getitem__)
