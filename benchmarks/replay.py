@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wikipulse.generate import GeneratorOptions, write_file
+from datafiles import generated, memory_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,15 +30,6 @@ POSTGRES_DSN = os.environ.get(
 CASSANDRA_HOSTS = os.environ.get("WIKIPULSE_TEST_CASSANDRA_HOSTS", "127.0.0.1")
 #: Issue #9: the replay into memory, best and median, against the naive baseline.
 TARGET_SPEEDUP = 6.0
-
-
-def generate(events: int, seed: int, directory: Path) -> Path:
-    """Make (or reuse) a file of generated events with the project's own generator."""
-    path = directory / f"recentchange-{events}-{seed}.ndjson"
-    if not path.exists():
-        print(f"generating {events:,} events into {path} ...", file=sys.stderr)
-        write_file(GeneratorOptions(events, seed=seed), path)
-    return path
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes, float]:
@@ -110,14 +101,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     # tmpfs keeps the data file in memory: on some machines the page cache drops a file of
     # this size between runs, and then every variant would be timing the disk, not itself.
-    shm = Path("/dev/shm")  # noqa: S108  # a fixed, named benchmark file, not a secret
-    default_dir = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    default_dir = memory_dir()
     parser.add_argument("--dir", type=Path, default=default_dir, help="where the data goes")
     parser.add_argument("--no-stores", action="store_true", help="memory store only")
     parser.add_argument("--only", help="run only the variants whose name contains this")
     args = parser.parse_args()
 
-    data = generate(args.events, args.seed, args.dir)
+    data = generated(args.events, args.seed, args.dir)
     wikipulse = [sys.executable, "-m", "wikipulse"]
     db_dir = Path(tempfile.mkdtemp(prefix="wikipulse-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIKIPULSE_")}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from datafiles import generated
 from service import PASSWORD, cpu_seconds, hash_password, serve, serve_env, sse_server
-from wikipulse.generate import GeneratorOptions, write_file
 
 HERE = Path(__file__).resolve().parent
 #: Issue #9: live ingest into memory against the naive baseline on the same events.
@@ -85,12 +85,7 @@ def main() -> None:
     parser.add_argument("--stores", default="memory,sqlite")
     parser.add_argument("--timeout", type=float, default=300.0, help="per run")
     args = parser.parse_args()
-    shm = Path("/dev/shm")  # noqa: S108  # a fixed, named benchmark file, not a secret
-    directory = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    data = directory / f"recentchange-{args.events}-3.ndjson"
-    if not data.exists():
-        print(f"generating {args.events:,} events into {data} ...", file=sys.stderr)
-        write_file(GeneratorOptions(args.events, seed=3), data)
+    data = generated(args.events, 3)
     events = sum(1 for line in data.read_bytes().split(b"\n") if line)
     users = f"admin:{hash_password(PASSWORD)}"
 
