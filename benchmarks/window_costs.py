@@ -26,7 +26,7 @@ from datafiles import generated
 from wikipulse.replay.bulk import BLOCK_LINES, fold_block
 from wikipulse.stats import Aggregator, RecentIds
 from wikipulse.stores import window_rank, window_sums
-from wikipulse.window_blobs import Acc, delta_accs
+from wikipulse.window_blobs import Acc, minute_accs
 from wikipulse.window_index import index_blobs
 from wikipulse.windows import HOUR, WindowDelta
 
@@ -76,8 +76,7 @@ def _stages(lines: list[bytes]) -> dict[str, float]:
     agg = timed("decode, count, record window rows", lambda: _fold(lines, windows=True))
     delta: WindowDelta = agg.batch.windows
     timed("pack the rows (worker)", delta.pack)
-    timed("unpack and sum them (writer)", delta.compact)
-    minutes = timed("per-minute buckets (writer)", lambda: delta_accs(delta, 60))
+    minutes = timed("unpack them into minutes (writer)", lambda: minute_accs(delta))
     timed("encode minute parts (writer)", lambda: [window_rank.blobs(a) for a in minutes.values()])
     fives = timed("sum 5-minute buckets (writer)", lambda: _coarse(minutes, FIVE_MINUTES))
     out["rank and encode 5-minute buckets"], out["index 5-minute buckets"] = _seal(fives)

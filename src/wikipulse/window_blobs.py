@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from wikipulse.window_packing import RawWindowEvent, unpack_events
 from wikipulse.windows import MINUTE, UNKNOWN_TYPE, WindowDelta
 
 __all__ = [
@@ -265,18 +266,35 @@ _BOT = itemgetter(3)
 _DIFF = itemgetter(6)
 
 
+def _recorded(delta: WindowDelta, into: list[RawWindowEvent]) -> bool:
+    """Add the delta's recorded events (its merged parts' and packed ones included) to `into`,
+    in the order `compact` sums them; False if some of it is summed already (maps)."""
+    if delta.counts:
+        return False
+    for part in delta.parts:
+        if not _recorded(part, into):
+            return False
+    for columns in delta.packed:
+        into += unpack_events(columns)
+    into += delta.raw
+    return True
+
+
 def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
-    """A batch's windows per minute, read straight from its recorded events when it has only
-    those (the live path): counted in C per minute, without summing the delta's own maps."""
-    if delta.parts or delta.packed or delta.counts:
+    """A batch's windows per minute, read straight from its recorded events (live reads, or a
+    replay's packed ranges) when none is summed yet: counted in C per minute, which costs half
+    of summing them into the delta's maps first and walking those (`delta_accs`)."""
+    raw: list[RawWindowEvent] = []
+    if not _recorded(delta, raw):
         return delta_accs(delta, MINUTE)
     accs: dict[int, Acc] = {}
-    for minute, group in groupby(sorted(delta.raw, key=_MINUTE), key=_MINUTE):
+    for minute, group in groupby(sorted(raw, key=_MINUTE), key=_MINUTE):
         events = list(group)
         a = accs[minute] = Acc()
         rows = a.rows
         for (server, kind), n in Counter(map(_SERVER_KIND, events)).items():
-            rows.setdefault(server, {})[kind or UNKNOWN_TYPE] = [n, 0, 0, 0]
+            # no type and an empty one are both counted as UNKNOWN_TYPE: add, never overwrite
+            add_row(rows.setdefault(server, {}), kind or UNKNOWN_TYPE, (n, 0, 0, 0))
         for (server, kind), n in Counter(map(_SERVER_KIND, filter(_BOT, events))).items():
             rows[server][kind or UNKNOWN_TYPE][1] += n
         for _, server, kind, _, _, _, diff in filter(_DIFF, events):

@@ -47,6 +47,7 @@ def test_a_store_that_loads_the_slots_goes_on_where_they_end() -> None:
     params, cleared, state = recent.stage("me", 6, ["c"])
     assert _rows(params) == [("0001", 6, ["b"] * 4 + ["c"])]
     assert cleared == 0
+    assert state == SlotState(1, ["b"] * 4 + ["c"], {0: (3, 10), 1: (6, 5)})
     recent.adopt([])
     assert recent.state == SlotState()
 
