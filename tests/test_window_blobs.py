@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from tests.support.recorded import recorded_events, replay_batch
 from wikipulse.window_blobs import Acc, Part, decode_part, delta_accs, minute_accs
 from wikipulse.window_topn import best, top_items, top_of_tables
 from wikipulse.windows import WindowDelta
@@ -166,38 +167,14 @@ def test_minute_accs_of_merged_packed_ranges_equal_the_summed_maps_walked() -> N
     """A replay's batch (ranges packed by workers, merged, a refolded range's raw events beside
     them) gives the same per-minute buckets read straight from the events as from its maps;
     a delta that is summed already takes the maps' way."""
-    rng = random.Random(5)
-    raw = [
-        (
-            1_800_000_000 + 60 * rng.randrange(7),
-            f"w{rng.randrange(4)}.org",
-            rng.choice(["edit", "new", "log", None, ""]),
-            rng.random() < 0.3,
-            rng.choice([f"u{rng.randrange(30)}", None, ""]),
-            rng.choice([f"p{rng.randrange(50)}", None]),
-            rng.randrange(-500, 500),
-        )
-        for _ in range(3000)
-    ]
-
-    def batch() -> WindowDelta:
-        delta = WindowDelta()
-        for start in range(0, 2400, 800):
-            part = WindowDelta()
-            part.raw = raw[start : start + 800]
-            delta.merge(part.pack())
-        refolded = WindowDelta()
-        refolded.raw = raw[2400:]
-        delta.merge(refolded)
-        return delta
-
-    direct = minute_accs(batch())
-    walked = delta_accs(batch().compact(), 60)
+    raw = recorded_events(5)
+    direct = minute_accs(replay_batch(raw))
+    walked = delta_accs(replay_batch(raw).compact(), 60)
     assert _acc_state(direct) == _acc_state(walked)
     live = WindowDelta()  # a live batch: recorded events only, no type and "" side by side
     live.raw = list(raw)
     assert _acc_state(minute_accs(live)) == _acc_state(walked)
     assert len(direct) == 7
-    summed = batch()
+    summed = replay_batch(raw)
     summed.compact()
     assert _acc_state(minute_accs(summed)) == _acc_state(walked)

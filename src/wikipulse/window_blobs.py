@@ -42,6 +42,9 @@ __all__ = [
     "decode_part",
     "delta_accs",
     "minute_accs",
+    "minute_rows",
+    "recorded_minutes",
+    "server_keys",
     "take_rows",
 ]
 
@@ -267,8 +270,6 @@ _DIFF = itemgetter(6)
 
 
 def _recorded(delta: WindowDelta, into: list[RawWindowEvent]) -> bool:
-    """Add the delta's recorded events (its merged parts' and packed ones included) to `into`,
-    in the order `compact` sums them; False if some of it is summed already (maps)."""
     if delta.counts:
         return False
     for part in delta.parts:
@@ -280,29 +281,59 @@ def _recorded(delta: WindowDelta, into: list[RawWindowEvent]) -> bool:
     return True
 
 
-def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
-    """A batch's windows per minute, read straight from its recorded events (live reads, or a
-    replay's packed ranges) when none is summed yet: counted in C per minute, which costs half
-    of summing them into the delta's maps first and walking those (`delta_accs`)."""
+def recorded_minutes(delta: WindowDelta) -> list[tuple[int, list[RawWindowEvent]]] | None:
+    """The delta's recorded events (its merged parts' and packed ones included) by minute,
+    oldest first; None if some of it is summed into maps already.
+
+    Counting a batch's events per minute in C from these costs half of summing them into the
+    delta's maps first and walking those (measured for `minute_accs` on a replay's batches).
+    """
     raw: list[RawWindowEvent] = []
     if not _recorded(delta, raw):
+        return None
+    return [(minute, list(group)) for minute, group in groupby(sorted(raw, key=_MINUTE), _MINUTE)]
+
+
+def minute_rows(events: list[RawWindowEvent]) -> dict[str, dict[str, list[int]]]:
+    """Per wiki, per type: [events, bots, added, removed] of some recorded events."""
+    rows: dict[str, dict[str, list[int]]] = {}
+    for (server, kind), n in Counter(map(_SERVER_KIND, events)).items():
+        # no type and an empty one are both counted as UNKNOWN_TYPE: add, never overwrite
+        add_row(rows.setdefault(server, {}), kind or UNKNOWN_TYPE, (n, 0, 0, 0))
+    for (server, kind), n in Counter(map(_SERVER_KIND, filter(_BOT, events))).items():
+        rows[server][kind or UNKNOWN_TYPE][1] += n
+    for _, server, kind, _, _, _, diff in filter(_DIFF, events):
+        row = rows[server][kind or UNKNOWN_TYPE]
+        if diff > 0:
+            row[2] += diff
+        else:
+            row[3] -= diff
+    return rows
+
+
+def server_keys(events: list[RawWindowEvent], users: bool) -> dict[str, dict[str, int]]:
+    """Per wiki: each user (or page title) of some recorded events with its count."""
+    pairs = (_SERVER_USER, _USER) if users else (_SERVER_TITLE, _TITLE)
+    out: dict[str, dict[str, int]] = {}
+    for (server, key), n in Counter(map(pairs[0], filter(pairs[1], events))).items():
+        have = out.get(server)
+        if have is None:
+            out[server] = {key: n}
+        else:
+            have[key] = n
+    return out
+
+
+def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
+    """A batch's windows per minute, read straight from its recorded events (live reads, or a
+    replay's packed ranges) when none is summed yet (`recorded_minutes`), else its maps."""
+    minutes = recorded_minutes(delta)
+    if minutes is None:
         return delta_accs(delta, MINUTE)
     accs: dict[int, Acc] = {}
-    for minute, group in groupby(sorted(raw, key=_MINUTE), key=_MINUTE):
-        events = list(group)
+    for minute, events in minutes:
         a = accs[minute] = Acc()
-        rows = a.rows
-        for (server, kind), n in Counter(map(_SERVER_KIND, events)).items():
-            # no type and an empty one are both counted as UNKNOWN_TYPE: add, never overwrite
-            add_row(rows.setdefault(server, {}), kind or UNKNOWN_TYPE, (n, 0, 0, 0))
-        for (server, kind), n in Counter(map(_SERVER_KIND, filter(_BOT, events))).items():
-            rows[server][kind or UNKNOWN_TYPE][1] += n
-        for _, server, kind, _, _, _, diff in filter(_DIFF, events):
-            row = rows[server][kind or UNKNOWN_TYPE]
-            if diff > 0:
-                row[2] += diff
-            else:
-                row[3] -= diff
+        rows = a.rows = minute_rows(events)
         types = a.types
         for kinds in rows.values():
             for kind, row in kinds.items():

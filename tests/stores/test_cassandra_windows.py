@@ -18,10 +18,12 @@ from tests.stores.fake_cql import FakeCluster
 from tests.stores.test_contract import _feed, _pipeline, opened
 from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
+from tests.support.recorded import recorded_events, replay_batch
 from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
+from wikipulse.stores.cassandra.window_blob import split_delta
 from wikipulse.stores.cassandra.window_head import page_head, user_head
-from wikipulse.windows import HOUR, MINUTE
+from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +206,20 @@ async def test_top_lists_stay_exact_when_heads_are_short(
         await _feed(_pipeline(store), lines)
         await _assert_windows_exact(store, lines)  # type: ignore[arg-type]
     assert tails, "short heads must make some top list read a tail"
+
+
+def test_a_batch_split_per_minute_from_its_events_equals_the_split_of_its_maps() -> None:
+    """A replay's batch (packed ranges and a refolded one, merged) and a live one (recorded
+    events only) split into the same minute contents as the same batch summed into maps."""
+    raw = recorded_events(6)
+    summed = replay_batch(raw)
+    summed.compact()
+    want = split_delta(summed)
+    assert split_delta(replay_batch(raw)) == want
+    live = WindowDelta()
+    live.raw = list(raw)
+    assert split_delta(live) == want
+    assert len(want) == 7
+    assert sum(
+        row[0] for c in want.values() for kinds in c.counts.values() for row in kinds.values()
+    ) == len(raw)

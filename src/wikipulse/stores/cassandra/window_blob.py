@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from wikipulse.window_blobs import minute_rows, recorded_minutes, server_keys
 from wikipulse.windows import KeyCounts, RowCounts, WindowDelta
 
 __all__ = ["Content", "Counts", "Keys", "decode_counts", "decode_keys", "split_delta", "total"]
@@ -160,7 +161,16 @@ def _group_keys(keys: KeyCounts, into: dict[int, Content], users: bool) -> None:
 
 
 def split_delta(delta: WindowDelta) -> dict[int, Content]:
-    """A batch's delta as contents per minute (hours are summed from them when needed)."""
+    """A batch's delta as contents per minute (hours are summed from them when needed):
+    counted per minute from its recorded events where none is summed yet, else from its maps."""
+    recorded = recorded_minutes(delta)
+    if recorded is not None:
+        return {
+            minute: Content(
+                minute_rows(events), server_keys(events, True), server_keys(events, False)
+            )
+            for minute, events in recorded
+        }
     delta.compact()
     minutes: dict[int, Content] = {}
     _group_rows(delta.counts, minutes)
