@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from wikipulse.window_packing import RawWindowEvent, unpack_events
+from wikipulse.window_packing import RawWindowEvent
 from wikipulse.windows import MINUTE, UNKNOWN_TYPE, WindowDelta
 
 __all__ = [
@@ -269,27 +269,11 @@ _BOT = itemgetter(3)
 _DIFF = itemgetter(6)
 
 
-def _recorded(delta: WindowDelta, into: list[RawWindowEvent]) -> bool:
-    if delta.counts:
-        return False
-    for part in delta.parts:
-        if not _recorded(part, into):
-            return False
-    for columns in delta.packed:
-        into += unpack_events(columns)
-    into += delta.raw
-    return True
-
-
 def recorded_minutes(delta: WindowDelta) -> list[tuple[int, list[RawWindowEvent]]] | None:
-    """The delta's recorded events (its merged parts' and packed ones included) by minute,
-    oldest first; None if some of it is summed into maps already.
-
-    Counting a batch's events per minute in C from these costs half of summing them into the
-    delta's maps first and walking those (measured for `minute_accs` on a replay's batches).
-    """
-    raw: list[RawWindowEvent] = []
-    if not _recorded(delta, raw):
+    """The delta's recorded events (`WindowDelta.recorded`) by minute, oldest first; None if
+    some of it is summed into maps already."""
+    raw = delta.recorded()
+    if raw is None:
         return None
     return [(minute, list(group)) for minute, group in groupby(sorted(raw, key=_MINUTE), _MINUTE)]
 

@@ -228,23 +228,23 @@ class TopPlan(Generic[_K]):
 
     def __init__(self, lists: Sequence[Ranked[_K]], limit: int) -> None:
         self.lists, self.limit = lists, limit
-        self.whole = not any(r.tail_max for r in lists)
-        if self.whole:  # every list at hand in full: a threshold pass over them
-            return
-        heads = [dict(zip(r.keys, r.n, strict=True)) for r in lists]
-        self.plan = HeadsPlan(heads, [r.tail_max for r in lists], limit)
+        # None when every list is at hand in full: a threshold pass over them answers.
+        self.plan: HeadsPlan[_K] | None = None
+        if any(r.tail_max for r in lists):
+            heads = [dict(zip(r.keys, r.n, strict=True)) for r in lists]
+            self.plan = HeadsPlan(heads, [r.tail_max for r in lists], limit)
 
     def tails(self) -> list[int]:
         """The positions of the lists whose tails the answer needs."""
-        return [] if self.whole else self.plan.needed()
+        return [] if self.plan is None else self.plan.needed()
 
     def result(self) -> list[tuple[_K, int]]:
         """The answer (the tails from `tails` attached)."""
-        lists = self.lists
-        if self.whole:
+        lists, plan = self.lists, self.plan
+        if plan is None:
             return top_items([(r.keys, r.n) for r in lists], self.limit)
-        heads = self.plan.heads
-        return self.plan.result(
+        heads = plan.heads
+        return plan.result(
             lambda i, key: lists[i].lookup(key), lambda i: {**heads[i], **lists[i].rest()}
         )
 
