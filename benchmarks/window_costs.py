@@ -23,11 +23,13 @@ from typing import Any
 import msgspec
 
 from datafiles import generated
+from wikipulse.dedup import RecentIds
 from wikipulse.replay.bulk import BLOCK_LINES, fold_block
-from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.stats import Aggregator
 from wikipulse.stores import window_rank, window_sums
-from wikipulse.window_blobs import Acc, minute_accs
+from wikipulse.window_blobs import Acc
 from wikipulse.window_index import index_blobs
+from wikipulse.window_minutes import minute_accs
 from wikipulse.windows import HOUR, WindowDelta
 
 FIVE_MINUTES = 300

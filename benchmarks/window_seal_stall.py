@@ -29,13 +29,15 @@ from pathlib import Path
 
 import msgspec
 
+from wikipulse.dedup import RecentIds
 from wikipulse.generate import GeneratorOptions, write_file
-from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.stats import Aggregator
 from wikipulse.stores.window_sums import no_cycle_collection
 from wikipulse.stores.window_tables import INDEX_DIMS, TAIL_DIMS
 from wikipulse.stores.window_writer import _sealed_rows
-from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
+from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_index import index_blobs
+from wikipulse.window_minutes import minute_accs
 
 _encode = msgspec.msgpack.Encoder().encode
 

@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.counting import expected_stats
+from wikipulse.dedup import RecentIds
 from wikipulse.fold_bulk import fold_block
-from wikipulse.stats import Aggregator, RecentIds, Stats
+from wikipulse.stats import Aggregator, Stats
 from wikipulse.windows import MINUTE_CACHE
 
 

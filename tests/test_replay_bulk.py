@@ -11,10 +11,11 @@ import pytest
 
 from tests.support.counting import expected_stats
 from tests.support.generated import generate
+from wikipulse.dedup import RecentIds
 from wikipulse.replay import parallel
 from wikipulse.replay.bulk import fold_block, iter_blocks
 from wikipulse.replay.parallel import fold_range, read_range, split_ranges
-from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.stats import Aggregator
 
 
 def _event(n: int, **fields: Any) -> bytes:

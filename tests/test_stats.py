@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.counting import expected_stats
-from wikipulse.stats import Aggregator, Outcome, Partial, RecentIds, Stats
+from wikipulse.dedup import RecentIds
+from wikipulse.stats import Aggregator, Outcome, Partial, Stats
 
 
 def _event(i: str, user: str | None = "u", bot: bool = False, server: str = "s") -> bytes:

@@ -13,11 +13,12 @@ from tests.support.counting import expected_stats
 from tests.support.generated import generate
 from tests.support.windows_expected import counted_events, expected_series, expected_top
 from wikipulse.cli import main
+from wikipulse.dedup import RecentIds
 from wikipulse.events import decode
 from wikipulse.ingest import Pipeline
 from wikipulse.replay.files import file_feed
 from wikipulse.replay.parallel import RangeFolder, folded_ranges
-from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.stats import Aggregator
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.window_query import (
     Range,

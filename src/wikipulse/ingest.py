@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from wikipulse.consumer import ConsumerState
+from wikipulse.dedup import RecentIds
 from wikipulse.feeds import Events, Feed, Folded, Lines
 from wikipulse.fold_bulk import fold_block
 from wikipulse.retry import Backoff, RateLimitedLog
-from wikipulse.stats import Aggregator, Batch, Outcome, RecentIds
+from wikipulse.stats import Aggregator, Batch, Outcome
 from wikipulse.stores import StatsStore, StoreError, StoreUnavailable
 
 __all__ = ["CommitObserver", "Committer", "Pipeline"]

@@ -17,17 +17,12 @@ lists are merged into top lists by `window_topn`.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import groupby
 from operator import itemgetter
 from typing import Any, TypeVar
 
 import msgspec
-
-from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MINUTE, UNKNOWN_TYPE, WindowDelta
 
 __all__ = [
     "DIMS",
@@ -40,11 +35,6 @@ __all__ = [
     "add_dict",
     "add_row",
     "decode_part",
-    "delta_accs",
-    "minute_accs",
-    "minute_rows",
-    "recorded_minutes",
-    "server_keys",
     "take_rows",
 ]
 
@@ -226,117 +216,3 @@ class Acc:
     def blobs(self) -> list[tuple[str, bytes]]:
         """The four encoded blobs of the bucket: (dimension, bytes)."""
         return list(zip(DIMS, map(_encode, self.structs()), strict=True))
-
-
-def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:
-    """A batch's windows summed into buckets of `granularity` seconds."""
-    delta.compact()
-    accs: dict[int, Acc] = {}
-    last, a = -1, Acc()  # the maps come in event order: a bucket is looked up once per run
-    for (minute, server, kind), row in delta.counts.items():
-        if minute != last:
-            last, a = minute, _acc(accs, minute - minute % granularity)
-        add_row(a.types, kind, row)
-        add_row(a.rows.setdefault(server, {}), kind, row)
-    last = -1
-    for (minute, server, user), n in delta.users.items():
-        if minute != last:
-            last, a = minute, _acc(accs, minute - minute % granularity)
-        users = a.users
-        users[user] = users.get(user, 0) + n
-        members = a.members.get(server)
-        if members is None:
-            a.members[server] = {user}
-        else:
-            members.add(user)
-    last = -1
-    for (minute, server, title), n in delta.pages.items():
-        if minute != last:
-            last, a = minute, _acc(accs, minute - minute % granularity)
-        pages = a.pages
-        key = (server, title)
-        pages[key] = pages.get(key, 0) + n
-    return accs
-
-
-_MINUTE = itemgetter(0)
-_SERVER_KIND = itemgetter(1, 2)
-_SERVER_USER = itemgetter(1, 4)
-_SERVER_TITLE = itemgetter(1, 5)
-_USER = itemgetter(4)
-_TITLE = itemgetter(5)
-_BOT = itemgetter(3)
-_DIFF = itemgetter(6)
-
-
-def recorded_minutes(delta: WindowDelta) -> list[tuple[int, list[RawWindowEvent]]] | None:
-    """The delta's recorded events (`WindowDelta.recorded`) by minute, oldest first; None if
-    some of it is summed into maps already."""
-    raw = delta.recorded()
-    if raw is None:
-        return None
-    return [(minute, list(group)) for minute, group in groupby(sorted(raw, key=_MINUTE), _MINUTE)]
-
-
-def minute_rows(events: list[RawWindowEvent]) -> dict[str, dict[str, list[int]]]:
-    """Per wiki, per type: [events, bots, added, removed] of some recorded events."""
-    rows: dict[str, dict[str, list[int]]] = {}
-    for (server, kind), n in Counter(map(_SERVER_KIND, events)).items():
-        # no type and an empty one are both counted as UNKNOWN_TYPE: add, never overwrite
-        add_row(rows.setdefault(server, {}), kind or UNKNOWN_TYPE, (n, 0, 0, 0))
-    for (server, kind), n in Counter(map(_SERVER_KIND, filter(_BOT, events))).items():
-        rows[server][kind or UNKNOWN_TYPE][1] += n
-    for _, server, kind, _, _, _, diff in filter(_DIFF, events):
-        row = rows[server][kind or UNKNOWN_TYPE]
-        if diff > 0:
-            row[2] += diff
-        else:
-            row[3] -= diff
-    return rows
-
-
-def server_keys(events: list[RawWindowEvent], users: bool) -> dict[str, dict[str, int]]:
-    """Per wiki: each user (or page title) of some recorded events with its count."""
-    pairs = (_SERVER_USER, _USER) if users else (_SERVER_TITLE, _TITLE)
-    out: dict[str, dict[str, int]] = {}
-    for (server, key), n in Counter(map(pairs[0], filter(pairs[1], events))).items():
-        have = out.get(server)
-        if have is None:
-            out[server] = {key: n}
-        else:
-            have[key] = n
-    return out
-
-
-def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
-    """A batch's windows per minute, read straight from its recorded events (live reads, or a
-    replay's packed ranges) when none is summed yet (`recorded_minutes`), else its maps."""
-    minutes = recorded_minutes(delta)
-    if minutes is None:
-        return delta_accs(delta, MINUTE)
-    accs: dict[int, Acc] = {}
-    for minute, events in minutes:
-        a = accs[minute] = Acc()
-        rows = a.rows = minute_rows(events)
-        types = a.types
-        for kinds in rows.values():
-            for kind, row in kinds.items():
-                add_row(types, kind, row)
-        named = list(filter(_USER, events))
-        a.users = dict(Counter(map(_USER, named)))
-        members = a.members
-        for server, user in set(map(_SERVER_USER, named)):
-            have = members.get(server)
-            if have is None:
-                members[server] = {user}
-            else:
-                have.add(user)
-        a.pages = dict(Counter(map(_SERVER_TITLE, filter(_TITLE, events))))
-    return accs
-
-
-def _acc(accs: dict[int, Acc], bucket: int) -> Acc:
-    found = accs.get(bucket)
-    if found is None:
-        found = accs[bucket] = Acc()
-    return found

@@ -9,9 +9,10 @@ holds three maps, each keyed by (minute, server name, x):
 - `users`: x is the user name (events without one are left out); the value is a count;
 - `pages`: x is the page title (events without one are left out); the value is a count.
 
-The stores keep the same maps at two granularities, minutes and hours (`rollup`), so a query
-reads few rows whatever its span. Bytes: `length.new - length.old`, a missing `old` counting
-as 0; an event without `length` or without `length.new` adds nothing.
+The stores keep buckets of several sizes (the memory store minutes and hours, `granular`; the
+others minutes, 5 minutes and hours), so a query reads few rows whatever its span. Bytes:
+`length.new - length.old`, a missing `old` counting as 0; an event without `length` or without
+`length.new` adds nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
-from typing import Any
 
 from wikipulse.events import RecentChange, parse_dt
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
@@ -169,7 +169,7 @@ class WindowDelta:
         sums them, leaving the delta as it is; None if some are summed into the maps already.
 
         Counting a batch's events per minute straight from these costs half of summing them
-        into the maps and walking those (`window_blobs.recorded_minutes`).
+        into the maps and walking those (`window_minutes.recorded_minutes`).
         """
         if self.counts:
             return None
@@ -273,23 +273,6 @@ class WindowDelta:
         self.compact()
         yield MINUTE, self.counts, self.users, self.pages
         yield HOUR, rollup_rows(self.counts), rollup(self.users), rollup(self.pages)
-
-    def flat_rows(
-        self,
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """The rows a store upserts, at every granularity: counts, users and pages.
-
-        Counts are (granularity, bucket, server, type, *values); users and pages are
-        (granularity, bucket, user or server, server or title, count), as the tables order them.
-        """
-        counts: list[tuple[Any, ...]] = []
-        users: list[tuple[Any, ...]] = []
-        pages: list[tuple[Any, ...]] = []
-        for g, rows, user_counts, page_counts in self.granular():
-            counts += [(g, b, s, t, *row) for (b, s, t), row in rows.items()]
-            users += [(g, b, u, s, n) for (b, s, u), n in user_counts.items()]
-            pages += [(g, b, s, p, n) for (b, s, p), n in page_counts.items()]
-        return counts, users, pages
 
 
 def _add_counts(mine: KeyCounts, theirs: Mapping[tuple[int, str, str], int]) -> None:

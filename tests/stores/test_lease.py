@@ -10,8 +10,9 @@ import pytest
 
 from tests.stores.conftest import StoreKind
 from tests.support.counting import expected_stats
+from wikipulse.dedup import RecentIds
 from wikipulse.lease import Fence, FencedStore, LeaseLost, LocalLease
-from wikipulse.stats import Aggregator, Batch, RecentIds
+from wikipulse.stats import Aggregator, Batch
 from wikipulse.stores import ResumePoint, StatsStore
 
 pytestmark = pytest.mark.anyio

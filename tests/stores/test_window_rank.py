@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from tests.support.generated import generate
-from wikipulse.stats import Aggregator, RecentIds
+from wikipulse.dedup import RecentIds
+from wikipulse.stats import Aggregator
 from wikipulse.stores.window_rank import blobs, ranked, structs
-from wikipulse.window_blobs import Acc, minute_accs
+from wikipulse.window_blobs import Acc
+from wikipulse.window_minutes import minute_accs
 
 
 def test_ranked_is_the_stable_sort_by_count() -> None:

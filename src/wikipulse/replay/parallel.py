@@ -27,10 +27,11 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
+from wikipulse.dedup import RecentIds
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import fold_block, iter_blocks
 from wikipulse.replay.pool import ForkPool
-from wikipulse.stats import Aggregator, Partial, RecentIds
+from wikipulse.stats import Aggregator, Partial
 from wikipulse.windows import WindowDelta
 
 __all__ = [

@@ -28,12 +28,9 @@ reader thread with another, so snapshots (WAL readers) never wait for a commit.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
@@ -42,11 +39,11 @@ from wikipulse.stats import Batch, Stats
 from wikipulse.stores import (
     ResumePoint,
     StoreError,
-    StoreUnavailable,
     sqlite_windows,
     window_tables,
 )
 from wikipulse.stores.sqlite_lease import LEASE_SCHEMA, SQLiteLease, check_in_transaction
+from wikipulse.stores.sqlite_thread import ConnectionThread
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -55,7 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteStore"]
 
-_T = TypeVar("_T")
 # 3: time windows, 4: the writer's lease, 5: windows as blobs, 6: blobs in parts
 _SCHEMA_VERSION = 6
 _SCHEMA = (
@@ -81,8 +77,6 @@ CREATE TABLE IF NOT EXISTS recent_batches (
     + sqlite_windows.WINDOW_SCHEMA
     + LEASE_SCHEMA
 )
-# Primary result codes worth waiting out: busy, locked, I/O error, disk full.
-_TRANSIENT = {5, 6, 10, 13}
 # Rows go in as one JSON document each: one statement instead of a Python call per row
 # (json_each is built into SQLite since 3.38); `WHERE true` lets the parser see the upsert.
 _INSERT_USERS = "INSERT OR IGNORE INTO users (name) SELECT value FROM json_each(?)"
@@ -115,8 +109,8 @@ class SQLiteStore:
         self._known_users: set[str] = set()
         self._create_schema = create_schema
         self._synchronous = synchronous
-        self._writer: _Worker | None = None
-        self._reader: _Worker | None = None
+        self._writer: ConnectionThread | None = None
+        self._reader: ConnectionThread | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
         # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
         self._win_state = window_tables.WriterState()
@@ -134,7 +128,7 @@ class SQLiteStore:
 
     async def migrate(self) -> None:
         """Create the tables if they do not exist yet."""
-        worker = _Worker(self._path, self._synchronous)
+        worker = ConnectionThread(self._path, self._synchronous)
         try:
             await worker.run(_create_schema)
         finally:
@@ -142,7 +136,7 @@ class SQLiteStore:
 
     async def open(self) -> None:
         """Open the writer and reader connections, creating the schema if asked to."""
-        self._writer = _Worker(self._path, self._synchronous)
+        self._writer = ConnectionThread(self._path, self._synchronous)
         if self._create_schema:
             await self._writer.run(_create_schema)
         version = await self._writer.run(lambda c: c.execute("PRAGMA user_version").fetchone()[0])
@@ -152,7 +146,7 @@ class SQLiteStore:
                 f"SQLite database {self._path!r} has no up-to-date wikipulse schema "
                 f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
-        self._reader = _Worker(self._path, self._synchronous)
+        self._reader = ConnectionThread(self._path, self._synchronous)
         self._win_state = await self._writer.run(sqlite_windows.load_state)
         span = await self._reader.run(sqlite_windows.read_span)
         self._pruner.note(span[1] if span else None)
@@ -207,7 +201,7 @@ class SQLiteStore:
                 await worker.close()
         self._reader = self._writer = None
 
-    def _need(self, worker: _Worker | None) -> _Worker:
+    def _need(self, worker: ConnectionThread | None) -> ConnectionThread:
         if worker is None:
             raise RuntimeError("the SQLite store is not open")
         return worker
@@ -291,52 +285,3 @@ def _read_snapshot(conn: sqlite3.Connection) -> Stats:
     finally:
         conn.execute("COMMIT")
     return Stats(total, users, bots, servers)
-
-
-class _Worker:
-    """One connection used only from one dedicated thread."""
-
-    def __init__(self, path: str, synchronous: str) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wikipulse-sqlite")
-        self._path = path
-        self._synchronous = synchronous
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10.0)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        # A larger cache and rarer checkpoints: the users index is written all over, and a
-        # page dirtied by many commits is then copied back to the database once, not each time.
-        conn.execute("PRAGMA cache_size = -65536")
-        conn.execute("PRAGMA wal_autocheckpoint = 10000")
-        return conn
-
-    async def run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `work` with the connection on the worker thread."""
-
-        def call() -> _T:
-            if self._conn is None:
-                self._conn = self._connect()
-            return work(self._conn)
-
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, call)
-        except sqlite3.Error as exc:
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code in _TRANSIENT:  # locked, busy, disk I/O or full: worth retrying later
-                raise StoreUnavailable(f"SQLite: {exc}") from exc
-            raise StoreError(f"SQLite database {self._path!r}: {exc}") from exc
-
-    async def close(self) -> None:
-        """Close the connection on its own thread, then stop the thread."""
-
-        def close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=False)

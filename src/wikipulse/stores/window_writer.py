@@ -39,8 +39,9 @@ from wikipulse.stores.window_tables import (
     WriterState,
     fetch,
 )
-from wikipulse.window_blobs import DIMS, Acc, Part, decode_part, minute_accs
+from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_index import index_blobs
+from wikipulse.window_minutes import minute_accs
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
 __all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]

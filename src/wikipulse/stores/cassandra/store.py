@@ -9,26 +9,19 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cassandra.query import UNSET_VALUE
-
 from wikipulse.lease import Fence, check_fence
 from wikipulse.stats import Batch, Stats
 from wikipulse.stores import ResumePoint, StoreError
 from wikipulse.stores.cassandra import driver
 from wikipulse.stores.cassandra.claims import Claims
-from wikipulse.stores.cassandra.lease import (
-    CassandraLease,
-    add_lease_columns,
-    lease_condition,
-    refusal,
-)
+from wikipulse.stores.cassandra.commit import commit_batch
+from wikipulse.stores.cassandra.lease import CassandraLease, add_lease_columns, refusal
 from wikipulse.stores.cassandra.partition import Partition, parse
 from wikipulse.stores.cassandra.recent import RecentSlots
 from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import STATEMENTS, schema_cql, statement
 from wikipulse.stores.cassandra.statements import Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
-from wikipulse.stores.cassandra.window_seal import stale_name
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
 if TYPE_CHECKING:
@@ -235,55 +228,19 @@ class CassandraStore(WindowQueries):
             ),
         )
         prepared = time.perf_counter()
-        servers = {
-            name: state.servers.get(name, 0) + count
-            for name, count in sorted(batch.by_server_name.items())
-        }
-        position = batch.position if batch.position is not None else state.position
-        after = Partition(
-            seq=seq,
-            token=batch.token,
-            total=state.total + batch.total,
-            bots=state.bots + batch.bots,
-            users=state.users + new_users,
-            position=position,
-            servers=state.servers | servers,
-            epochs=state.epochs,
-        )
-        me, epoch = self._me, self._claims.epoch
-        params: list[Any] = [
-            seq,
-            batch.token,
-            after.total,
-            after.bots,
-            after.users,
-            UNSET_VALUE if position is None else position,
-            servers,
-            me,
-            state.seq,
-            me,
+        epoch = self._claims.epoch
+        out = commit_batch(
+            self._me,
+            state,
+            batch,
+            new_users,
             epoch,
-            seq,
-        ]
-        slots = self._recent.state
-        shape = "state"
-        if batch.event_ids:
-            recent, cleared, slots = self._recent.stage(me, seq, batch.event_ids)
-            params += recent
-            shape = f"state+recent+clear*{cleared}" if cleared else "state+recent"
-        if staged is not None:
-            shape += "+win"
-            params += [me, staged.newest]
-            if staged.stale:
-                # Hour rows sealed before this commit no longer sum these hours' minutes.
-                shape += f"+stale*{len(staged.stale)}"
-                ttl = self._retention + 2 * 3600  # outlives every hour row it judges
-                for g, bucket in staged.stale:
-                    params += [me, stale_name(g, bucket), seq, ttl]
-        # The lease is checked in the same Paxos round: right after `IF seq = ?`.
-        params[9:9], check = lease_condition(self._fence)
-        shape = f"{shape}@{check}"
-        rows = await self._execute(shape, params)
+            self._recent,
+            staged,
+            self._retention,
+            self._fence,
+        )
+        rows = await self._execute(out.shape, out.params)
         if timing_log.isEnabledFor(logging.DEBUG):
             done = time.perf_counter()
             timing_log.debug(
@@ -301,8 +258,8 @@ class CassandraStore(WindowQueries):
         if not rows[0]["[applied]"]:
             await self._settle(batch, seq, staged, rows[0])
             return
-        self._state = after
-        self._recent.commit(slots)
+        self._state = out.after
+        self._recent.commit(out.slots)
         self._claims.committed(seq, batch.users)
         self._windows.committed(staged, seq, epoch)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from wikipulse.window_blobs import minute_rows, recorded_minutes, server_keys
+from wikipulse.window_minutes import minute_rows, recorded_minutes, server_keys
 from wikipulse.windows import KeyCounts, RowCounts, WindowDelta
 
 __all__ = ["Content", "Counts", "Keys", "decode_counts", "decode_keys", "split_delta", "total"]
