@@ -19,7 +19,7 @@ from typing import Any
 
 from cassandra import InvalidRequest, OperationTimedOut
 from cassandra.protocol import SyntaxException
-from cassandra.query import UNSET_VALUE
+from cassandra.query import UNSET_VALUE, BatchStatement, BoundStatement
 
 Rows = list[dict[str, Any]]
 #: Some of CQL's reserved words, which a real node refuses as bare column names.
@@ -157,10 +157,28 @@ def _placeholders(s: Statement) -> int:
 class FakePrepared:
     """What `Session.prepare` returns: the CQL, its parse, and a settable consistency level."""
 
-    def __init__(self, cql: str, statement: Statement) -> None:
+    def __init__(self, cql: str, statement: Statement, query_id: bytes) -> None:
         self.query_string = cql
         self.statement = statement
         self.consistency_level: int | None = None
+        self.query_id = query_id
+
+    def bind(self, values: Sequence[Any]) -> FakeBound:
+        """The statement with its values, to add to a driver `BatchStatement`."""
+        return FakeBound(self, values)
+
+
+class FakeBound(BoundStatement):  # type: ignore[misc]
+    """A bound fake statement: what a driver `BatchStatement` reads of a `BoundStatement` (the
+    statement's id and its values, here not serialized; no routing, no payload)."""
+
+    keyspace = None
+    routing_key = None
+    custom_payload = None
+
+    def __init__(self, prepared: FakePrepared, values: Sequence[Any]) -> None:
+        self.prepared_statement = prepared
+        self.values = list(values)
 
 
 class FakeFuture:
@@ -433,6 +451,7 @@ class FakeSession:
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
         self.keyspace: str | None = None
+        self._prepared: dict[bytes, FakePrepared] = {}
 
     def set_keyspace(self, keyspace: str) -> None:
         """Make `keyspace` the default of later statements."""
@@ -445,7 +464,9 @@ class FakeSession:
         statement = parse(query)
         for part in statement.parts or [statement]:
             self.cluster.table(self.keyspace or "", part.table)
-        return FakePrepared(query, statement)
+        prepared = FakePrepared(query, statement, len(self._prepared).to_bytes(4, "big"))
+        self._prepared[prepared.query_id] = prepared
+        return prepared
 
     def execute_async(
         self, query: Any, parameters: Sequence[Any] | None = None, timeout: float | None = None
@@ -457,6 +478,8 @@ class FakeSession:
             cluster.ddl_timeouts.append((" ".join(query.split()), timeout))
             cluster.ddl(query)
             return FakeFuture([], None)
+        if isinstance(query, BatchStatement):
+            query, params = self._as_text_batch(query)
         cluster.log.append((query.query_string, params, query.consistency_level))
         bound = _bind(query.statement, params)
         keyspace = self.keyspace or ""
@@ -475,3 +498,15 @@ class FakeSession:
             return FakeFuture(cluster.apply(keyspace, bound), None)
         except InvalidRequest as exc:
             return FakeFuture(None, exc)
+
+    def _as_text_batch(self, batch: BatchStatement) -> tuple[FakePrepared, list[Any]]:
+        """A BATCH message of prepared statements as the `BEGIN BATCH` text it stands for (so
+        the log and the faults see the same CQL and values either way), and its values."""
+        children: list[str] = []
+        params: list[Any] = []
+        for is_prepared, query_id, values in batch._statements_and_parameters:
+            assert is_prepared, "the store batches prepared statements only"
+            children.append(f"{self._prepared[query_id].query_string}; ")
+            params += values
+        cql = f"BEGIN BATCH {''.join(children)}APPLY BATCH"
+        return FakePrepared(cql, parse(cql), b""), params

@@ -13,7 +13,7 @@ from wikipulse.config import load_settings
 from wikipulse.stats import Batch
 from wikipulse.stores import StoreError, StoreUnavailable
 from wikipulse.stores.cassandra import CassandraStore, driver
-from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, shard_of, statement
+from wikipulse.stores.cassandra.schema import SLOTS, STATEMENTS, shard_of
 
 # The thread method: an event loop spinning on fake futures swallows the signal method's error.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30, method="thread")]
@@ -110,7 +110,7 @@ async def test_a_claim_lost_to_another_ingester_in_a_race_is_not_counted() -> No
     await _opened(node, "b")
 
     def b_claims_and_commits_first() -> None:
-        assert node.run(KS, statement("claim*1"), [shard_of("U"), "U", "b", "eb", 1]) == [
+        assert node.run(KS, STATEMENTS["claim"], [shard_of("U"), "U", "b", "eb", 1]) == [
             {"[applied]": True}
         ]
         params = [1, "tb", 1, 0, 1, "e0", {"x.org": 1}, "b", 0, "b", "eb", 1]
@@ -364,3 +364,22 @@ def test_serving_leaves_the_cassandra_schema_alone_unless_asked() -> None:
         False,
         True,
     )
+
+
+async def test_claims_of_any_size_use_the_statements_prepared_on_open() -> None:
+    """Claim batches of every size are BATCH messages of one prepared statement: a node caches
+    what a store prepares, and a statement per size (hundreds) overflowed its cache."""
+    node = FakeCluster()
+    store = await _opened(node)
+    session = store._session
+    assert session is not None
+    prepared = []
+    for seq, count in enumerate((1, 7, 130, 1000, 333), start=1):
+        users = [f"user {seq}-{i}" for i in range(count)]
+        await store.commit(_batch(users, [f"e{seq}-{i}" for i in range(count)]))
+        prepared.append(len(session._prepared))  # type: ignore[attr-defined]
+    # the first commit prepared its shape of commit batch (no windows here); claims nothing
+    assert prepared == [prepared[0]] * 5
+    assert (await store.snapshot()).distinct_users == 1 + 7 + 130 + 1000 + 333
+    claimed = [name for cql, p, _ in node.log if "INSERT INTO users" in cql for name in p[1::5]]
+    assert len(claimed) == len(set(claimed)) == 1471  # each user in one batch, once

@@ -86,3 +86,11 @@ def test_a_stale_mark_names_its_bucket_and_outlives_the_rows_it_judges() -> None
     out = commit_batch("me", _STATE, _batch(0), 0, "e2", RecentSlots(630), staged, 3600, None)
     assert out.params[-6:-4] == ["me", 1_700_000_040]  # the newest minute, then the mark
     assert out.params[-4:] == ["me", stale_name(3600, 1_699_999_200), 5, 3600 + 2 * 3600]
+
+
+def test_a_batch_without_a_position_keeps_no_ids() -> None:
+    """A replay's batch (NDJSON, no stream position) cannot be resumed from: no slot written."""
+    recent = RecentSlots(630)
+    out = commit_batch("me", _STATE, _batch(50, None), 0, "e2", recent, None, 3600, None)
+    assert out.shape == "state@solo"
+    assert out.slots is recent.state

@@ -151,6 +151,31 @@ async def test_position_and_recent_ids_survive_reopening(
         await again.close()
 
 
+async def test_batches_without_a_position_leave_the_resume_point_alone(
+    kind: StoreKind, events: list[bytes]
+) -> None:
+    """A replay's batches (NDJSON: no stream position) are counted, but a resume can only start
+    from a stream position, so the window kept for it stays the ids up to that position."""
+    if not kind.durable:
+        pytest.skip(f"the {kind.name} store forgets everything when closed")
+    half = len(events) // 2
+    async with opened(kind.make()) as store:
+        pipeline = _pipeline(store)
+        await _feed(pipeline, events[:half])
+        for line in events[half:]:
+            await pipeline.add(line, None)
+        await pipeline.flush()
+    again = kind.make()
+    await again.open()
+    try:
+        point = await again.resume_point()
+        assert point.position == str(half - 1)
+        assert point.recent_ids == _counted_ids(events[:half])[-WINDOW:]
+        assert (await again.snapshot()).to_dict() == expected_stats(events)
+    finally:
+        await again.close()
+
+
 @pytest.mark.parametrize("overlap", [0, 150])
 async def test_crash_mid_commit_then_resume_loses_and_doubles_nothing(
     kind: StoreKind, events: list[bytes], overlap: int

@@ -35,15 +35,17 @@ Distinct users must be exact across ingesters, so `users` holds one row per user
 *claim*: the (ingester, epoch, seq) of the commit that counted it. The rows are spread over
 `USER_SHARDS` partitions by a hash of the name, so that claims go by *conditional batches*, one
 per shard and round (up to `CLAIMS_PER_BATCH` claims each), not by one lightweight transaction
-(four round trips) per user. Before its commit, the ingester inserts a claim for each of the
-batch's users it has not yet seen counted (`IF NOT EXISTS` on every row, no read first). A batch
-that applies counts all its users. One that does not (some name is held) writes nothing; a SERIAL
-read of those names says whose each claim is, and the next round inserts the absent names and
-re-claims this ingester's orphans (`IF` the old claim is unchanged). A user counts as new in this
-batch if the claim is this very attempt's, or is an orphan of this ingester (its epoch never
-committed that seq). Claims by committed batches, or by other ingesters, are already counted. A
-retried batch (same token) keeps its epoch and seq, so its earlier claims stay its own. Snapshot
-cost stays constant: it sums the static rows of the (few) ingesters and never counts `users`.
+(four round trips) per user; a batch is a protocol BATCH message of one prepared row statement
+(`driver.row_batch`), so the node parses nothing per batch whatever its size. Before its
+commit, the ingester inserts a claim for each of the batch's users it has not yet seen counted
+(`IF NOT EXISTS` on every row, no read first). A batch that applies counts all its users. One
+that does not (some name is held) writes nothing; a SERIAL read of those names says whose each
+claim is, and the next round inserts the absent names and re-claims this ingester's orphans
+(`IF` the old claim is unchanged). A user counts as new in this batch if the claim is this very
+attempt's, or is an orphan of this ingester (its epoch never committed that seq). Claims by
+committed batches, or by other ingesters, are already counted. A retried batch (same token)
+keeps its epoch and seq, so its earlier claims stay its own. Snapshot cost stays constant: it
+sums the static rows of the (few) ingesters and never counts `users`.
 
 Crash between writes: claims written but the batch not -> nothing was counted and the position
 did not move; the replay after restart meets the same events, finds its orphaned claims and

@@ -17,9 +17,12 @@ from typing import Any
 
 from wikipulse.stores.cassandra.schema import CLAIMS_PER_BATCH, USER_SHARDS, shard_of
 
-__all__ = ["Claims", "Execute", "Verdict"]
+__all__ = ["Claims", "Execute", "ExecuteRows", "Verdict"]
 
+#: Run a prepared statement by name with its values.
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
+#: Run a prepared single-row statement by name over many rows of one partition, as one batch.
+ExecuteRows = Callable[[str, Sequence[Sequence[Any]]], Awaitable[list[dict[str, Any]]]]
 
 _IN_FLIGHT = USER_SHARDS  # claim batches in flight at once (every shard), bounding the load
 _REMEMBERED = 200_000  # users known to be counted, skipped without a round trip
@@ -73,6 +76,7 @@ class Claims:
         names: Iterable[str],
         seq: int,
         execute: Execute,
+        execute_rows: ExecuteRows,
         refresh: Callable[[], Awaitable[dict[str, int]]],
     ) -> int:
         """Claim the users no commit has counted yet; return how many this batch counts.
@@ -98,8 +102,9 @@ class Claims:
         async def shard(number: int, todo: list[str]) -> int:
             counted = 0
             for start in range(0, len(todo), CLAIMS_PER_BATCH):
+                group = todo[start : start + CLAIMS_PER_BATCH]
                 counted += await self._claim_group(
-                    number, todo[start : start + CLAIMS_PER_BATCH], seq, execute, verdict
+                    number, group, seq, execute, execute_rows, verdict
                 )
             return counted
 
@@ -121,6 +126,7 @@ class Claims:
         names: list[str],
         seq: int,
         execute: Execute,
+        execute_rows: ExecuteRows,
         verdict: Callable[[Mapping[str, Any]], Awaitable[Verdict]],
     ) -> int:
         """Claim some users of one shard by conditional batches; return how many count here."""
@@ -133,17 +139,26 @@ class Claims:
         while insert or reclaim:
             left: list[str] = []
             if insert:
-                params = [x for n in insert for x in (shard, n, me, epoch, seq)]
-                if (await execute(f"claim*{len(insert)}", params))[0]["[applied]"]:
+                rows = [(shard, n, me, epoch, seq) for n in insert]
+                if (await execute_rows("claim", rows))[0]["[applied]"]:
                     counted += len(insert)
                 else:
                     left += insert
             if reclaim:
-                params = []
-                for old in reclaim:
-                    was = [old["ingester_id"], old["epoch"], old["seq"]]
-                    params += [me, epoch, seq, shard, old["name"], *was]
-                if (await execute(f"reclaim*{len(reclaim)}", params))[0]["[applied]"]:
+                taken = [
+                    [
+                        me,
+                        epoch,
+                        seq,
+                        shard,
+                        old["name"],
+                        old["ingester_id"],
+                        old["epoch"],
+                        old["seq"],
+                    ]
+                    for old in reclaim
+                ]
+                if (await execute_rows("reclaim", taken))[0]["[applied]"]:
                     counted += len(reclaim)
                 else:
                     left += [old["name"] for old in reclaim]

@@ -45,14 +45,6 @@ OLD_SHARDS = 256
 #: batch of 50,000 in a catch-up: up to ~30,000, about 470 a shard, so two rounds).
 CLAIMS_PER_BATCH = 250
 
-_CLAIM = (
-    "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?) "
-    "IF NOT EXISTS; "
-)
-_RECLAIM = (
-    "UPDATE users SET ingester_id = ?, epoch = ?, seq = ? WHERE shard = ? AND name = ? "
-    "IF ingester_id = ? AND epoch = ? AND seq = ?; "
-)
 
 _STATE = (
     "UPDATE ingesters SET seq = ?, batch_token = ?, total = ?, bots = ?, distinct_users = ?, "
@@ -75,6 +67,12 @@ STATEMENTS = {
     "FROM ingesters",
     # The claims of some users of one shard, read at SERIAL when a claim batch did not apply.
     "claims": "SELECT name, ingester_id, epoch, seq FROM users WHERE shard = ? AND name IN ?",
+    # One claim, and one take-over of an orphan: sent many rows of one shard at a time as one
+    # conditional batch (`driver.row_batch`), so the node parses and caches these two only.
+    "claim": "INSERT INTO users (shard, name, ingester_id, epoch, seq) VALUES (?, ?, ?, ?, ?) "
+    "IF NOT EXISTS",
+    "reclaim": "UPDATE users SET ingester_id = ?, epoch = ?, seq = ? WHERE shard = ? AND name = ? "
+    "IF ingester_id = ? AND epoch = ? AND seq = ?",
     "state": f"BEGIN BATCH {_STATE}APPLY BATCH",
     "state+recent": f"BEGIN BATCH {_STATE}{_RECENT}APPLY BATCH",
 }
@@ -91,9 +89,9 @@ def fenced(cql: str, *, token: bool = True) -> str:
 
 
 def statement(name: str) -> str:
-    """The CQL of a statement by name: `STATEMENTS`, `claim*N`, `reclaim*N`, `state+...*N`
-    (a commit; with a `+win` suffix it also records the newest window minute, then with
-    `+stale*N` marks N past hours stale), or `win_...`.
+    """The CQL of a statement by name: `STATEMENTS`, `state+...*N` (a commit; with a `+win`
+    suffix it also records the newest window minute, then with `+stale*N` marks N past hours
+    stale), or `win_...`.
 
     `<name>@fenced` is that commit batch checking the lease too; `<name>@solo` checks that
     nobody holds it.
@@ -114,10 +112,10 @@ def statement(name: str) -> str:
     if window is not None:
         return window
     kind, _, count = name.partition("*")
-    if kind == "state+recent+clear":  # also empties `count` window slots
-        return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
-    one = {"claim": _CLAIM, "reclaim": _RECLAIM}[kind]
-    return f"BEGIN BATCH {one * int(count)}APPLY BATCH"
+    if kind != "state+recent+clear":
+        raise KeyError(name)
+    # also empties `count` window slots
+    return f"BEGIN BATCH {_STATE}{_RECENT * (1 + int(count))}APPLY BATCH"
 
 
 def shard_of(user: str) -> int:

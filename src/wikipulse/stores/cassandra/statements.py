@@ -1,9 +1,9 @@
 """The Cassandra store's prepared statements, by name, each prepared once.
 
-Most are prepared when the store opens. A claim batch of a size not met before, or a lease
-statement, is prepared on first use; the first commits meet dozens of new claim batch sizes
-at once, each asked for by many shards in parallel, so a statement being prepared is awaited by
-every caller rather than prepared again on another worker thread.
+Most are prepared when the store opens; a commit batch of a new shape (more recent-id slots
+cleared, stale marks) or a lease statement is prepared on first use, and a statement being
+prepared is awaited by every caller that needs it rather than prepared again on another worker
+thread. (Claims are no text batches: one prepared row statement, batched by `driver.row_batch`.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from wikipulse.stores.cassandra import driver
 __all__ = ["Statements"]
 
 #: Statements prepared on first use, at DEBUG beside the commit timings (a commit that meets
-#: new claim batch sizes waits for their preparation).
+#: a new shape waits for its preparation).
 timing_log = logging.getLogger("wikipulse.stores.cassandra.store.timing")
 
 

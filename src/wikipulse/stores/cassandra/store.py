@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -40,8 +39,6 @@ _WARM = (
     "win_load",
     *(f"state+recent{c}+win@{check}" for c in ("", "+clear*1") for check in ("solo", "fenced")),
 )
-#: Claim batch sizes prepared on open, in the background (`_warm`).
-_WARM_CLAIMS = 64
 #: How long closing waits for past hours to be sealed (`window_seal.py`).
 _SEAL_WAIT = 10.0
 
@@ -71,7 +68,6 @@ class CassandraStore(WindowQueries):
         session: driver.CqlSession | None = None,
         window_retention_hours: float = 48.0,
         seal_in_process: bool | None = None,
-        warm_claims: bool = False,
     ) -> None:
         self._hosts = list(hosts)
         self._port = port
@@ -97,8 +93,6 @@ class CassandraStore(WindowQueries):
         self._windows = WindowWriter(ingester_id, retention, self._execute, in_process)
         self._window_reader = WindowReader(retention, self._execute)
         self._fence: Fence | None = None
-        self._warm_claims = warm_claims
-        self._warming: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraStore:
@@ -119,7 +113,6 @@ class CassandraStore(WindowQueries):
             dedup_window=settings.dedup_window,
             create_schema=migrate,
             window_retention_hours=settings.window_retention_hours,
-            warm_claims=True,
         )
 
     async def migrate(self) -> None:
@@ -151,28 +144,7 @@ class CassandraStore(WindowQueries):
         self._adopt(part)
         last_epoch = next((e for e, s in part.epochs.items() if s == part.seq), None)
         self._windows.opened(part.window_newest, last_epoch, part.seq)
-        if self._warm_claims:
-            self._warming = asyncio.get_running_loop().create_task(self._warm(session))
         self._claims.new_epoch()
-
-    async def _warm(self, session: driver.CqlSession) -> None:
-        """Prepare the claim batch sizes in the background, smallest first.
-
-        Each size is its own statement: the first live commit met ~20 new sizes at once and
-        waited ~0.5 s for them (it was the slowest commit of a run, issue #8's p99). A commit
-        that needs a size still being prepared waits for that one preparation only. Only the
-        sizes of live commits (up to `_WARM_CLAIMS`): preparing all 250 made the node parse
-        ~31,000 inserts, and a replay (whose first commits need the largest sizes) ran ~40%
-        slower beside it (20.1 s against 13.9 s for 500,000 events, back to back).
-        """
-        limit = asyncio.Semaphore(4)
-
-        async def one(size: int) -> None:
-            async with limit:
-                with contextlib.suppress(Exception):  # a commit will prepare it, or say why
-                    await self._stmts.get(session, f"claim*{size}")
-
-        await asyncio.gather(*(one(size) for size in range(1, _WARM_CLAIMS + 1)))
 
     async def _load(self) -> Partition:
         return parse(await self._execute("load", [self._me]))
@@ -222,7 +194,11 @@ class CassandraStore(WindowQueries):
         started = time.perf_counter()
         # Claims and window versions are independent: written side by side, before the commit.
         (new_users, claim_s), (staged, window_s) = await asyncio.gather(
-            _timed(self._claims.claim(batch.users, seq, self._execute, self._epochs)),
+            _timed(
+                self._claims.claim(
+                    batch.users, seq, self._execute, self._execute_rows, self._epochs
+                )
+            ),
             _timed(
                 self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs)
             ),
@@ -307,8 +283,6 @@ class CassandraStore(WindowQueries):
         except Exception:  # closing anyway; readers use the minutes
             timing_log.debug("closing before every past hour was sealed", exc_info=True)
         sealer.forget()
-        if self._warming is not None:
-            self._warming.cancel()
         cluster, self._own_cluster = self._own_cluster, None
         if cluster is not None:
             self._session = None
@@ -340,3 +314,11 @@ class CassandraStore(WindowQueries):
             raise RuntimeError("the Cassandra store is not open")
         prepared = await self._stmts.get(session, name)
         return await driver.result(session.execute_async(prepared, params))
+
+    async def _execute_rows(self, name: str, rows: Sequence[Sequence[Any]]) -> driver.Rows:
+        """Run a single-row statement over many rows of one partition, as one batch."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("the Cassandra store is not open")
+        prepared = await self._stmts.get(session, name)
+        return await driver.result(session.execute_async(driver.row_batch(prepared, rows)))
