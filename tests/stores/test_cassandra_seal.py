@@ -17,12 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.stores.conftest import StoreKind
+from tests.stores.fake_cql import FakeCluster
 from tests.stores.test_contract import _feed, _pipeline, opened
 from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
+from tests.support.windows_expected import counted_events
 from wikipulse.events import parse_dt
 from wikipulse.stores.cassandra import CassandraStore
 from wikipulse.stores.cassandra.window_seal import parse_stale, valid_sealed
@@ -220,6 +223,51 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("kind", CASSANDRA_KINDS, indirect=True)
+async def test_sealed_rows_list_their_distinct_user_names(
+    kind: StoreKind, lines: list[bytes]
+) -> None:
+    """A sealed hour row lists its distinct user names (what a timeseries over all wikis
+    unions instead of every wiki's users with their counts): exactly the hour's users."""
+    store = kind.make()
+    assert isinstance(store, CassandraStore)
+    async with opened(store):
+        await _feed(_pipeline(store), lines)
+        await store._windows.sealer.drain()
+        hour = _first_hour(lines)
+        valid = {(r["seq"], r["epoch"]) for r in await _hour_rows(store, hour)}
+        assert valid
+        read = "win_read:users_n,user_names"
+        rows = await store._execute(read, [store._me, HOUR, hour, hour, hour + 1])
+        rows = [r for r in rows if (r["seq"], r["epoch"]) in valid]
+    expected = {e.user for e in counted_events(lines) if e.user and hour <= e.second < hour + HOUR}
+    for row in rows:
+        names = msgspec.msgpack.decode(row["user_names"])
+        assert sorted(names) == sorted(expected)
+        assert row["users_n"] == len(expected)
+
+
+async def test_rows_sealed_before_user_names_existed_are_summed_from_finer_rows(
+    lines: list[bytes],
+) -> None:
+    """Sealed rows written before `user_names` (the column null): a reader does not take them
+    for buckets without users, but sums their buckets from the finer level; every answer
+    stays exact (the fake node, whose rows can be edited in place)."""
+    node = FakeCluster()
+    store = CassandraStore(keyspace="ks", session=node.session(), create_schema=True)
+    async with opened(store):
+        await _feed(_pipeline(store), lines)
+        await store._windows.sealer.drain()
+        emptied = 0
+        for _, rows in node.table("ks", "window_versions").data.values():
+            for row in rows.values():
+                if row.get("user_names") is not None:
+                    row["user_names"] = None
+                    emptied += 1
+        assert emptied
+        await _assert_windows_exact(store, lines)
+
+
 def test_the_seal_worker_ends_when_its_parent_is_killed(tmp_path: Any) -> None:
     """A `serve` killed with SIGKILL must not leave its seal worker process behind."""
     script = tmp_path / "parent.py"
@@ -265,8 +313,8 @@ def _alive(pid: int) -> bool:
 async def test_migrate_adds_wiki_users_to_an_older_window_table(
     cassandra_keyspace: str, lines: list[bytes]
 ) -> None:
-    """A keyspace made before `wiki_users` existed: `wikipulse migrate` adds the column, and
-    the store then writes it on sealed rows; one-wiki series stay exact."""
+    """A keyspace made before `wiki_users` and `user_names` existed: `wikipulse migrate` adds
+    the columns, and the store then writes them on sealed rows; every answer stays exact."""
     from cassandra.cluster import Cluster
 
     from tests.stores.conftest import CASSANDRA_HOSTS, CASSANDRA_PORT
@@ -287,20 +335,21 @@ async def test_migrate_adds_wiki_users_to_an_older_window_table(
     )
     try:
         session = cluster.connect()
-        session.execute(f"ALTER TABLE {cassandra_keyspace}.window_versions DROP wiki_users")
+        for column in ("wiki_users", "user_names"):
+            session.execute(f"ALTER TABLE {cassandra_keyspace}.window_versions DROP {column}")
         columns = session.execute(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
             "AND table_name = 'window_versions'",
             [cassandra_keyspace],
         )
-        assert "wiki_users" not in {r.column_name for r in columns}
+        assert not {"wiki_users", "user_names"} & {r.column_name for r in columns}
         await make().migrate()
         columns = session.execute(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
             "AND table_name = 'window_versions'",
             [cassandra_keyspace],
         )
-        assert "wiki_users" in {r.column_name for r in columns}
+        assert {"wiki_users", "user_names"} <= {r.column_name for r in columns}
     finally:
         cluster.shutdown()
     store = make()
@@ -309,6 +358,7 @@ async def test_migrate_adds_wiki_users_to_an_older_window_table(
         await store._windows.sealer.drain()
         hour = _first_hour(lines)
         assert await _hour_rows(store, hour)
-        rows = await store._execute("win_read:wiki_users", [store._me, HOUR, hour, hour, hour + 1])
-        assert any(row["wiki_users"] for row in rows)
+        read = "win_read:wiki_users,user_names"
+        rows = await store._execute(read, [store._me, HOUR, hour, hour, hour + 1])
+        assert any(row["wiki_users"] and row["user_names"] for row in rows)
         await _assert_windows_exact(store, lines)

@@ -38,14 +38,14 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _garbage() -> list[Any]:
-    """users_n, totals, counts, users, pages, their heads and wiki_users of a version never
-    to be read."""
+    """users_n, totals, counts, users, pages, their heads, wiki_users and user_names of a
+    version never to be read."""
     counts = {"x.org": {"edit": [1_000_000, 7, 7, 7]}}
     users = {"x.org": {"Orphan": 1_000_000}}
     pages = {"x.org": {"Orphan page": 1_000_000}}
     encode = msgspec.msgpack.encode
     totals = {"": counts["x.org"]}
-    heads = [user_head(users), page_head(pages), encode({"x.org": 1})]
+    heads = [user_head(users), page_head(pages), encode({"x.org": 1}), encode(["Orphan"])]
     return [1, encode(totals), encode(counts), encode(users), encode(pages), *heads]
 
 

@@ -22,8 +22,8 @@ __all__ = [
 #: the TTL counts the retention period from the newest event time.
 _WRITE = (
     "INSERT INTO window_versions (ingester_id, g, period, bucket, slot, seq, epoch, users_n, "
-    "totals, counts, users, pages, users_head, pages_head, wiki_users) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "totals, counts, users, pages, users_head, pages_head, wiki_users, user_names) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "USING TIMESTAMP ? AND TTL ?"
 )
 
@@ -60,13 +60,16 @@ _READABLE = {
     "users_head",
     "pages_head",
     "wiki_users",
+    "user_names",
 }
 
 #: Columns added after the table was first released: `wikipulse migrate` adds them to an older
 #: table; versions written before have none, and readers then read the full blob. The heads
-#: (`window_head.py`); `wiki_users`, on sealed rows, each wiki's distinct users as a msgpack
-#: map, so a one-wiki timeseries does not read every wiki's users (`window_seal.py`).
-HEAD_COLUMNS = ("users_head", "pages_head", "wiki_users")
+#: (`window_head.py`); on sealed rows, `wiki_users`, each wiki's distinct users as a msgpack
+#: map, so a one-wiki timeseries does not read every wiki's users, and `user_names`, the
+#: bucket's distinct user names as a msgpack list, so a timeseries over all wikis unions names
+#: without decoding every wiki's users and counts (`window_seal.py`).
+HEAD_COLUMNS = ("users_head", "pages_head", "wiki_users", "user_names")
 
 
 def window_statement(name: str) -> str | None:
@@ -93,6 +96,6 @@ def windows_table_cql(keyspace: str) -> str:
         f"CREATE TABLE IF NOT EXISTS {keyspace}.window_versions ("
         "ingester_id text, g int, period bigint, bucket bigint, slot int, seq bigint, "
         "epoch text, users_n int, totals blob, counts blob, users blob, pages blob, "
-        "users_head blob, pages_head blob, wiki_users blob, "
+        "users_head blob, pages_head blob, wiki_users blob, user_names blob, "
         "PRIMARY KEY ((ingester_id, g, period), bucket, epoch, slot))"
     )

@@ -144,13 +144,14 @@ class WindowReader:
         out: dict[int, list[Row]] = {}
         missing: list[int] = []
         for bucket in range(since, until, g):
-            if bucket in sealed:
-                sealed[bucket]["_g"] = g
-                out[bucket] = [sealed[bucket]]
+            row = sealed.get(bucket)
+            if row is not None and not _lacks_names(row, cols):
+                row["_g"] = g
+                out[bucket] = [row]
             else:
                 missing.append(bucket)
         if missing:
-            finer = cols.replace("users_n", "users").replace("wiki_users", "users")
+            finer = cols.replace("users_n", "user_names").replace("wiki_users", "users")
             parts = await asyncio.gather(
                 *(self._finer(ingester, g, start, end, finer) for start, end in _runs(missing, g))
             )
@@ -165,7 +166,7 @@ class WindowReader:
         if g == HOUR:
             groups = await self._level(ingester, FIVE_MINUTES, since, until, cols)
             return [row for _, rows in groups for row in rows]
-        minute_cols = cols.replace("_head", "")  # minutes carry no heads (`windows.py`)
+        minute_cols = _minute_columns(cols)
         found = await self._buckets(ingester, MINUTE, since, until, minute_cols)
         for row in found.values():
             row["_g"] = MINUTE
@@ -182,6 +183,8 @@ class WindowReader:
         # All wikis: the per-type sums stored with each bucket, not every wiki's counts.
         counted = "counts" if server is not None else "totals"
         cols = f"{counted},users_n" if exact_n else f"{counted},users"
+        if server is None and not exact_n:
+            cols = f"{counted},user_names"  # sealed rows list their names (minutes: users)
         if exact_wiki:
             cols = f"{counted},wiki_users"
         counts: dict[tuple[int, str], list[int]] = {}
@@ -192,7 +195,9 @@ class WindowReader:
                 level = HOUR if g == HOUR else FIVE_MINUTES
                 groups = await self._level(ingester, level, query.since, query.until, cols)
             else:
-                found = await self._buckets(ingester, MINUTE, query.since, query.until, cols)
+                found = await self._buckets(
+                    ingester, MINUTE, query.since, query.until, _minute_columns(cols)
+                )
                 groups = [(b, [row]) for b, row in found.items()]
             if exact_wiki and any(r.get("wiki_users", b"") is None for _, rs in groups for r in rs):
                 # A sealed row from before `wiki_users`: read the users themselves.
@@ -214,8 +219,12 @@ class WindowReader:
                         user_n[start] = _wiki_users.decode(row["wiki_users"]).get(server, 0)
                         continue
                     if server is None:
-                        for keys in decode_keys(row.get("users")).values():
-                            names.update(keys)
+                        listed = row.get("user_names")
+                        if listed is not None:
+                            names.update(_names.decode(listed))
+                        else:
+                            for keys in decode_keys(row.get("users")).values():
+                                names.update(keys)
                     else:
                         names.update(one_wiki_users(row.get("users"), server))
         for start, names in users.items():
@@ -290,6 +299,19 @@ class WindowReader:
 
 _TOP_ATTEMPTS = 3
 _wiki_users = msgspec.msgpack.Decoder(dict[str, int])
+_names = msgspec.msgpack.Decoder(list[str])
+
+
+def _minute_columns(cols: str) -> str:
+    """The columns to read of minutes for `cols`: minutes carry no heads and no list of names
+    (`windows.py`), so their users are read instead."""
+    return cols.replace("_head", "").replace("user_names", "users")
+
+
+def _lacks_names(row: Row, cols: str) -> bool:
+    """Whether a sealed row was asked for its names but was sealed before it had them (its
+    bucket is then summed from the finer level)."""
+    return "user_names" in cols and row.get("user_names") is None
 
 
 def _runs(buckets: list[int], g: int) -> list[tuple[int, int]]:

@@ -67,8 +67,8 @@ timing_log = logging.getLogger("wikipulse.stores.cassandra.store.timing")
 #: One minute version's blobs: counts, users, pages.
 Blobs = tuple[bytes | None, bytes | None, bytes | None]
 #: What a sealed row holds: users_n, totals, counts, users, pages, users_head, pages_head,
-#: wiki_users.
-Sealed = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+#: wiki_users, user_names.
+Sealed = tuple[int, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
 
 _MAX_TTL = 630_720_000  # Cassandra's limit: 20 years
 
@@ -77,15 +77,17 @@ def seal_blobs(minutes: list[Blobs]) -> Sealed:
     """The hour row of some minutes' blobs (pure: runs in a worker process)."""
     hour = total(Content.decode(*b) for b in minutes)
     counts, users, pages = hour.encode()
+    names = list(set().union(*hour.users.values()))
     return (
-        hour.users_n(),
+        len(names),
         hour.totals(),
         counts,
         users,
         pages,
         user_head(hour.users),
         page_head(hour.pages),
-        _encode({server: len(names) for server, names in hour.users.items()}),
+        _encode({server: len(users) for server, users in hour.users.items()}),
+        _encode(names),
     )
 
 

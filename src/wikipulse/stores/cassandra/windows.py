@@ -183,7 +183,7 @@ class WindowWriter:
         # Minutes carry no heads: a minute holds few keys, most of them once, so its head would
         # be nearly all of it with a floor of 1-2, and 60 such floors defeat the merge anyway;
         # readers sum minutes in full. UNSET writes nothing (no null cell, no tombstone).
-        heads = [UNSET_VALUE, UNSET_VALUE, UNSET_VALUE]  # and no per-wiki user counts
+        heads = [UNSET_VALUE] * 4  # and no per-wiki user counts, no list of names
         await self._execute("win_write", [*params, *summary, *version.blobs, *heads, stamp, ttl])
 
     def committed(self, staged: Staged | None, seq: int, epoch: str) -> None:
