@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra import InvalidRequest, OperationTimedOut
+from cassandra.cluster import NoHostAvailable
+from cassandra.connection import ConnectionBusy
 from cassandra.protocol import SyntaxException
 from cassandra.query import UNSET_VALUE, BatchStatement, BoundStatement
 
@@ -200,7 +202,8 @@ class FakeFuture:
 @dataclass
 class Fault:
     """Make matching requests fail: `before` (never applied), `after` (applied, ack lost),
-    `hold` (applied only when `FakeCluster.land_held` runs), or `call` (run `hook` first)."""
+    `hold` (applied only when `FakeCluster.land_held` runs), `call` (run `hook` first), or
+    `busy` (refused by the driver before sending: every connection `ConnectionBusy`)."""
 
     matches: Callable[[str, Sequence[Any]], bool]
     mode: str
@@ -489,6 +492,9 @@ class FakeSession:
                 if fault.mode == "call" and fault.hook is not None:
                     fault.hook()
                     break
+                if fault.mode == "busy":  # the driver's socket buffer full: never sent
+                    busy = {"127.0.0.1:9042": ConnectionBusy("Connection is overloaded")}
+                    return FakeFuture(None, NoHostAvailable("fake busy", busy))
                 if fault.mode == "after":
                     cluster.apply(keyspace, bound)
                 elif fault.mode == "hold":

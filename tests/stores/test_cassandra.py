@@ -383,3 +383,18 @@ async def test_claims_of_any_size_use_the_statements_prepared_on_open() -> None:
     assert (await store.snapshot()).distinct_users == 1 + 7 + 130 + 1000 + 333
     claimed = [name for cql, p, _ in node.log if "INSERT INTO users" in cql for name in p[1::5]]
     assert len(claimed) == len(set(claimed)) == 1471  # each user in one batch, once
+
+
+async def test_a_request_the_driver_could_not_send_is_sent_again() -> None:
+    """Every connection busy (its write buffer full): the request was never sent, so the store
+    sends it again shortly instead of failing the commit; a timeout still fails it."""
+    node = FakeCluster()
+    store = await _opened(node)
+    node.fail(lambda cql, p: "INSERT INTO users" in cql, "busy", times=3)
+    node.fail(_is_commit, "busy", times=2)
+    await store.commit(_batch(["U", "V"], ["e1", "e2"]))
+    assert (await store.snapshot()).distinct_users == 2
+    assert sum(1 for cql, _, _ in node.log if _is_commit(cql, [])) == 3
+    node.fail(_is_commit, "before")
+    with pytest.raises(StoreUnavailable):
+        await store.commit(_batch(["W"], ["e3"]))

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from cassandra import ConsistencyLevel, InvalidRequest, OperationTimedOut, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
-from cassandra.connection import ConnectionException
+from cassandra.connection import ConnectionBusy, ConnectionException
 from cassandra.query import BatchStatement, BatchType
 
 from wikipulse.stores import StoreError, StoreUnavailable
@@ -21,6 +21,7 @@ __all__ = [
     "connect",
     "connection_class",
     "consistency_levels",
+    "execute",
     "result",
     "row_batch",
     "translate",
@@ -202,6 +203,35 @@ async def result(future: Any) -> Rows:
             return rows
         page[0] = loop.create_future()
         future.start_fetching_next_page()
+
+
+#: How often, and how long apart, a request the driver could not even send is sent again.
+BUSY_ATTEMPTS = 40
+BUSY_WAIT = 0.025
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether the driver refused a request before sending it anywhere: every host's
+    connection was `ConnectionBusy` (its socket's write buffer full, as while a seal's 5 MB
+    row is being written), so sending it again cannot apply it twice."""
+    if not isinstance(exc, NoHostAvailable):
+        return False
+    errors: dict[Any, BaseException] = getattr(exc, "errors", None) or {}
+    return bool(errors) and all(isinstance(e, ConnectionBusy) for e in errors.values())
+
+
+async def execute(session: CqlSession, query: Any, params: Sequence[Any] | None = None) -> Rows:
+    """Run a statement and await its rows (`result`); a request that no connection could take
+    (`_never_sent`) is sent again a little later rather than failing the whole commit, which
+    the pipeline would then retry from the start after its back-off."""
+    for _ in range(BUSY_ATTEMPTS - 1):
+        try:
+            return await result(session.execute_async(query, params))
+        except StoreUnavailable as exc:
+            if exc.__cause__ is None or not _never_sent(exc.__cause__):
+                raise
+        await asyncio.sleep(BUSY_WAIT)
+    return await result(session.execute_async(query, params))
 
 
 def _settle(done: asyncio.Future[Rows], rows: Rows | None, exc: BaseException | None) -> None:

@@ -313,7 +313,7 @@ class CassandraStore(WindowQueries):
         if session is None:
             raise RuntimeError("the Cassandra store is not open")
         prepared = await self._stmts.get(session, name)
-        return await driver.result(session.execute_async(prepared, params))
+        return await driver.execute(session, prepared, params)
 
     async def _execute_rows(self, name: str, rows: Sequence[Sequence[Any]]) -> driver.Rows:
         """Run a single-row statement over many rows of one partition, as one batch."""
@@ -321,4 +321,4 @@ class CassandraStore(WindowQueries):
         if session is None:
             raise RuntimeError("the Cassandra store is not open")
         prepared = await self._stmts.get(session, name)
-        return await driver.result(session.execute_async(driver.row_batch(prepared, rows)))
+        return await driver.execute(session, driver.row_batch(prepared, rows))
