@@ -191,17 +191,17 @@ async def test_top_lists_stay_exact_when_heads_are_short(
 ) -> None:
     """With heads of 3 keys every bucket has a floor: top lists still equal the plain count,
     reading the tails they need (and only then)."""
-    from wikipulse.stores.cassandra import window_head, window_read
+    from wikipulse.stores.cassandra import window_head, window_top_read
 
     monkeypatch.setattr(window_head, "HEAD", 3)
     tails: list[int] = []
-    read_tail = window_read.WindowReader._tail
+    read_tail = window_top_read.TopReader._tail
 
     async def counting(self: Any, *args: Any) -> Any:
         tails.append(1)
         return await read_tail(self, *args)
 
-    monkeypatch.setattr(window_read.WindowReader, "_tail", counting)
+    monkeypatch.setattr(window_top_read.TopReader, "_tail", counting)
     async with opened(kind.make()) as store:
         await _feed(_pipeline(store), lines)
         await _assert_windows_exact(store, lines)  # type: ignore[arg-type]

@@ -5,29 +5,27 @@ For each ingester a reader reads the window rows first and that ingester's commi
 and a writer never overwrites a bucket's newest committed version, so every bucket read has
 a committed version among its slots (see `windows.py`). Whole hours come from hour rows;
 an hour without a valid hour row (the newest event's hour, an hour not sealed yet, or one whose
-row a later late event made stale) is summed from its minutes.
+row a later late event made stale) is summed from its minutes. Timeseries are answered here,
+top lists by `window_top_read` over the same bucket reads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
-from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.window_seal import parse_stale
 from wikipulse.stores.cassandra.window_sums import (
     add_counts,
-    add_top,
-    busiest,
     one_wiki_counts,
     one_wiki_users,
 )
+from wikipulse.stores.cassandra.window_top_read import TopReader, minute_columns
 from wikipulse.stores.cassandra.windows import Execute, committed_version
 from wikipulse.window_query import (
     FIVE_MINUTES,
@@ -35,7 +33,6 @@ from wikipulse.window_query import (
     SeriesRows,
     TopItem,
     TopQuery,
-    split_levels,
 )
 from wikipulse.windows import HOUR, MINUTE
 
@@ -58,13 +55,15 @@ class WindowReader:
 
     def __init__(self, retention_seconds: int, execute: Execute) -> None:
         self._retention = retention_seconds
-        self._execute = execute
+        self.execute = execute
+        self._tops = TopReader(self)
 
-    async def _ingesters(self) -> list[str]:
-        return [row["ingester_id"] for row in await self._execute("win_ingesters", [])]
+    async def ingesters(self) -> list[str]:
+        """Every ingester that has a partition (each keeps its own windows)."""
+        return [row["ingester_id"] for row in await self.execute("win_ingesters", [])]
 
     async def _meta(self, ingester: str) -> _Meta:
-        rows = await self._execute("win_meta", [ingester, ["epoch", "stale", "window"]])
+        rows = await self.execute("win_meta", [ingester, ["epoch", "stale", "window"]])
         epochs = {r["name"]: r["last_seq"] for r in rows if r["kind"] == "epoch"}
         marks = [r["last_seq"] for r in rows if r["kind"] == "window"]
         stale = {parse_stale(r["name"]): r["last_seq"] for r in rows if r["kind"] == "stale"}
@@ -72,7 +71,7 @@ class WindowReader:
 
     async def span(self) -> tuple[int, int] | None:
         """The oldest and newest minute kept (within the retention), over every ingester."""
-        ingesters = await self._ingesters()
+        ingesters = await self.ingesters()
         metas = await asyncio.gather(*(self._meta(i) for i in ingesters))
         newest = max((m.newest for m in metas if m.newest is not None), default=None)
         if newest is None:
@@ -85,14 +84,14 @@ class WindowReader:
         for start in range(since - since % HOUR, newest + MINUTE, step):
             first, end = max(start, since), min(start + step, newest + MINUTE)
             found = await asyncio.gather(
-                *(self._buckets(i, MINUTE, first, end, "") for i in ingesters)
+                *(self.buckets(i, MINUTE, first, end, "") for i in ingesters)
             )
             oldest = min((min(rows) for rows in found if rows), default=None)
             if oldest is not None:
                 return oldest, newest
         return newest, newest
 
-    async def _buckets(
+    async def buckets(
         self, ingester: str, g: int, since: int, until: int, cols: str
     ) -> dict[int, Row]:
         """Per bucket of [since, until) at granularity g, its newest committed version."""
@@ -103,7 +102,7 @@ class WindowReader:
     async def _read(self, ingester: str, g: int, since: int, until: int, cols: str) -> list[Row]:
         first = since - since % HOUR
         reads = [
-            self._execute(
+            self.execute(
                 f"win_read:{cols}",
                 [ingester, g, period, max(since, period), min(until, period + HOUR)],
             )
@@ -129,7 +128,7 @@ class WindowReader:
                 best[bucket] = row
         return best
 
-    async def _level(
+    async def level(
         self, ingester: str, g: int, since: int, until: int, cols: str
     ) -> list[tuple[int, list[Row]]]:
         """Buckets of `g` (5 minutes or an hour) over [since, until), each from its valid sealed
@@ -164,17 +163,21 @@ class WindowReader:
     async def _finer(self, ingester: str, g: int, since: int, until: int, cols: str) -> list[Row]:
         """The rows of the next level down over [since, until)."""
         if g == HOUR:
-            groups = await self._level(ingester, FIVE_MINUTES, since, until, cols)
+            groups = await self.level(ingester, FIVE_MINUTES, since, until, cols)
             return [row for _, rows in groups for row in rows]
-        minute_cols = _minute_columns(cols)
-        found = await self._buckets(ingester, MINUTE, since, until, minute_cols)
+        minute_cols = minute_columns(cols)
+        found = await self.buckets(ingester, MINUTE, since, until, minute_cols)
         for row in found.values():
             row["_g"] = MINUTE
         return list(found.values())
 
+    async def top(self, query: TopQuery) -> list[TopItem]:
+        """The busiest keys of the query's ranges, over every ingester (`window_top_read`)."""
+        return await self._tops.top(query)
+
     async def series(self, query: SeriesQuery) -> SeriesRows:
         """Per step bucket and type: the sums; per step bucket: the distinct users."""
-        ingesters = await self._ingesters()
+        ingesters = await self.ingesters()
         g, step, server = query.granularity, query.step, query.server_name
         alone = len(ingesters) == 1
         exact_n = alone and server is None and step in (g, FIVE_MINUTES)
@@ -193,17 +196,17 @@ class WindowReader:
         for ingester in ingesters:
             if g == HOUR or step % FIVE_MINUTES == 0:
                 level = HOUR if g == HOUR else FIVE_MINUTES
-                groups = await self._level(ingester, level, query.since, query.until, cols)
+                groups = await self.level(ingester, level, query.since, query.until, cols)
             else:
-                found = await self._buckets(
-                    ingester, MINUTE, query.since, query.until, _minute_columns(cols)
+                found = await self.buckets(
+                    ingester, MINUTE, query.since, query.until, minute_columns(cols)
                 )
                 groups = [(b, [row]) for b, row in found.items()]
             if exact_wiki and any(r.get("wiki_users", b"") is None for _, rs in groups for r in rs):
                 # A sealed row from before `wiki_users`: read the users themselves.
                 exact_wiki, cols = False, f"{counted},users"
                 level = HOUR if g == HOUR else FIVE_MINUTES
-                groups = await self._level(ingester, level, query.since, query.until, cols)
+                groups = await self.level(ingester, level, query.since, query.until, cols)
             for bucket, rows in groups:
                 start = bucket - bucket % step
                 names = users.setdefault(start, set())
@@ -235,77 +238,9 @@ class WindowReader:
             sorted(user_n.items()),
         )
 
-    async def top(self, query: TopQuery) -> list[TopItem]:
-        """The busiest keys of the query's ranges, over every ingester."""
-        if query.by == "server_name":  # a few hundred wikis a bucket: summed in full
-            totals: dict[str, dict[str, int]] = {}
-            for _, _, row in await self._top_rows(query, "counts"):
-                add_top(totals, query.by, row["counts"])
-            return busiest(totals, query.by, query.limit)
-        for _ in range(_TOP_ATTEMPTS):
-            try:
-                return await self._top_keys(query)
-            except _Moved:
-                continue  # a version read by its head was overwritten meanwhile: read again
-        return await self._top_keys(query, heads=False)
 
-    async def _top_rows(self, query: TopQuery, cols: str) -> list[tuple[str, int, Row]]:
-        """(ingester, granularity, committed row) of every bucket the query sums."""
-        out: list[tuple[str, int, Row]] = []
-        for ingester in await self._ingesters():
-            for part in split_levels(query.since, query.until):
-                if part.granularity != MINUTE:
-                    groups = await self._level(
-                        ingester, part.granularity, part.since, part.until, cols
-                    )
-                    out += [(ingester, r["_g"], r) for _, found in groups for r in found]
-                else:
-                    found = await self._buckets(
-                        ingester, MINUTE, part.since, part.until, cols.replace("_head", "")
-                    )
-                    out += [(ingester, MINUTE, r) for r in found.values()]
-        return out
-
-    async def _top_keys(self, query: TopQuery, heads: bool = True) -> list[TopItem]:
-        """Users or pages: merged from the buckets' heads, tails read only where needed."""
-        by = query.by
-        col = "users" if by == "user" else "pages"
-        rows = await self._top_rows(query, f"{col}_head" if heads else col)
-        exact: list[dict[tuple[str, ...], int]] = []
-        lists: list[Head] = []
-        old: list[Awaitable[dict[tuple[str, ...], int]]] = []
-        for ingester, g, row in rows:
-            full = functools.partial(self._tail, by, col, ingester, g, row)
-            if row.get(f"{col}_head") is not None:
-                lists.append(Head.decode(row[f"{col}_head"], full))
-            elif col in row:  # read in full: a minute, or heads=False
-                exact.append(key_counts(by, row[col]))
-            else:  # an hour row written before heads existed
-                old.append(full())
-        exact += await asyncio.gather(*old)
-        return await merge(exact, lists, query.limit, _gather)
-
-    async def _tail(
-        self, by: str, col: str, ingester: str, g: int, head_row: Row
-    ) -> dict[tuple[str, ...], int]:
-        """The full blob of the version whose head was read (the same epoch and seq)."""
-        bucket = head_row["bucket"]
-        params = [ingester, g, bucket - bucket % HOUR, bucket, bucket + g]
-        for row in await self._execute(f"win_read:{col}", params):
-            if (row["epoch"], row["seq"]) == (head_row["epoch"], head_row["seq"]):
-                return key_counts(by, row[col])
-        raise _Moved
-
-
-_TOP_ATTEMPTS = 3
 _wiki_users = msgspec.msgpack.Decoder(dict[str, int])
 _names = msgspec.msgpack.Decoder(list[str])
-
-
-def _minute_columns(cols: str) -> str:
-    """The columns to read of minutes for `cols`: minutes carry no heads and no list of names
-    (`windows.py`), so their users are read instead."""
-    return cols.replace("_head", "").replace("user_names", "users")
 
 
 def _lacks_names(row: Row, cols: str) -> bool:
@@ -323,16 +258,6 @@ def _runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
         else:
             runs.append((bucket, bucket + g))
     return runs
-
-
-class _Moved(Exception):
-    """A bucket version read by its head is no longer there (two commits overwrote its slot)."""
-
-
-async def _gather(
-    work: list[Awaitable[dict[tuple[str, ...], int]]],
-) -> list[dict[tuple[str, ...], int]]:
-    return list(await asyncio.gather(*work))
 
 
 class WindowQueries:
