@@ -119,3 +119,22 @@ async def test_migrate_moves_claims_of_the_256_shard_layout(cassandra_keyspace: 
         assert await move_old_claims(session, cassandra_keyspace) == 0  # nothing left to move
     finally:
         await store.close()
+
+
+async def test_connecting_warns_of_nothing(
+    cassandra_keyspace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The driver negotiates its protocol version down on connecting (to v5 here) and says so:
+    that is logged at INFO, not as a warning a user would chase."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="cassandra"):
+        store = _store(cassandra_keyspace)
+        await store.open()
+        await store.close()
+    negotiation = [r for r in caplog.records if r.getMessage().startswith("Downgrading")]
+    assert negotiation, "the driver no longer negotiates down: drop the filter"
+    assert all(r.levelno == logging.INFO for r in negotiation)
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "cassandra.cluster"
+    ]

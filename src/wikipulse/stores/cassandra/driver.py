@@ -71,6 +71,21 @@ def consistency_levels(consistency: str) -> tuple[int, int]:
     return level, serial
 
 
+class _NegotiationIsInfo(logging.Filter):
+    """The driver warns when it lowers its protocol version on connecting ("Downgrading core
+    protocol version from 66 to 65 ..."): that is the version negotiation working, twice per
+    connect to Cassandra 4 or 5, not a problem. It is logged at INFO instead of WARNING. (Pinning
+    a version would avoid it, but refuse ScyllaDB, which speaks v4 only.)"""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith("Downgrading"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_NEGOTIATION = _NegotiationIsInfo()
+
+
 async def connect(
     hosts: Sequence[str],
     *,
@@ -85,6 +100,7 @@ async def connect(
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
     from cassandra.query import dict_factory
 
+    logging.getLogger("cassandra.cluster").addFilter(_NEGOTIATION)  # once: filters are a set
     level, serial = consistency_levels(consistency)
     profile = ExecutionProfile(
         # Token-aware: each statement goes to a replica of its partition (and the driver warns
