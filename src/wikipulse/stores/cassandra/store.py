@@ -308,17 +308,17 @@ class CassandraStore(WindowQueries):
         await driver.wait_for_schema(session)
         await move_old_claims(session, self._keyspace)
 
-    async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
+    async def _prepared(self, name: str) -> tuple[driver.CqlSession, Any]:
         session = self._session
         if session is None:
             raise RuntimeError("the Cassandra store is not open")
-        prepared = await self._stmts.get(session, name)
+        return session, await self._stmts.get(session, name)
+
+    async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
+        session, prepared = await self._prepared(name)
         return await driver.execute(session, prepared, params)
 
     async def _execute_rows(self, name: str, rows: Sequence[Sequence[Any]]) -> driver.Rows:
         """Run a single-row statement over many rows of one partition, as one batch."""
-        session = self._session
-        if session is None:
-            raise RuntimeError("the Cassandra store is not open")
-        prepared = await self._stmts.get(session, name)
+        session, prepared = await self._prepared(name)
         return await driver.execute(session, driver.row_batch(prepared, rows))

@@ -13,6 +13,7 @@ __all__ = [
     "STALE_MARK",
     "WINDOW_MARK",
     "WINDOW_STATEMENTS",
+    "minute_columns",
     "window_statement",
     "windows_table_cql",
 ]
@@ -70,6 +71,12 @@ _READABLE = {
 #: bucket's distinct user names as a msgpack list, so a timeseries over all wikis unions names
 #: without decoding every wiki's users and counts (`window_seal.py`).
 HEAD_COLUMNS = ("users_head", "pages_head", "wiki_users", "user_names")
+
+
+def minute_columns(cols: str) -> str:
+    """The columns to read of minutes for `cols`: minutes carry no heads and no list of names
+    (`windows.py`), so their full blobs are read instead."""
+    return cols.replace("_head", "").replace("user_names", "users")
 
 
 def window_statement(name: str) -> str | None:

@@ -10,6 +10,7 @@ import functools
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from wikipulse.stores.cassandra.window_cql import minute_columns
 from wikipulse.stores.cassandra.window_head import Head, key_counts, merge
 from wikipulse.stores.cassandra.window_sums import add_top, busiest
 from wikipulse.window_query import TopItem, TopQuery, split_levels
@@ -100,9 +101,3 @@ async def _gather(
     work: list[Awaitable[dict[tuple[str, ...], int]]],
 ) -> list[dict[tuple[str, ...], int]]:
     return list(await asyncio.gather(*work))
-
-
-def minute_columns(cols: str) -> str:
-    """The columns to read of minutes for `cols`: minutes carry no heads and no list of names
-    (`windows.py`), so their full blobs are read instead."""
-    return cols.replace("_head", "").replace("user_names", "users")
