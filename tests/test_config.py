@@ -71,6 +71,10 @@ def test_malformed_users_are_refused(bad: str) -> None:
         ({"WIKIPULSE_STREAM_URL": "ftp://x"}, "WIKIPULSE_STREAM_URL"),
         ({"WIKIPULSE_USER_AGENT": "python-httpx/0.28.1"}, "WIKIPULSE_USER_AGENT"),
         ({"WIKIPULSE_LOG_FORMAT": "xml"}, "WIKIPULSE_LOG_FORMAT"),
+        (
+            {"WIKIPULSE_STORE": "cassandra", "WIKIPULSE_DEDUP_WINDOW": "300001"},
+            "WIKIPULSE_DEDUP_WINDOW",
+        ),
     ],
 )
 def test_invalid_values_name_the_setting(env: dict[str, str], setting: str) -> None:
@@ -152,3 +156,11 @@ def test_replay_offers_exactly_the_registered_stores() -> None:
     replay = _parser()._subparsers._group_actions[0].choices["replay"]  # type: ignore[union-attr]
     (store,) = [a for a in replay._actions if a.dest == "store"]
     assert tuple(store.choices or ()) == tuple(STORES)
+
+
+def test_a_large_dedup_window_is_refused_for_cassandra_only() -> None:
+    """The cap is Cassandra's (its commit carries the window's ids); other stores take more."""
+    env = {"WIKIPULSE_STORE": "cassandra", "WIKIPULSE_DEDUP_WINDOW": "300000"}
+    assert load_settings(env, env_file=None).dedup_window == 300_000
+    env = {"WIKIPULSE_STORE": "sqlite", "WIKIPULSE_DEDUP_WINDOW": "1000000"}
+    assert load_settings(env, env_file=None).dedup_window == 1_000_000

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -63,6 +63,10 @@ def parse_users(value: str) -> dict[str, str]:
                 raise ValueError("entries must be separated by commas")
             pos += 1
     return users
+
+
+#: The largest `dedup_window` the Cassandra store takes (see `_window_fits_a_cassandra_commit`).
+CASSANDRA_MAX_DEDUP_WINDOW = 300_000
 
 
 class Settings(BaseSettings):
@@ -135,6 +139,18 @@ class Settings(BaseSettings):
     def _known_store(cls, value: str) -> str:
         if value not in STORES:
             raise ValueError(f"unknown store {value!r}; choose one of {', '.join(STORES)}")
+        return value
+
+    @field_validator("dedup_window")
+    @classmethod
+    def _window_fits_a_cassandra_commit(cls, value: int, info: ValidationInfo) -> int:
+        # Cassandra keeps the window's ids (~40 bytes each) in the ingester's partition, written
+        # by the commit batch, which must stay under the node's max_mutation_size (16 MiB).
+        if info.data.get("store") == "cassandra" and value > CASSANDRA_MAX_DEDUP_WINDOW:
+            raise ValueError(
+                f"at most {CASSANDRA_MAX_DEDUP_WINDOW:,} with the Cassandra store (a commit "
+                "carries the window's ids and must stay under max_mutation_size, 16 MiB)"
+            )
         return value
 
     @field_validator("stream_url")

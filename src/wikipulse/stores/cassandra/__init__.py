@@ -63,7 +63,8 @@ Sizes: every batch here writes one partition, and Cassandra exempts single-parti
 (half a commit-log segment: 16 MiB by default). A window slot holds at most `dedup_window` ids
 (~40 bytes each: 4 MB for the default 100,000), so the commit stays far below it whatever
 WIKIPULSE_BATCH_MAX_EVENTS is; the largest default batch (50,000 events) is tested on a real node.
-A `dedup_window` above ~350,000 ids could exceed it.
+A `dedup_window` above ~350,000 ids could exceed it, so the settings refuse more than 300,000
+with this store (`config.CASSANDRA_MAX_DEDUP_WINDOW`, exit 2 naming WIKIPULSE_DEDUP_WINDOW).
 
 Cost per batch: one Paxos round for the commit, and per shard holding users this process has not
 yet seen counted (a bounded memory of confirmed users skips the rest) one Paxos round when all
