@@ -231,6 +231,8 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in started:
         proc.stop()
+        # Shown with a failure only (captured output): what each process said, to the end.
+        print(f"--- {proc.role} ({proc.log.name}) ---\n{proc.log.read_text()[-6000:]}")
 
 
 @pytest.fixture
@@ -388,8 +390,12 @@ def _run_failover(
             assert _windowed_total(api) == with_dt
             if how == "stop":
                 old = holder.lease()
-                assert old["held"] is False
-                assert old["last_commit_started_at"] < failed_at
+                if old["held"]:
+                    # The new holder missed a renewal since (a loaded machine): the old one may
+                    # win a later term of its own -- a newer token, never the one it was paused in.
+                    assert old["token"] > lease["token"]
+                else:
+                    assert old["last_commit_started_at"] < failed_at
                 assert holder.status()["role"] == "ingest"
         finally:
             poller.stop()
