@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from datafiles import generated, memory_dir
+from datafiles import compile_package, generated, memory_dir
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -108,6 +108,8 @@ def main() -> None:
     args = parser.parse_args()
 
     data = generated(args.events, args.seed, args.dir)
+    package = compile_package()
+    print(f"bytecode of {package} compiled, as an installed package has it", file=sys.stderr)
     wikipulse = [sys.executable, "-m", "wikipulse"]
     db_dir = Path(tempfile.mkdtemp(prefix="wikipulse-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("WIKIPULSE_")}
