@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from wikipulse.utf8 import valid_utf8
+
 __all__ = [
     "CANARY_DOMAIN",
     "DECODE_ERRORS",
@@ -68,7 +70,7 @@ class RecentChange(msgspec.Struct, frozen=True, gc=False):
 # One decoder for the life of the process: building it compiles the schema once.
 _decode_json = msgspec.json.Decoder(RecentChange).decode
 #: msgspec's decoding alone, for hot loops: it checks the UTF-8 only of the strings it reads,
-#: so callers must first validate the bytes (`data.decode()`) as `decode_unchecked` does.
+#: so callers must first check the bytes (`utf8.valid_utf8`) as `decode_unchecked` does.
 decode_json_only = _decode_json
 
 #: What `decode_unchecked` raises on bytes that are not a RecentChange.
@@ -81,8 +83,8 @@ def decode_unchecked(data: bytes | str) -> RecentChange:
     msgspec checks the UTF-8 of the strings it reads but skips the rest unchecked, so bytes
     are validated whole first: bad UTF-8 anywhere makes the event malformed, as JSON says.
     """
-    if not isinstance(data, str) and not data.isascii():
-        data.decode()
+    if not isinstance(data, str) and not valid_utf8(data):
+        data.decode()  # raises, with the codec's message
     return _decode_json(data)
 
 

@@ -18,6 +18,7 @@ from wikipulse.events import (
     decode,
     decode_json_only,
 )
+from wikipulse.utf8 import valid_utf8
 from wikipulse.windows import MINUTE_CACHE, WindowDelta, minute_of
 
 __all__ = ["Aggregator", "Batch", "Counters", "Outcome", "Partial", "Stats"]
@@ -190,9 +191,9 @@ class Aggregator:
         last_meta: Meta | None = None
         for raw in raws:
             try:
-                # Bad UTF-8 anywhere makes the event malformed (see events.py); an ASCII line
-                # cannot hold any, and checking that is a quarter of the cost of decoding.
-                if not raw.isascii():
+                # Bad UTF-8 anywhere makes the event malformed (see events.py): checked in C
+                # (utf8.py); only a line that fails is decoded, for the codec's message.
+                if not valid_utf8(raw):
                     raw.decode()
                 event = decode_raw(raw)
             except DECODE_ERRORS as exc:

@@ -3,16 +3,16 @@
 `Aggregator.fold` is the reference: it checks, decodes and folds one line at a time, and
 exactly that is done here for any block that holds a line it would refuse (garbage, a blank
 line, a wrong type, bad UTF-8). A block whose every line is a valid event, the usual case,
-goes through C-level loops instead: the UTF-8 check of the non-ASCII lines and msgspec's
-decoding of every line are each one `map`, and only the fold of the decoded events runs as
+goes through C-level loops instead: the UTF-8 check of every line is one call (utf8.py),
+msgspec's decoding of every line one `map`, and only the fold of the decoded events runs as
 Python code. The outcome is the same as `Aggregator.fold(lines, dedup=False)`, event for
 event (tests/test_replay_bulk.py compares both on hostile inputs).
 
 Why not one msgspec call per block (the lines joined into a JSON array, or
 `Decoder.decode_lines`)? msgspec checks the UTF-8 only of the strings it decodes: bad bytes
-in a skipped field or an unknown key pass (tried on msgspec 0.23), so every non-ASCII line
-must still be decoded by Python on its own, which needs the lines split anyway (decoding a
-whole block at once is 3x slower: its string widens to 4 bytes a character). Joining them
+in a skipped field or an unknown key pass (tried on msgspec 0.23), so every line must still
+be checked on its own, which needs the lines split anyway (decoding a whole block at once is
+3x slower: its string widens to 4 bytes a character). Joining them
 again, and proving that each line held exactly one value (a value may span lines, or two
 share one, and the counts can still agree), cost more than the per-call overhead it saves:
 2.1-3.1 µs per event against 2.1 one line at a time (split, check, decode), measured on the
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections import deque
 from collections.abc import Iterator
-from itertools import filterfalse, islice
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
 from wikipulse.events import CANARY_DOMAIN, DECODE_ERRORS, RecentChange, decode_json_only
 from wikipulse.stats import Aggregator
+from wikipulse.utf8 import all_valid_utf8
 from wikipulse.windows import MINUTE_CACHE, minute_of
 
 __all__ = ["BLOCK_LINES", "fold_block", "fold_decoded", "iter_blocks", "line_span"]
@@ -84,15 +84,17 @@ def iter_blocks(
 
 def fold_block(agg: Aggregator, lines: list[bytes]) -> None:
     """Fold NDJSON lines as `agg.fold(lines, dedup=False)` does, in bulk when all are valid."""
-    try:
-        # Bad UTF-8 anywhere makes an event malformed (see events.py); ASCII lines have none.
-        deque(map(bytes.decode, filterfalse(bytes.isascii, lines)), 0)
-        events = list(map(decode_json_only, lines))
-    except DECODE_ERRORS:
-        # Some line is refused: fold the block line by line, counting exactly what is.
-        agg.fold(lines, dedup=False)
-        return
-    fold_decoded(agg, events)
+    # Bad UTF-8 anywhere makes an event malformed (see events.py), whatever msgspec reads.
+    if all_valid_utf8(lines):
+        try:
+            events = list(map(decode_json_only, lines))
+        except DECODE_ERRORS:
+            pass
+        else:
+            fold_decoded(agg, events)
+            return
+    # Some line is refused: fold the block line by line, counting exactly what is.
+    agg.fold(lines, dedup=False)
 
 
 def fold_decoded(agg: Aggregator, events: list[RecentChange]) -> None:
