@@ -13,13 +13,9 @@ import pytest
 from argon2 import PasswordHasher, Type
 from pydantic import SecretStr
 
-from wikipulse.auth import (
-    Authenticator,
-    InvalidToken,
-    hash_password,
-    prepare_credentials,
-)
+from wikipulse.auth import Authenticator, InvalidToken, hash_password
 from wikipulse.config import ConfigError, Settings, load_settings
+from wikipulse.credentials import prepare_credentials
 
 # Cheap argon2 parameters keep the suite fast; verification reads them from each hash.
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

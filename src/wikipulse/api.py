@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel
 
 from wikipulse import __version__
 from wikipulse.auth import LoginBusy, bearer_subject
 from wikipulse.fastpath import snapshot_response
+from wikipulse.login_form import LOGIN_BODY_DOC, read_login
 from wikipulse.ratelimit import client_address
 
 if TYPE_CHECKING:
     from wikipulse.bootstrap import Services
 
 __all__ = [
-    "LoginForm",
     "ReadyResponse",
     "StatsResponse",
     "StatusResponse",
@@ -30,20 +28,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# A login body is a few dozen bytes; anything far larger is refused before parsing.
-_MAX_LOGIN_BODY = 8 * 1024
 _RETRY_AFTER_SECONDS = "5"
-
-
-class LoginForm(BaseModel):
-    """Credentials, as JSON or as the OAuth2 password form."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    username: str = Field(min_length=1, max_length=256)
-    password: str = Field(min_length=1, max_length=1024)
-    # Sent by OAuth2 clients such as the docs' "Authorize" dialog; only `password` is known.
-    grant_type: Literal["password"] | None = None
 
 
 class TokenResponse(BaseModel):
@@ -90,17 +75,6 @@ class ErrorResponse(BaseModel):
 
     detail: str
 
-
-_FORM_SCHEMA = LoginForm.model_json_schema()
-_LOGIN_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": _FORM_SCHEMA},
-            "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
-        },
-    }
-}
 
 # Routes only: the router holds no state, everything lives in `app.state.services`.
 router = APIRouter()
@@ -170,7 +144,7 @@ async def get_metrics(request: Request) -> Response:
     "/login",
     response_model=TokenResponse,
     tags=["auth"],
-    openapi_extra=_LOGIN_BODY_DOC,
+    openapi_extra=LOGIN_BODY_DOC,
     responses={
         401: {"model": ErrorResponse, "description": "Wrong user name or password"},
         413: {"model": ErrorResponse, "description": "Body too large"},
@@ -189,7 +163,7 @@ async def login(request: Request, response: Response) -> TokenResponse:
     Attempts are rate-limited per client address and per user name (429 with Retry-After),
     and the password checks waiting at once are bounded (503 with Retry-After).
     """
-    form = await _read_login(request)
+    form = await read_login(request)
     services = _services(request)
     auth, guard = services.auth, services.login_guard
     peer = request.client.host if request.client else None
@@ -272,47 +246,3 @@ def _unavailable(detail: str) -> HTTPException:
         detail=detail,
         headers={"Retry-After": _RETRY_AFTER_SECONDS},
     )
-
-
-async def _read_login(request: Request) -> LoginForm:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    form_encoded = media_type == "application/x-www-form-urlencoded"
-    if not form_encoded and media_type not in ("application/json", ""):
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            "send application/json or application/x-www-form-urlencoded",
-        )
-    body = await _read_body(request, _MAX_LOGIN_BODY)
-    try:
-        if not form_encoded:
-            return LoginForm.model_validate_json(body)
-        try:
-            fields = parse_qsl(
-                body.decode("utf-8"),
-                keep_blank_values=True,
-                errors="strict",
-                max_num_fields=16,
-            )
-        except (UnicodeDecodeError, ValueError):
-            raise RequestValidationError(
-                [{"type": "value_error", "loc": ("body",), "msg": "malformed form body"}]
-            ) from None
-        return LoginForm.model_validate(dict(fields))
-    except ValidationError as exc:
-        # Without `input`: a 422 must not echo the password back (it may end up in a log).
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in errors]
-        ) from None
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
-    return bytes(body)

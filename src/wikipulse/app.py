@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from wikipulse import __version__
 from wikipulse.api import router
 from wikipulse.api_windows import router as windows_router
-from wikipulse.auth import Authenticator, prepare_credentials
+from wikipulse.auth import Authenticator
 from wikipulse.bootstrap import (
     EventSource,
     Services,
@@ -28,6 +28,7 @@ from wikipulse.bootstrap import (
 )
 from wikipulse.broadcast import CommitObservers, LiveFeed, store_newest_bucket, store_stats
 from wikipulse.consumer import ConsumerState
+from wikipulse.credentials import prepare_credentials
 from wikipulse.dashboard import router as dashboard_router
 from wikipulse.docs import install_docs
 from wikipulse.fastpath import StatsFastPath

@@ -1,14 +1,17 @@
-"""Authentication: argon2 password checks, HS256 JWT issue and verify, the Bearer dependency."""
+"""Authentication: argon2 password checks, HS256 JWT issue and verify, the Bearer dependency.
+
+The credentials `serve` starts with (a configured secret and users, or invented ones) are
+made in credentials.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import Annotated, Any
 
 import anyio
 import jwt
@@ -18,11 +21,6 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from wikipulse.config import ConfigError
-
-if TYPE_CHECKING:
-    from wikipulse.config import Settings
-
 __all__ = [
     "ALGORITHM",
     "Authenticator",
@@ -30,7 +28,6 @@ __all__ = [
     "LoginBusy",
     "bearer_subject",
     "hash_password",
-    "prepare_credentials",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,7 +45,6 @@ _VERIFIED_CACHE_SIZE = 1024
 _CONCURRENT_CHECKS = 4
 #: Checks waiting or running at once; past that `authenticate` refuses at once (LoginBusy).
 DEFAULT_QUEUE_MAX = 8
-DEFAULT_ADMIN = "admin"
 
 
 class InvalidToken(Exception):
@@ -219,72 +215,6 @@ class Authenticator:
         if len(verified) >= _VERIFIED_CACHE_SIZE:
             del verified[next(iter(verified))]  # the oldest entry
         verified[token] = (subject, float(exp) + _LEEWAY_SECONDS)
-
-
-def prepare_credentials(
-    settings: Settings,
-    *,
-    hasher: PasswordHasher | None = None,
-    stderr: TextIO | None = None,
-) -> Authenticator:
-    """Build the Authenticator for `serve`, inventing a JWT secret and an admin if none is set.
-
-    A missing secret is replaced by a random one, with a warning that tokens die with the
-    process. With no users, `admin` gets a random password printed once to stderr (never to the
-    log, which may be shipped elsewhere). Raises ConfigError if a configured hash is unusable.
-    """
-    hasher = hasher or PasswordHasher()
-    for name, stored in settings.users.items():
-        try:
-            extract_parameters(stored)
-        except InvalidHashError:
-            raise ConfigError(
-                f"invalid setting WIKIPULSE_USERS: the hash of user {name!r} is not a valid "
-                "argon2 hash (make one with `wikipulse hash-password`)"
-            ) from None
-    if settings.jwt_secret is not None:
-        secret = settings.jwt_secret
-    else:
-        secret = SecretStr(secrets.token_urlsafe(48))
-        log.warning(
-            "WIKIPULSE_JWT_SECRET is not set: signing tokens with a random secret, so every "
-            "token stops working when this process exits and no other replica accepts them"
-        )
-    users = dict(settings.users)
-    if not users:
-        password = secrets.token_urlsafe(18)
-        users[DEFAULT_ADMIN] = hasher.hash(password)
-        _announce_admin(password, stderr or sys.stderr)
-        log.warning(
-            "no users configured (WIKIPULSE_USERS): created user %r with a one-time random "
-            "password, printed on standard error",
-            DEFAULT_ADMIN,
-        )
-    return Authenticator(
-        secret,
-        users,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        ttl_seconds=settings.jwt_ttl_seconds,
-        hasher=hasher,
-        queue_max=settings.login_queue_max,
-    )
-
-
-def _announce_admin(password: str, out: TextIO) -> None:
-    out.write(
-        "\n"
-        f"wikipulse: no users are configured, so user {DEFAULT_ADMIN!r} was created with "
-        "password:\n"
-        "\n"
-        f"    {password}\n"
-        "\n"
-        "This password is shown only this once and lasts until the process exits.\n"
-        "To set one permanently, run `wikipulse hash-password`, then start with\n"
-        f"    WIKIPULSE_USERS='{DEFAULT_ADMIN}:<the printed hash>'\n"
-        "\n"
-    )
-    out.flush()
 
 
 # A declaration with no state; it also puts the bearer scheme into the OpenAPI document.
