@@ -1,14 +1,8 @@
 """The PostgreSQL store: asyncpg, a connection pool, one transaction per batch, exactly-once.
 
-Tables (in a configurable schema, `public` by default, set as each connection's search_path):
-
-- `wp_state`: one row with total, bots, distinct_users, the position, the count of event ids
-  ever recorded (`ids_end`) and the token of the last batch committed (the idempotence key).
-- `wp_servers(name, events)`: per-server counts, upserted from two unnest()ed arrays.
-- `wp_users(name)`: every user seen; the rows an `ON CONFLICT DO NOTHING` insert returns are the
-  new users, so the exact distinct count is kept in `wp_state`.
-- `wp_recent(seq, end_offset, ids text[])`: the dedup window, one row per batch, trimmed to the
-  rows holding the newest `dedup_window` ids.
+Tables (in a configurable schema, `public` by default, set as each connection's search_path)
+and the statements of a commit are in `postgres_sql.py`: the counters, the users (whose new
+rows keep the distinct count exact) and the dedup window, one row of ids per batch.
 
 Time windows (`postgres_windows.py`) are written by the same transaction, so they are exactly
 once like the counters; a background task prunes them behind the newest event time.
@@ -39,6 +33,7 @@ from wikipulse.stores import (
     postgres_windows,
     window_tables,
 )
+from wikipulse.stores import postgres_sql as sql
 from wikipulse.stores.postgres_lease import LEASE_DDL, PostgresLease, check_in_transaction
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
@@ -57,43 +52,6 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
-)
-# Every statement names tables without a schema: connections set `search_path` to it.
-_DDL = """
-CREATE TABLE IF NOT EXISTS wp_state (
-    id smallint PRIMARY KEY CHECK (id = 1),
-    total bigint NOT NULL DEFAULT 0,
-    bots bigint NOT NULL DEFAULT 0,
-    distinct_users bigint NOT NULL DEFAULT 0,
-    position text,
-    ids_end bigint NOT NULL DEFAULT 0,
-    last_batch text
-);
-INSERT INTO wp_state (id) VALUES (1) ON CONFLICT DO NOTHING;
--- Byte order ("C"): names are only ever compared for equality, and a byte comparison is
--- cheaper than the database's locale; it is also the order the store sorts its inserts in.
-CREATE TABLE IF NOT EXISTS wp_servers (name text COLLATE "C" PRIMARY KEY, events bigint NOT NULL);
-CREATE TABLE IF NOT EXISTS wp_users (name text COLLATE "C" PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS wp_recent (
-    seq bigserial PRIMARY KEY, end_offset bigint NOT NULL, ids text[] NOT NULL
-);
-"""
-_LOCK_STATE = "SELECT ids_end, last_batch FROM wp_state WHERE id = 1 FOR UPDATE"
-# The inserted rows are the new users: their count keeps distinct_users exact.
-_INSERT_USERS = (
-    "WITH new AS (INSERT INTO wp_users (name) SELECT unnest($1::text[]) "
-    "ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM new"
-)
-_UPSERT_SERVERS = (
-    "INSERT INTO wp_servers AS t (name, events) SELECT * FROM unnest($1::text[], $2::bigint[]) "
-    "ON CONFLICT (name) DO UPDATE SET events = t.events + excluded.events"
-)
-_INSERT_RECENT = "INSERT INTO wp_recent (end_offset, ids) VALUES ($1, $2)"
-_TRIM_RECENT = "DELETE FROM wp_recent WHERE end_offset <= $1"
-_UPDATE_STATE = (
-    "UPDATE wp_state SET total = total + $1, bots = bots + $2, "
-    "distinct_users = distinct_users + $3, position = coalesce($4, position), "
-    "ids_end = $5, last_batch = $6 WHERE id = 1"
 )
 
 
@@ -170,7 +128,7 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._schema)
             # The name is checked against _SCHEMA_NAME, so quoting it is enough.
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
-            await conn.execute(_DDL)
+            await conn.execute(sql.DDL)
             await postgres_windows.drop_old_tables(conn)
             await conn.execute(postgres_windows.WINDOW_DDL)
             await postgres_windows.upgrade_blobs(conn)
@@ -221,18 +179,18 @@ class PostgresStore:
         self, conn: asyncpg.Connection, batch: Batch, users: set[str]
     ) -> window_tables.WriterState | None:
         """Run every statement of a commit in the open transaction; return the windows' state."""
-        ids_end, last_batch = await conn.fetchrow(_LOCK_STATE)
+        ids_end, last_batch = await conn.fetchrow(sql.LOCK_STATE)
         if batch.token == last_batch:
             return None  # committed before, but the caller never heard so: do not count it twice
         ids = batch.event_ids
         new_users = 0
         if users:
             # Sorted, so that two writers lock the same rows in the same order (no deadlock).
-            new_users = await conn.fetchval(_INSERT_USERS, sorted(users))
+            new_users = await conn.fetchval(sql.INSERT_USERS, sorted(users))
         if batch.by_server_name:
             names = sorted(batch.by_server_name)
             counts = [batch.by_server_name[name] for name in names]
-            await conn.execute(_UPSERT_SERVERS, names, counts)
+            await conn.execute(sql.UPSERT_SERVERS, names, counts)
         windows = await postgres_windows.write(
             conn, batch.windows, self._win_state, last_batch, batch.token
         )
@@ -240,10 +198,16 @@ class PostgresStore:
             # The window protects a resume from the position; a batch without a position
             # (an NDJSON replay) cannot be resumed from, so its ids need not be kept.
             ids_end += len(ids)
-            await conn.execute(_INSERT_RECENT, ids_end, ids)
-            await conn.execute(_TRIM_RECENT, ids_end - self._window)
+            await conn.execute(sql.INSERT_RECENT, ids_end, ids)
+            await conn.execute(sql.TRIM_RECENT, ids_end - self._window)
         await conn.execute(
-            _UPDATE_STATE, batch.total, batch.bots, new_users, batch.position, ids_end, batch.token
+            sql.UPDATE_STATE,
+            batch.total,
+            batch.bots,
+            new_users,
+            batch.position,
+            ids_end,
+            batch.token,
         )
         return windows
 
