@@ -371,7 +371,7 @@ async def test_claims_of_any_size_use_the_statements_prepared_on_open() -> None:
     what a store prepares, and a statement per size (hundreds) overflowed its cache."""
     node = FakeCluster()
     store = await _opened(node)
-    session = store._session
+    session = store._cql.session
     assert session is not None
     prepared = []
     for seq, count in enumerate((1, 7, 130, 1000, 333), start=1):

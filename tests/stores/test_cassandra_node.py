@@ -100,7 +100,7 @@ async def test_migrate_moves_claims_of_the_256_shard_layout(cassandra_keyspace: 
     store = _store(cassandra_keyspace)
     await store.open()
     try:
-        session = store._session
+        session = store._cql.session
         assert session is not None
         old = [f"Old user {i}" for i in range(300)]
         for name in old:  # as the earlier layout placed them, claimed by another ingester

@@ -13,16 +13,24 @@ import enum
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from wikipulse.stores.cassandra.schema import CLAIMS_PER_BATCH, USER_SHARDS, shard_of
 
-__all__ = ["Claims", "Execute", "ExecuteRows", "Verdict"]
+__all__ = ["Claims", "Runner", "Verdict"]
 
-#: Run a prepared statement by name with its values.
-Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
-#: Run a prepared single-row statement by name over many rows of one partition, as one batch.
-ExecuteRows = Callable[[str, Sequence[Sequence[Any]]], Awaitable[list[dict[str, Any]]]]
+
+class Runner(Protocol):
+    """What claims run their statements with (the store's `statements.Cql`)."""
+
+    async def execute(self, name: str, params: Sequence[Any], /) -> list[dict[str, Any]]:
+        """Run a prepared statement by name with its values."""
+
+    async def execute_rows(
+        self, name: str, rows: Sequence[Sequence[Any]], /
+    ) -> list[dict[str, Any]]:
+        """Run a prepared single-row statement over many rows of one partition, as one batch."""
+
 
 _IN_FLIGHT = USER_SHARDS  # claim batches in flight at once (every shard), bounding the load
 _REMEMBERED = 200_000  # users known to be counted, skipped without a round trip
@@ -75,8 +83,7 @@ class Claims:
         self,
         names: Iterable[str],
         seq: int,
-        execute: Execute,
-        execute_rows: ExecuteRows,
+        cql: Runner,
         refresh: Callable[[], Awaitable[dict[str, int]]],
     ) -> int:
         """Claim the users no commit has counted yet; return how many this batch counts.
@@ -103,9 +110,7 @@ class Claims:
             counted = 0
             for start in range(0, len(todo), CLAIMS_PER_BATCH):
                 group = todo[start : start + CLAIMS_PER_BATCH]
-                counted += await self._claim_group(
-                    number, group, seq, execute, execute_rows, verdict
-                )
+                counted += await self._claim_group(number, group, seq, cql, verdict)
             return counted
 
         shards: dict[int, list[str]] = {}
@@ -125,8 +130,7 @@ class Claims:
         shard: int,
         names: list[str],
         seq: int,
-        execute: Execute,
-        execute_rows: ExecuteRows,
+        cql: Runner,
         verdict: Callable[[Mapping[str, Any]], Awaitable[Verdict]],
     ) -> int:
         """Claim some users of one shard by conditional batches; return how many count here."""
@@ -140,7 +144,7 @@ class Claims:
             left: list[str] = []
             if insert:
                 rows = [(shard, n, me, epoch, seq) for n in insert]
-                if (await execute_rows("claim", rows))[0]["[applied]"]:
+                if (await cql.execute_rows("claim", rows))[0]["[applied]"]:
                     counted += len(insert)
                 else:
                     left += insert
@@ -158,14 +162,14 @@ class Claims:
                     ]
                     for old in reclaim
                 ]
-                if (await execute_rows("reclaim", taken))[0]["[applied]"]:
+                if (await cql.execute_rows("reclaim", taken))[0]["[applied]"]:
                     counted += len(reclaim)
                 else:
                     left += [old["name"] for old in reclaim]
             if not left:
                 break
             # Someone holds at least one of these names: see whose each claim is.
-            claims = {row["name"]: row for row in await execute("claims", [shard, left])}
+            claims = {row["name"]: row for row in await cql.execute("claims", [shard, left])}
             insert, reclaim = [], []
             for name in left:
                 held = claims.get(name)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from wikipulse.stores.cassandra import driver
 
-__all__ = ["Statements"]
+__all__ = ["Cql", "Statements"]
 
 #: Statements prepared on first use, at DEBUG beside the commit timings (a commit that meets
 #: a new shape waits for its preparation).
@@ -76,3 +76,27 @@ class Statements:
                 self._pending.pop(name, None)
         self._prepared[name] = prepared
         return prepared
+
+
+class Cql:
+    """The store's session, once open, and its prepared statements: statements run by name."""
+
+    def __init__(self, statements: Statements) -> None:
+        self.statements = statements
+        self.session: driver.CqlSession | None = None
+
+    async def _prepared(self, name: str) -> tuple[driver.CqlSession, Any]:
+        session = self.session
+        if session is None:
+            raise RuntimeError("the Cassandra store is not open")
+        return session, await self.statements.get(session, name)
+
+    async def execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
+        """Run the statement `name` with `params`."""
+        session, prepared = await self._prepared(name)
+        return await driver.execute(session, prepared, params)
+
+    async def execute_rows(self, name: str, rows: Sequence[Sequence[Any]]) -> driver.Rows:
+        """Run a single-row statement over many rows of one partition, as one batch."""
+        session, prepared = await self._prepared(name)
+        return await driver.execute(session, driver.row_batch(prepared, rows))

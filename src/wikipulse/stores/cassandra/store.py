@@ -19,7 +19,7 @@ from wikipulse.stores.cassandra.partition import Partition, parse
 from wikipulse.stores.cassandra.recent import RecentSlots
 from wikipulse.stores.cassandra.reshard import move_old_claims
 from wikipulse.stores.cassandra.schema import STATEMENTS, schema_cql, statement
-from wikipulse.stores.cassandra.statements import Statements
+from wikipulse.stores.cassandra.statements import Cql, Statements
 from wikipulse.stores.cassandra.window_read import WindowQueries, WindowReader
 from wikipulse.stores.cassandra.windows import Staged, WindowWriter
 
@@ -79,9 +79,9 @@ class CassandraStore(WindowQueries):
         self._me = ingester_id
         self._recent = RecentSlots(dedup_window)
         self._create_schema = create_schema
-        self._session = session
         self._own_cluster: Any = None
-        self._stmts = Statements(statement)
+        self._cql = Cql(Statements(statement))
+        self._cql.session = session
         self._claims = Claims(ingester_id)
         self._failed_token: str | None = None
         self._state = Partition()
@@ -133,10 +133,12 @@ class CassandraStore(WindowQueries):
         await driver.blocking(session.set_keyspace, self._keyspace)
         _, serial = driver.consistency_levels(self._consistency)
         # A SERIAL read settles by Paxos any commit whose outcome was never acknowledged.
-        await self._stmts.prepare_all(session, STATEMENTS, ("load", "epochs", "claims"), serial)
+        await self._cql.statements.prepare_all(
+            session, STATEMENTS, ("load", "epochs", "claims"), serial
+        )
         # The statements every commit of a stream uses, prepared now rather than by the first
         # commit (which otherwise took ~1 s: issue #8's latency is over every commit).
-        await asyncio.gather(*(self._stmts.get(session, name) for name in _WARM))
+        await asyncio.gather(*(self._cql.statements.get(session, name) for name in _WARM))
         part = await self._load()
         if part.seq is None:
             await self._execute("init", [self._me])
@@ -170,10 +172,10 @@ class CassandraStore(WindowQueries):
     async def _lease_execute(
         self, name: str, cql: str, params: Sequence[Any], serial: bool
     ) -> driver.Rows:
-        if name not in self._stmts and self._session is not None:
+        if name not in self._cql.statements and self._cql.session is not None:
             # a read at SERIAL sees the outcome of every lease transaction
             level = driver.consistency_levels(self._consistency)[1] if serial else None
-            await self._stmts.add(self._session, name, cql, level)
+            await self._cql.statements.add(self._cql.session, name, cql, level)
         return await self._execute(name, params)
 
     async def commit(self, batch: Batch) -> None:
@@ -194,11 +196,7 @@ class CassandraStore(WindowQueries):
         started = time.perf_counter()
         # Claims and window versions are independent: written side by side, before the commit.
         (new_users, claim_s), (staged, window_s) = await asyncio.gather(
-            _timed(
-                self._claims.claim(
-                    batch.users, seq, self._execute, self._execute_rows, self._epochs
-                )
-            ),
+            _timed(self._claims.claim(batch.users, seq, self._cql, self._epochs)),
             _timed(
                 self._windows.stage(batch.windows, seq, self._claims.epoch, self._claims.epochs)
             ),
@@ -285,12 +283,12 @@ class CassandraStore(WindowQueries):
         sealer.forget()
         cluster, self._own_cluster = self._own_cluster, None
         if cluster is not None:
-            self._session = None
+            self._cql.session = None
             await asyncio.to_thread(cluster.shutdown)
 
     async def _connect(self) -> driver.CqlSession:
-        if self._session is not None:
-            return self._session
+        if self._cql.session is not None:
+            return self._cql.session
         cluster, session = await driver.connect(
             self._hosts,
             port=self._port,
@@ -298,7 +296,7 @@ class CassandraStore(WindowQueries):
             username=self._username,
             password=self._password,
         )
-        self._own_cluster, self._session = cluster, session
+        self._own_cluster, self._cql.session = cluster, session
         return session
 
     async def _migrate(self, session: driver.CqlSession) -> None:
@@ -308,17 +306,6 @@ class CassandraStore(WindowQueries):
         await driver.wait_for_schema(session)
         await move_old_claims(session, self._keyspace)
 
-    async def _prepared(self, name: str) -> tuple[driver.CqlSession, Any]:
-        session = self._session
-        if session is None:
-            raise RuntimeError("the Cassandra store is not open")
-        return session, await self._stmts.get(session, name)
-
     async def _execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
-        session, prepared = await self._prepared(name)
-        return await driver.execute(session, prepared, params)
-
-    async def _execute_rows(self, name: str, rows: Sequence[Sequence[Any]]) -> driver.Rows:
-        """Run a single-row statement over many rows of one partition, as one batch."""
-        session, prepared = await self._prepared(name)
-        return await driver.execute(session, driver.row_batch(prepared, rows))
+        """Every statement the store runs itself (tests wrap this to inject faults)."""
+        return await self._cql.execute(name, params)
