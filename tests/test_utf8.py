@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Callable
 from itertools import chain, product
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -33,8 +35,12 @@ C = _c_module()
 CHECKS: list[tuple[str, Callable[[bytes], bool], Callable[[list[bytes]], bool]]] = [
     ("python", utf8._valid_utf8, utf8._all_valid_utf8)
 ]
+LINES: list[tuple[str, Callable[..., tuple[list[bytes], int, bool]]]] = [
+    ("python", utf8._checked_lines)
+]
 if C is not None:
     CHECKS.append(("c", C.valid_utf8, C.all_valid_utf8))  # type: ignore[attr-defined]
+    LINES.append(("c", C.checked_lines))  # type: ignore[attr-defined]
 
 #: Bytes around every boundary of Table 3-7: lead bytes, the ranges their second byte may
 #: take (E0, ED, F0, F4 narrow it), continuation bytes and bytes that never appear.
@@ -108,6 +114,54 @@ def test_every_sequence_of_up_to_four_edge_bytes(
         if valid(data) is not _decodes(data) or valid(b"abcdefgh" + data) is not _decodes(data)
     ]
     assert wrong == []
+
+
+@pytest.mark.parametrize(("name", "checked_lines"), LINES, ids=[c[0] for c in LINES])
+@given(
+    data=st.lists(st.one_of(near_utf8, mixed, st.just(b"\n"), st.just(b"\r")), max_size=10).map(
+        b"".join
+    ),
+    cut=st.tuples(st.integers(0, 60), st.integers(0, 60)),
+    count=st.integers(0, 5),
+)
+def test_checked_lines_cut_and_check_as_a_split_would(
+    name: str,
+    checked_lines: Callable[..., tuple[list[bytes], int, bool]],
+    data: bytes,
+    cut: tuple[int, int],
+    count: int,
+) -> None:
+    """The lines are those of a split on newlines only, the offset is after them, and the flag
+    says whether all of them decode."""
+    start, stop = sorted(min(c, len(data)) for c in cut)
+    expected: list[bytes] = []
+    rest = data[start:stop]
+    while rest and len(expected) < count:  # \n only: splitlines would also cut at \r
+        line, newline, rest = rest.partition(b"\n")
+        expected.append(line + newline)
+    lines, end, valid = checked_lines(data, start, stop, count)
+    assert lines == expected
+    assert end == start + sum(map(len, expected))
+    assert valid is all(map(_decodes, expected))
+
+
+@pytest.mark.parametrize(("name", "checked_lines"), LINES, ids=[c[0] for c in LINES])
+def test_checked_lines_read_a_memory_map_and_refuse_a_bad_range(
+    tmp_path: Path, name: str, checked_lines: Callable[..., tuple[list[bytes], int, bool]]
+) -> None:
+    """A memory-mapped file is read in place; a range outside the data is a ValueError."""
+    path = tmp_path / "lines"
+    path.write_bytes(b"one\nzwei \xc3\xbc\n\xff\nlast")
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert checked_lines(mapped, 0, len(mapped), 2) == (
+            [b"one\n", "zwei ü\n".encode()],
+            12,
+            True,
+        )
+        assert checked_lines(mapped, 12, len(mapped), 9) == ([b"\xff\n", b"last"], 18, False)
+        for start, stop, count in ((0, 19, 1), (-1, 3, 1), (4, 3, 1), (0, 3, -1)):
+            with pytest.raises(ValueError, match="out of range"):
+                checked_lines(mapped, start, stop, count)
 
 
 def test_an_empty_list_is_valid_and_other_objects_are_refused() -> None:

@@ -8,6 +8,9 @@
  * Well-formed means what Python's strict UTF-8 codec accepts: the byte sequences of the
  * Unicode Standard's Table 3-7, so no overlong forms, no surrogates (U+D800-DFFF) and nothing
  * above U+10FFFF. tests/test_utf8.py checks every answer against `bytes.decode()`.
+ *
+ * `checked_lines` also cuts a replay worker's memory-mapped range into lines, checking each
+ * as it copies it out: one call a block instead of a `readline` a line plus a check.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -100,11 +103,54 @@ all_valid_utf8(PyObject *module, PyObject *lines)
     Py_RETURN_TRUE;
 }
 
+static PyObject *
+checked_lines(PyObject *module, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, stop, count;
+    if (!PyArg_ParseTuple(args, "y*nnn:checked_lines", &view, &start, &stop, &count)) {
+        return NULL;
+    }
+    if (start < 0 || stop > view.len || start > stop || count < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "checked_lines(): start, stop or count out of range");
+        return NULL;
+    }
+    const unsigned char *base = view.buf;
+    PyObject *lines = PyList_New(0);
+    int valid = 1;
+    Py_ssize_t pos = start;
+    while (lines != NULL && pos < stop && PyList_GET_SIZE(lines) < count) {
+        const unsigned char *newline = memchr(base + pos, '\n', (size_t)(stop - pos));
+        Py_ssize_t end = newline != NULL ? newline - base + 1 : stop;
+        if (valid && !well_formed(base + pos, end - pos)) {
+            valid = 0;
+        }
+        PyObject *line = PyBytes_FromStringAndSize((const char *)base + pos, end - pos);
+        if (line == NULL || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            Py_CLEAR(lines);
+            break;
+        }
+        Py_DECREF(line);
+        pos = end;
+    }
+    PyBuffer_Release(&view);
+    if (lines == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(NnO)", lines, pos, valid ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"valid_utf8", valid_utf8, METH_O,
      "valid_utf8(data, /)\n--\n\nWhether the bytes are well-formed UTF-8."},
     {"all_valid_utf8", all_valid_utf8, METH_O,
      "all_valid_utf8(lines, /)\n--\n\nWhether every bytes object of the list is well-formed UTF-8."},
+    {"checked_lines", checked_lines, METH_VARARGS,
+     "checked_lines(data, start, stop, count, /)\n--\n\n"
+     "Up to `count` lines of data[start:stop], each with its newline (the last one may have\n"
+     "none), the offset after them, and whether all of them are well-formed UTF-8."},
     {NULL, NULL, 0, NULL},
 };
 

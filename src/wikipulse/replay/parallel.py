@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from wikipulse.dedup import RecentIds
 from wikipulse.feeds import Folded
-from wikipulse.replay.bulk import fold_block, iter_blocks
+from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.pool import ForkPool
 from wikipulse.stats import Aggregator, Partial
 from wikipulse.windows import WindowDelta
@@ -163,8 +163,8 @@ def fold_range(
     was merged before, or folded again from its lines, which adds all of its users.
     """
     agg = Aggregator(RecentIds(1), windows=windows)
-    for lines in iter_blocks(path, start, end):
-        fold_block(agg, lines)
+    for lines, valid in checked_blocks(path, start, end):
+        fold_block(agg, lines, valid)
     agg.counters.duplicates = len(agg.batch.event_ids) - len(set(agg.batch.event_ids))
     c, b = agg.counters, agg.batch
     users = _new_users(folder, b.users) if folder else list(b.users)
