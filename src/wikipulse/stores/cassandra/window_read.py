@@ -20,14 +20,14 @@ import msgspec
 
 from wikipulse.stores.cassandra.window_blob import decode_counts, decode_keys
 from wikipulse.stores.cassandra.window_cql import minute_columns
-from wikipulse.stores.cassandra.window_seal import parse_stale
+from wikipulse.stores.cassandra.window_seal import Execute, parse_stale
 from wikipulse.stores.cassandra.window_sums import (
     add_counts,
     one_wiki_counts,
     one_wiki_users,
 )
 from wikipulse.stores.cassandra.window_top_read import TopReader
-from wikipulse.stores.cassandra.windows import Execute, committed_version
+from wikipulse.stores.cassandra.windows import committed_version
 from wikipulse.window_query import (
     FIVE_MINUTES,
     SeriesQuery,

@@ -51,6 +51,7 @@ _encode = msgspec.msgpack.Encoder().encode
 __all__ = [
     "GRACE",
     "Blobs",
+    "Execute",
     "Sealer",
     "Snapshot",
     "parse_stale",
@@ -159,6 +160,8 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
+#: Runs a named statement with its parameters, giving the rows as dicts (the store's
+#: `_execute`; declared here, where no driver is imported: sealing runs in worker processes).
 Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
 
 

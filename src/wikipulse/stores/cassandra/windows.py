@@ -46,20 +46,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cassandra.query import UNSET_VALUE
 
 from wikipulse.stores.cassandra.window_blob import Content, split_delta
-from wikipulse.stores.cassandra.window_seal import GRACE, Sealer, Snapshot, sealable
+from wikipulse.stores.cassandra.window_seal import GRACE, Execute, Sealer, Snapshot, sealable
 from wikipulse.window_query import FIVE_MINUTES
 from wikipulse.windows import HOUR, MINUTE, WindowDelta
 
-__all__ = ["Execute", "Staged", "WindowWriter", "committed_version"]
-
-Execute = Callable[[str, Sequence[Any]], Awaitable[list[dict[str, Any]]]]
+__all__ = ["Staged", "WindowWriter", "committed_version"]
 
 _MAX_TTL = 630_720_000  # Cassandra's limit: 20 years
 _KEEP_DECODED = 2 * MINUTE  # minutes this far behind the newest stay decoded in memory
