@@ -53,8 +53,8 @@ class Proc:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        base = f"http://127.0.0.1:{self.env['WIKIPULSE_PORT']}"
-        self.http = httpx.Client(base_url=base, timeout=5)
+        self._base = f"http://127.0.0.1:{self.env['WIKIPULSE_PORT']}"
+        self.http = httpx.Client(base_url=self._base, timeout=5)
         self._token: str | None = None
 
     def wait_up(self) -> None:
@@ -95,8 +95,15 @@ class Proc:
         return body
 
     def signal(self, signum: int) -> None:
-        """Send a signal."""
+        """Send a signal, then talk to the process over new connections.
+
+        A process paused past its server's keep-alive timeout closes its idle connections the
+        moment it runs again: a request sent on one of them then meets a reset (CI saw
+        `Connection reset by peer` from the first /status after SIGCONT).
+        """
         self.proc.send_signal(signum)
+        self.http.close()
+        self.http = httpx.Client(base_url=self._base, timeout=5)
 
     def stop(self) -> None:
         """SIGTERM (after SIGCONT, should it be stopped) and wait; SIGKILL if it hangs."""
