@@ -13,7 +13,7 @@ from tests.support.counting import expected_stats
 from tests.support.generated import generate
 from wikipulse.dedup import RecentIds
 from wikipulse.replay import parallel
-from wikipulse.replay.bulk import fold_block, iter_blocks
+from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.parallel import fold_range, read_range, split_ranges
 from wikipulse.stats import Aggregator
 
@@ -109,7 +109,7 @@ def test_blocks_cover_every_line_of_a_range_once(tmp_path: Path) -> None:
             for start, end in split_ranges(size, range_bytes, tail=3 * range_bytes):
                 got = [
                     line.rstrip(b"\n")
-                    for block in iter_blocks(path, start, end, 3)
+                    for block, _ in checked_blocks(path, start, end, 3)
                     for line in block
                 ]
                 assert got == [line.rstrip(b"\n") for line in read_range(path, start, end)]
@@ -119,7 +119,7 @@ def test_an_empty_file_has_no_blocks(tmp_path: Path) -> None:
     """A file of zero bytes gives no block (a memory map of it cannot be made)."""
     path = tmp_path / "empty"
     path.write_bytes(b"")
-    assert list(iter_blocks(path, 0, 10)) == []
+    assert list(checked_blocks(path, 0, 10)) == []
 
 
 @pytest.mark.parametrize("size", [0, 1, 99, 100, 101, 1000, 12_345])

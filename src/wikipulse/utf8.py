@@ -27,11 +27,7 @@ Lines = bytes | mmap
 
 
 def _valid_utf8(data: bytes | bytearray | memoryview | mmap) -> bool:
-    try:
-        (data if isinstance(data, bytes | bytearray) else bytes(data)).decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+    return _all_valid_utf8([data if isinstance(data, bytes) else bytes(data)])
 
 
 def _all_valid_utf8(lines: list[bytes]) -> bool:

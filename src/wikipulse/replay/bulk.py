@@ -37,7 +37,6 @@ __all__ = [
     "checked_blocks",
     "fold_block",
     "fold_decoded",
-    "iter_blocks",
     "line_span",
 ]
 
@@ -90,21 +89,15 @@ def checked_blocks(
                 yield block, valid
 
 
-def iter_blocks(
-    path: Path, start: int, end: int, lines: int = BLOCK_LINES
-) -> Iterator[list[bytes]]:
-    """The lines whose first byte lies in [start, end), `lines` at a time, newlines kept."""
-    for block, _ in checked_blocks(path, start, end, lines):
-        yield block
-
-
 def fold_block(agg: Aggregator, lines: list[bytes], valid: bool | None = None) -> None:
     """Fold NDJSON lines as `agg.fold(lines, dedup=False)` does, in bulk when all are valid.
 
     `valid` says whether every line is well-formed UTF-8, when the caller checked already.
     """
+    if valid is None:
+        valid = all_valid_utf8(lines)
     # Bad UTF-8 anywhere makes an event malformed (see events.py), whatever msgspec reads.
-    if valid if valid is not None else all_valid_utf8(lines):
+    if valid:
         try:
             events = list(map(decode_json_only, lines))
         except DECODE_ERRORS:
