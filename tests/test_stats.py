@@ -72,6 +72,26 @@ def test_bulk_and_one_by_one_windows_agree(ids: list[str], capacity: int) -> Non
     assert len(one) >= min(capacity, len(distinct))
 
 
+@given(
+    st.lists(st.integers(0, 30).map(str), max_size=40),
+    st.lists(st.lists(st.integers(0, 40).map(str), max_size=12), max_size=8),
+    st.integers(1, 9),
+)
+def test_add_new_adds_distinct_new_ids_or_leaves_the_window_as_it_was(
+    start: list[str], parts: list[list[str]], capacity: int
+) -> None:
+    """`add_new` answers whether the ids are distinct and none is in the window (checked here
+    with plain sets); if so the window is that of adding them one by one, else unchanged."""
+    window, reference = RecentIds(capacity, start), RecentIds(capacity, start)
+    for ids in parts:
+        before = (set(window._new), set(window._old))
+        fresh = len(set(ids)) == len(ids) and not any(x in before[0] | before[1] for x in ids)
+        assert window.add_new(ids) is fresh
+        if fresh:
+            assert all(reference.add(x) for x in ids)
+        assert (window._new, window._old) == (reference._new, reference._old)
+
+
 def test_take_starts_a_new_batch() -> None:
     """After take(), the next events fold into a fresh batch."""
     agg = Aggregator(RecentIds(10))
@@ -128,7 +148,7 @@ def _partial_of(lines: list[bytes]) -> Partial:
     b, c = worker.batch, worker.counters
     ids = b.event_ids
     return Partial(
-        b.total, b.bots, b.by_server_name, ids, sorted(b.users), len(ids) - len(set(ids)),
+        b.total, b.bots, b.by_server_name, ids, sorted(b.users),
         c.canaries, c.invalid, worker.last_error, c.last_dt,
     )  # fmt: skip
 

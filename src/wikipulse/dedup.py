@@ -55,6 +55,30 @@ class RecentIds:
             if len(self._new) >= self._capacity:
                 self._rotate()
 
+    def add_new(self, event_ids: list[str]) -> bool:
+        """Remember these ids if they are distinct and none is in the window, and return True;
+        else leave the window as it was and return False.
+
+        A replay's parent checks every range's ids this way, so its workers need not find
+        their repeats themselves (a set of every id of a range, ~5% of a worker's time): the
+        insertion that the window needs anyway shows them, and is undone exactly, since none
+        of the ids was in the window before it.
+        """
+        if not self.isdisjoint(event_ids):
+            return False
+        new = self._new
+        if len(new) + len(event_ids) >= self._capacity:  # rotates: check apart (rare)
+            if len(set(event_ids)) != len(event_ids):
+                return False
+            self.extend_new(event_ids)
+            return True
+        before = len(new)
+        new.update(event_ids)
+        if len(new) - before == len(event_ids):
+            return True
+        new.difference_update(event_ids)
+        return False
+
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._new or event_id in self._old
 

@@ -113,8 +113,6 @@ class Partial:
     by_server_name: dict[str, int]
     event_ids: list[str]
     users: list[str]
-    #: Ids repeated within the part itself: any makes the part unmergeable as it is.
-    duplicates: int
     canaries: int
     invalid: int
     last_error: str
@@ -252,9 +250,8 @@ class Aggregator:
         and left for the caller to fold event by event, so the result is always that of
         folding the same events here in order.
         """
-        if part.duplicates or not self.recent.isdisjoint(part.event_ids):
+        if not self.recent.add_new(part.event_ids):
             return False
-        self.recent.extend_new(part.event_ids)
         batch = self.batch
         batch.touched = True
         batch.total += part.total

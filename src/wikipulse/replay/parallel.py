@@ -68,7 +68,6 @@ class RangeResult:
     by_server_name: dict[str, int]
     ids: str | list[str]
     users: str | list[str]
-    duplicates: int
     canaries: int
     invalid: int
     last_error: str
@@ -153,8 +152,10 @@ def fold_range(
 ) -> RangeResult:
     """Decode and fold one range in a worker process, as if it held no repeated event.
 
-    Repeats are counted afterwards from the ids, in bulk; a range with any is folded again
-    by the parent against the real window, so folding it wrongly here costs nothing.
+    Repeats are found by the parent, which checks and adds the range's ids to the dedup
+    window in bulk (`RecentIds.add_new`); a range with any, within itself or with the window,
+    is folded again by the parent against the real window, so folding it wrongly here costs
+    nothing.
 
     With a `folder` token, user names this process already sent for the same token are left
     out (a name repeats in most ranges; the parent then unpickles and merges each name about
@@ -165,7 +166,6 @@ def fold_range(
     agg = Aggregator(RecentIds(1), windows=windows)
     for lines, valid in checked_blocks(path, start, end):
         fold_block(agg, lines, valid)
-    agg.counters.duplicates = len(agg.batch.event_ids) - len(set(agg.batch.event_ids))
     c, b = agg.counters, agg.batch
     users = _new_users(folder, b.users) if folder else list(b.users)
     return RangeResult(
@@ -176,7 +176,6 @@ def fold_range(
         b.by_server_name,
         _pack(b.event_ids),
         _pack(users),
-        c.duplicates,
         c.canaries,
         c.invalid,
         agg.last_error,
@@ -274,7 +273,6 @@ def _partial(result: RangeResult) -> Partial:
         by_server_name=result.by_server_name,
         event_ids=_unpack(result.ids),
         users=_unpack(result.users),
-        duplicates=result.duplicates,
         canaries=result.canaries,
         invalid=result.invalid,
         last_error=result.last_error,
