@@ -17,6 +17,9 @@ from wikipulse.ingest import Pipeline
 from wikipulse.replay.files import detect_format, file_feed
 from wikipulse.replay.parallel import RangeFolder, folded_ranges, read_range, split_ranges
 from wikipulse.stores.memory import MemoryStore
+from wikipulse.stores.sqlite import SQLiteStore
+from wikipulse.window_query import TOP_KINDS, SeriesQuery, TopQuery, series_body, top_body
+from wikipulse.windows import STEPS
 
 RECORDINGS = sorted(DATA_DIR.glob("*.ndjson"))
 
@@ -285,3 +288,48 @@ def test_replay_forks_its_workers_before_asyncio_is_imported(tmp_path: Path) -> 
         json.loads(result.stdout)["total"]
         == expected_stats(data.read_bytes().splitlines())["total"]
     )
+
+
+async def _windows_of(store: SQLiteStore) -> list[dict[str, Any]]:
+    """Every timeseries step over the whole span, and each top list of 100 over it and over an
+    unaligned part of it, as the API's bodies."""
+    span = await store.window_span()
+    assert span is not None
+    since, until = span[0] - span[0] % 3600, span[1] + 3600
+    out = []
+    for step in STEPS:
+        series = SeriesQuery(step, since, until)
+        out.append(series_body(series, await store.window_series(series)))
+    for by in TOP_KINDS:
+        for top in (TopQuery(by, since, until, 100), TopQuery(by, since + 600, until - 4200, 100)):
+            out.append(top_body(top, await store.window_top(top)))
+    return out
+
+
+@pytest.mark.anyio
+async def test_workers_summing_minutes_give_the_sql_store_the_sequential_windows(
+    tmp_path: Path,
+) -> None:
+    """Workers that sum their ranges per minute (as for the SQL stores) give SQLite the windows
+    of the sequential replay: ranges folded again for their repeats mix with summed ones, and
+    minutes, 5-minute buckets and hours all close along the way."""
+    source = generate(tmp_path, 4000, seed=8, canaries=3, page_skew=4, rate=0.5)
+    lines = _with_replays(source.read_bytes().splitlines())
+    path = tmp_path / "replayed.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    stores = [SQLiteStore(tmp_path / f"{name}.db") for name in ("sequential", "parallel")]
+    for store in stores:
+        await store.open()
+    try:
+        sequential = Pipeline(stores[0], max_events=700, dedup_window=10_000)
+        await sequential.run(file_feed(path))
+        parallel = Pipeline(stores[1], max_events=700, dedup_window=10_000)
+        size = path.stat().st_size
+        with RangeFolder(path, size, 2, range_bytes=40_000, summed=True) as folder:
+            await parallel.run(folded_ranges(folder))
+        assert parallel.state.counters == sequential.state.counters
+        assert parallel.state.counters.duplicates > 0
+        assert await _windows_of(stores[1]) == await _windows_of(stores[0])
+    finally:
+        for store in stores:
+            await store.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wikipulse import window_index
 from wikipulse.window_blobs import Acc
 from wikipulse.window_index import (
     Ranked,
@@ -126,3 +129,62 @@ def test_users_for_a_union_equal_the_whole_blobs_users() -> None:
     assert list(users.members) == ["b"]
     assert users_of(blobs["u"], None).members == {}
     assert users_of(blobs["u"], "nowhere").members == {}
+
+
+try:
+    from wikipulse import _index as C
+except ImportError:  # built without a C compiler
+    C = None  # type: ignore[assignment]
+
+_any_text = st.text(st.characters(codec="utf-8"), max_size=6) | _names
+_any_wiki = st.sampled_from(["de", "en.wikipedia.org", "d", "é"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    keys=st.lists(_any_text, unique=True, max_size=40)
+    | st.lists(
+        st.tuples(st.sampled_from(["de", "en.wikipedia.org", "d", "é"]), _any_text),
+        unique=True,
+        max_size=40,
+    ),
+    start=st.integers(0, 45),
+    data=st.data(),
+)
+def test_the_c_tail_is_the_python_tail(keys: list[Any], start: int, data: st.DataObject) -> None:
+    """The tail built in C is byte for byte the Python one: order, offsets, counts."""
+    if C is None:
+        pytest.skip("the C extension was not built here")
+    n = data.draw(st.lists(st.integers(0, 2**32 - 1), min_size=len(keys), max_size=len(keys)))
+    assert C.tail(keys, n, start) == window_index.python_tail(keys, n, start)
+
+
+def test_the_c_tail_refuses_what_the_python_tail_cannot_index() -> None:
+    """A wiki holding NUL: no index (None) in both; a lone surrogate: the Python tail is
+    used (C refuses strict UTF-8 for it); a count over 32 bits fails in both."""
+    if C is None:
+        pytest.skip("the C extension was not built here")
+    nul = [("a", "x"), ("b\x00c", "y")]
+    assert C.tail(nul, [2, 1], 0) is None
+    assert window_index.python_tail(nul, [2, 1], 0) is None
+    assert C.tail(nul, [2, 1], 2) == window_index.python_tail(nul, [2, 1], 2)  # not in the tail
+    lone = ["a", "b\ud800", "c"]
+    with pytest.raises(UnicodeEncodeError):
+        C.tail(lone, [3, 2, 1], 0)
+    head, tail = index_blobs(lone, [3, 2, 1], 1) or (b"", b"")
+    ranked = ranked_of(head, False)
+    ranked.attach(tail)
+    assert ranked.lookup("b\ud800") == 2
+    assert ranked.lookup("c") == 1
+    with pytest.raises(OverflowError):
+        C.tail(["a"], [2**32], 0)
+    with pytest.raises(OverflowError):
+        window_index.python_tail(["a"], [2**32], 0)
+
+
+def test_the_index_extension_is_built_in_ci() -> None:
+    """CI builds the extension (gcc is there): the fast path is what the tests exercise."""
+    if os.environ.get("CI") != "true" and C is None:
+        pytest.skip("the C extension was not built here (no C compiler at install)")
+    assert C is not None
+    assert window_index._c_tail is C.tail

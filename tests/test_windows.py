@@ -20,6 +20,8 @@ from wikipulse.replay.files import file_feed
 from wikipulse.replay.parallel import RangeFolder, folded_ranges
 from wikipulse.stats import Aggregator
 from wikipulse.stores.memory import MemoryStore
+from wikipulse.window_blobs import Acc
+from wikipulse.window_minutes import events_accs, minute_accs, recorded_minutes
 from wikipulse.window_query import (
     Range,
     SeriesQuery,
@@ -254,3 +256,32 @@ def test_an_unreadable_time_does_not_make_its_minute_unreadable() -> None:
     MINUTE_CACHE.clear()
     assert minute_of("2024-05-01T12:00:99Z") is None
     assert minute_of("2024-05-01T12:00:05Z") == 1714564800
+
+
+def test_minute_sums_of_a_worker_are_read_by_the_writer_alone(tmp_path: Path) -> None:
+    """A delta holding a replay worker's per-minute sums gives `minute_accs` the minutes of
+    its events, twice alike (a retried commit), and any other reader refuses it."""
+    lines = generate(tmp_path, 600, seed=4, canaries=0, page_skew=4, rate=3.0).read_bytes()
+    events = [decode(line) for line in lines.splitlines()]
+    plain, worker = WindowDelta(), WindowDelta()
+    for event in events:
+        plain.add(event)
+    for event in events[:400]:
+        worker.add(event)
+    worker.minutes.append(events_accs(recorded_minutes(worker) or []))
+    worker.raw = []
+    rest = WindowDelta()
+    for event in events[400:]:
+        rest.add(event)
+    worker.merge(rest)  # a range folded again by the parent: events, beside the sums
+
+    def blobs(accs: dict[int, Acc]) -> dict[int, Any]:
+        return {m: (a.types, a.rows, a.users, a.members, a.pages) for m, a in accs.items()}
+
+    expected = blobs(minute_accs(plain))
+    assert blobs(minute_accs(worker)) == expected
+    assert blobs(minute_accs(worker)) == expected  # the delta was left as it was
+    with pytest.raises(TypeError, match="summed per minute"):
+        worker.compact()
+    with pytest.raises(TypeError, match="summed per minute"):
+        worker.recorded()

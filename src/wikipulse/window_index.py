@@ -77,6 +77,11 @@ class _RawCounts(msgspec.Struct, array_like=True):
 
 
 _encode = msgspec.msgpack.Encoder().encode
+_c_tail: Callable[[Sequence[Any], Sequence[int], int], tuple[bytes, bytes, bytes] | None] | None
+try:  # the tail built in C (src/wikipulse/_index.c), optional like the UTF-8 check
+    from wikipulse._index import tail as _c_tail
+except ImportError:  # built without a C compiler
+    _c_tail = None
 _HEAD = msgspec.msgpack.Decoder(_Head)
 _TAIL = msgspec.msgpack.Decoder(_Tail)
 _RAW_COUNTS = msgspec.msgpack.Decoder(_RawCounts)
@@ -130,6 +135,27 @@ def index_blobs(
     with a head of `head` keys (default `HEAD`); None when it cannot be made (a wiki name
     holding NUL, or a tail over 4 GB: the bucket is then read whole)."""
     size = HEAD if head is None else head
+    tail = _tail(keys, n, size)
+    if tail is None:
+        return None
+    tail_max = n[size] if len(keys) > size else 0
+    return _encode(_Head(list(keys[:size]), list(n[:size]), tail_max)), _encode(_Tail(*tail))
+
+
+def _tail(keys: Sequence[Any], n: Sequence[int], size: int) -> tuple[bytes, bytes, bytes] | None:
+    """The keys past the head sorted bytewise, their offsets and counts: in C where built."""
+    if _c_tail is not None:
+        try:
+            return _c_tail(keys, n, size)
+        except UnicodeEncodeError:
+            pass  # a lone surrogate in a name: encoded below with "surrogatepass"
+    return python_tail(keys, n, size)
+
+
+def python_tail(
+    keys: Sequence[Any], n: Sequence[int], size: int
+) -> tuple[bytes, bytes, bytes] | None:
+    """`_tail` in Python: what runs without the C extension, and what the tests compare to."""
     rest = keys[size:]
     if rest and not isinstance(rest[0], str):  # pages: (wiki, title), joined in C
         if any(_SEP in wiki for wiki in set(_sliced(_FIRST, rest))):
@@ -145,9 +171,7 @@ def index_blobs(
     if offsets[-1] >= 2**32:
         return None
     counts = _uints(_sliced(n[size:].__getitem__, order))
-    tail_max = n[size] if rest else 0
-    tail = _Tail(b"".join(encoded), _uints(offsets), counts)
-    return _encode(_Head(list(keys[:size]), list(n[:size]), tail_max)), _encode(tail)
+    return b"".join(encoded), _uints(offsets), counts
 
 
 class Ranked(Generic[_K]):

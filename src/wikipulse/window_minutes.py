@@ -17,7 +17,14 @@ from wikipulse.window_blobs import Acc, add_row
 from wikipulse.window_packing import RawWindowEvent
 from wikipulse.windows import MINUTE, UNKNOWN_TYPE, WindowDelta
 
-__all__ = ["delta_accs", "minute_accs", "minute_rows", "recorded_minutes", "server_keys"]
+__all__ = [
+    "delta_accs",
+    "events_accs",
+    "minute_accs",
+    "minute_rows",
+    "recorded_minutes",
+    "server_keys",
+]
 
 
 def delta_accs(delta: WindowDelta, granularity: int) -> dict[int, Acc]:
@@ -61,10 +68,12 @@ _BOT = itemgetter(3)
 _DIFF = itemgetter(6)
 
 
-def recorded_minutes(delta: WindowDelta) -> list[tuple[int, list[RawWindowEvent]]] | None:
+def recorded_minutes(
+    delta: WindowDelta, but_sums: bool = False
+) -> list[tuple[int, list[RawWindowEvent]]] | None:
     """The delta's recorded events (`WindowDelta.recorded`) by minute, oldest first; None if
     some of it is summed into maps already."""
-    raw = delta.recorded()
+    raw = delta.recorded(but_sums)
     if raw is None:
         return None
     return [(minute, list(group)) for minute, group in groupby(sorted(raw, key=_MINUTE), _MINUTE)]
@@ -102,10 +111,20 @@ def server_keys(events: list[RawWindowEvent], users: bool) -> dict[str, dict[str
 
 def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
     """A batch's windows per minute, read straight from its recorded events (live reads, or a
-    replay's packed ranges) when none is summed yet (`recorded_minutes`), else its maps."""
-    minutes = recorded_minutes(delta)
-    if minutes is None:
-        return delta_accs(delta, MINUTE)
+    replay's packed ranges) when none is summed yet (`recorded_minutes`), else its maps; plus
+    the sums of minutes made by replay workers (`WindowDelta.summed`), added to copies, so the
+    delta stays as it was (a retried commit reads it again)."""
+    summed = delta.summed()
+    minutes = recorded_minutes(delta, but_sums=True)
+    accs = delta_accs(delta, MINUTE) if minutes is None else events_accs(minutes)
+    for sums in summed:
+        for minute, acc in sums.items():
+            _acc(accs, minute).add(acc)
+    return accs
+
+
+def events_accs(minutes: list[tuple[int, list[RawWindowEvent]]]) -> dict[int, Acc]:
+    """Recorded events, grouped by minute (`recorded_minutes`), summed per minute."""
     accs: dict[int, Acc] = {}
     for minute, events in minutes:
         a = accs[minute] = Acc()

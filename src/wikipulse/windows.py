@@ -20,9 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from wikipulse.events import RecentChange, parse_dt
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
+
+if TYPE_CHECKING:
+    from wikipulse.window_blobs import Acc
 
 __all__ = [
     "GRANULARITIES",
@@ -115,9 +119,13 @@ class WindowDelta:
 
     Events are first appended to `raw` (one tuple each, the cheapest thing a hot loop can
     do); `compact` sums them into the three maps. Read the maps only after `compact`.
+
+    A replay worker writing for the SQL stores sums its events per minute itself (`minutes`,
+    see `window_minutes.minute_accs`): that work then runs on every core, not in the parent.
+    Only that writer reads such sums; `compact` and `recorded` refuse a delta that holds any.
     """
 
-    __slots__ = ("counts", "packed", "pages", "parts", "raw", "users")
+    __slots__ = ("counts", "minutes", "packed", "pages", "parts", "raw", "users")
 
     def __init__(self) -> None:
         self.raw: list[RawWindowEvent] = []
@@ -125,12 +133,28 @@ class WindowDelta:
         self.packed: list[PackedEvents] = []
         #: Deltas merged in and not yet summed (`merge` costs nothing on the replay hot path).
         self.parts: list[WindowDelta] = []
+        #: Events already summed per minute by a replay worker (see the class docstring).
+        self.minutes: list[dict[int, Acc]] = []
         self.counts: RowCounts = {}
         self.users: KeyCounts = {}
         self.pages: KeyCounts = {}
 
     def __bool__(self) -> bool:
-        return bool(self.raw or self.counts or self.parts or self.packed)
+        return bool(self.raw or self.counts or self.parts or self.packed or self.minutes)
+
+    def summed(self) -> list[dict[int, Acc]]:
+        """The per-minute sums of this delta and its merged parts, leaving them in place."""
+        found = list(self.minutes)
+        for part in self.parts:
+            found += part.summed()
+        return found
+
+    def _no_sums(self) -> None:
+        if self.minutes:
+            raise TypeError(
+                "these time windows were summed per minute by a replay worker: only the SQL "
+                "stores' window writer reads them (window_minutes.minute_accs)"
+            )
 
     def pack(self) -> WindowDelta:
         """Pack the recorded events column-wise (a few long strings); return self.
@@ -164,18 +188,21 @@ class WindowDelta:
                 )
             )
 
-    def recorded(self) -> list[RawWindowEvent] | None:
+    def recorded(self, but_sums: bool = False) -> list[RawWindowEvent] | None:
         """The recorded events, merged parts' and packed ones included, in the order `compact`
         sums them, leaving the delta as it is; None if some are summed into the maps already.
+        Per-minute sums (`summed`) are left out with `but_sums`, else refused.
 
         Counting a batch's events per minute straight from these costs half of summing them
         into the maps and walking those (`window_minutes.recorded_minutes`).
         """
+        if not but_sums:
+            self._no_sums()
         if self.counts:
             return None
         events: list[RawWindowEvent] = []
         for part in self.parts:
-            found = part.recorded()
+            found = part.recorded(but_sums)
             if found is None:
                 return None
             events += found
@@ -186,6 +213,9 @@ class WindowDelta:
 
     def compact(self) -> WindowDelta:
         """Sum the recorded events and merged parts into the maps (mostly in C); return self."""
+        self._no_sums()
+        for part in self.parts:
+            part._no_sums()
         parts, self.parts = self.parts, []
         for part in parts:
             self._add_maps(part.compact())

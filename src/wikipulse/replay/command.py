@@ -116,7 +116,8 @@ def _replay(args: argparse.Namespace, load: SettingsLoader) -> int:
     if workers > 1 and size >= PARALLEL_MIN_BYTES and read_format(path) == "ndjson":
         # Fork the workers first: they decode while the settings load and the store opens,
         # and no thread exists yet to be copied into them.
-        folder = RangeFolder(path, size, workers, windows=keep_windows)
+        summed = keep_windows and STORES[args.store].minute_sums
+        folder = RangeFolder(path, size, workers, windows=keep_windows, summed=summed)
     import asyncio  # after the fork: the workers need none of it
 
     try:

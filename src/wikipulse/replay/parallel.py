@@ -32,6 +32,7 @@ from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.pool import ForkPool
 from wikipulse.stats import Aggregator, Partial
+from wikipulse.window_minutes import events_accs, recorded_minutes
 from wikipulse.windows import WindowDelta
 
 __all__ = [
@@ -148,7 +149,13 @@ def _new_users(folder: str, users: set[str]) -> list[str]:
 
 
 def fold_range(
-    path: Path, start: int, end: int, windows: bool = True, folder: str = ""
+    path: Path,
+    start: int,
+    end: int,
+    windows: bool = True,
+    folder: str = "",
+    *,
+    summed: bool = False,
 ) -> RangeResult:
     """Decode and fold one range in a worker process, as if it held no repeated event.
 
@@ -162,6 +169,10 @@ def fold_range(
     once per worker instead of once per range). That is exact: a worker takes its ranges in
     file order and the parent merges them in file order, so the range that first sent a name
     was merged before, or folded again from its lines, which adds all of its users.
+
+    With `summed`, the windows travel summed per minute (for the SQL stores' writer, which
+    would sum them so in the parent, on one core: `window_minutes.minute_accs`), else as
+    the events themselves, packed.
     """
     agg = Aggregator(RecentIds(1), windows=windows)
     for lines, valid in checked_blocks(path, start, end):
@@ -180,10 +191,16 @@ def fold_range(
         c.invalid,
         agg.last_error,
         c.last_dt,
-        # Events packed column-wise, not sums: summing here would double a worker's time per
-        # event, the columns unpickle at a fraction of the cost, the store sums when it needs to.
-        b.windows.pack(),
+        _summed(b.windows) if summed else b.windows.pack(),
     )
+
+
+def _summed(delta: WindowDelta) -> WindowDelta:
+    """The delta's recorded events summed per minute (see `WindowDelta.minutes`)."""
+    if delta.raw:
+        delta.minutes.append(events_accs(recorded_minutes(delta) or []))
+        delta.raw = []
+    return delta
 
 
 #: glibc's `mallopt` parameter of the size from which blocks are memory-mapped.
@@ -230,6 +247,7 @@ class RangeFolder:
         range_bytes: int = RANGE_BYTES,
         *,
         windows: bool = True,
+        summed: bool = False,
     ) -> None:
         self.path = path
         self.workers = workers
@@ -237,7 +255,7 @@ class RangeFolder:
         # Tells the workers' memory of names sent (see `fold_range`) from any other folder's.
         token = uuid.uuid4().hex
         tasks = [
-            (path, start, end, windows, token)
+            (path, start, end, windows, token, summed)
             for start, end in split_ranges(size, range_bytes, tail=workers * range_bytes)
         ]
         # A bounded number of ranges queued keeps memory flat whatever the store's speed.
@@ -262,8 +280,10 @@ class RangeFolder:
         self.close()
 
 
-def _fold_task(path: Path, start: int, end: int, windows: bool, folder: str) -> RangeResult:
-    return fold_range(path, start, end, windows, folder=folder)
+def _fold_task(
+    path: Path, start: int, end: int, windows: bool, folder: str, summed: bool
+) -> RangeResult:
+    return fold_range(path, start, end, windows, folder=folder, summed=summed)
 
 
 def _partial(result: RangeResult) -> Partial:

@@ -67,6 +67,9 @@ class StoreSpec:
     module: str
     cls: str
     summary: str
+    #: Whether its windows are written by `window_writer`, which also takes the per-minute
+    #: sums a replay worker can make (`WindowDelta.minutes`), sparing the parent that work.
+    minute_sums: bool = False
 
 
 #: Every kind of store, in one place: `make_store`, `migrate`, `--store` and the settings read
@@ -77,8 +80,10 @@ STORES: dict[str, StoreSpec] = {
         StoreSpec(
             "memory", "wikipulse.stores.memory", "MemoryStore", "in process, forgotten at exit"
         ),
-        StoreSpec("sqlite", "wikipulse.stores.sqlite", "SQLiteStore", "one file (the default)"),
-        StoreSpec("postgres", "wikipulse.stores.postgres", "PostgresStore", "PostgreSQL"),
+        StoreSpec(
+            "sqlite", "wikipulse.stores.sqlite", "SQLiteStore", "one file (the default)", True
+        ),
+        StoreSpec("postgres", "wikipulse.stores.postgres", "PostgresStore", "PostgreSQL", True),
         StoreSpec(
             "cassandra", "wikipulse.stores.cassandra", "CassandraStore", "Cassandra/ScyllaDB"
         ),
