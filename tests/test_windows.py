@@ -20,8 +20,9 @@ from wikipulse.replay.files import file_feed
 from wikipulse.replay.parallel import RangeFolder, folded_ranges
 from wikipulse.stats import Aggregator
 from wikipulse.stores.memory import MemoryStore
+from wikipulse.stores.window_rank import blobs
 from wikipulse.window_blobs import Acc
-from wikipulse.window_minutes import events_accs, minute_accs, recorded_minutes
+from wikipulse.window_minutes import events_accs, minute_accs, minute_parts, recorded_minutes
 from wikipulse.window_query import (
     Range,
     SeriesQuery,
@@ -259,28 +260,34 @@ def test_an_unreadable_time_does_not_make_its_minute_unreadable() -> None:
 
 
 def test_minute_sums_of_a_worker_are_read_by_the_writer_alone(tmp_path: Path) -> None:
-    """A delta holding a replay worker's per-minute sums gives `minute_accs` the minutes of
-    its events, twice alike (a retried commit), and any other reader refuses it."""
+    """A delta holding a replay worker's minutes (the blobs of parts) gives the writer the
+    minutes of its events, twice alike (a retried commit), with the blobs to store as they
+    are for the minutes that worker alone holds; any other reader refuses it."""
     lines = generate(tmp_path, 600, seed=4, canaries=0, page_skew=4, rate=3.0).read_bytes()
     events = [decode(line) for line in lines.splitlines()]
-    plain, worker = WindowDelta(), WindowDelta()
+    plain, worker, rest = WindowDelta(), WindowDelta(), WindowDelta()
     for event in events:
         plain.add(event)
     for event in events[:400]:
         worker.add(event)
-    worker.minutes.append(events_accs(recorded_minutes(worker) or []))
+    summed = events_accs(recorded_minutes(worker) or [])
+    worker.minutes.append({minute: blobs(acc) for minute, acc in summed.items()})
     worker.raw = []
-    rest = WindowDelta()
     for event in events[400:]:
         rest.add(event)
     worker.merge(rest)  # a range folded again by the parent: events, beside the sums
 
-    def blobs(accs: dict[int, Acc]) -> dict[int, Any]:
+    def sums(accs: dict[int, Acc]) -> dict[int, Any]:
         return {m: (a.types, a.rows, a.users, a.members, a.pages) for m, a in accs.items()}
 
-    expected = blobs(minute_accs(plain))
-    assert blobs(minute_accs(worker)) == expected
-    assert blobs(minute_accs(worker)) == expected  # the delta was left as it was
+    expected = minute_accs(plain)
+    accs, whole = minute_parts(worker)
+    assert sums(accs) == sums(expected)
+    assert sums(minute_parts(worker)[0]) == sums(expected)  # the delta was left as it was
+    shared = {minute_of(event.meta.dt) for event in events[400:]}
+    assert set(whole) == set(summed) - shared
+    assert whole  # most minutes lie within the worker's events
+    assert {m: blobs(expected[m]) for m in whole} == whole
     with pytest.raises(TypeError, match="summed per minute"):
         worker.compact()
     with pytest.raises(TypeError, match="summed per minute"):

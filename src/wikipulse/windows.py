@@ -20,13 +20,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
-from typing import TYPE_CHECKING
 
 from wikipulse.events import RecentChange, parse_dt
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
-
-if TYPE_CHECKING:
-    from wikipulse.window_blobs import Acc
 
 __all__ = [
     "GRANULARITIES",
@@ -36,6 +32,7 @@ __all__ = [
     "STEPS",
     "UNKNOWN_TYPE",
     "KeyCounts",
+    "MinuteBlobs",
     "RawWindowEvent",
     "RowCounts",
     "WindowDelta",
@@ -54,6 +51,8 @@ STEPS = (60, 300, 3600)
 #: Where events without a `type` are counted in `by_type`.
 UNKNOWN_TYPE = "unknown"
 
+#: Minute -> the (dimension, blob) rows of a stored part holding its events (window_blobs).
+MinuteBlobs = dict[int, list[tuple[str, bytes]]]
 #: (bucket, server, key) -> count.
 KeyCounts = dict[tuple[int, str, str], int]
 #: (bucket, server, type) -> [events, bots, bytes_added, bytes_removed].
@@ -120,9 +119,11 @@ class WindowDelta:
     Events are first appended to `raw` (one tuple each, the cheapest thing a hot loop can
     do); `compact` sums them into the three maps. Read the maps only after `compact`.
 
-    A replay worker writing for the SQL stores sums its events per minute itself (`minutes`,
-    see `window_minutes.minute_accs`): that work then runs on every core, not in the parent.
-    Only that writer reads such sums; `compact` and `recorded` refuse a delta that holds any.
+    A replay worker writing for the SQL stores sums its events per minute itself and sends
+    each minute as the blobs of a stored part (`minutes`, see `window_minutes.minute_parts`):
+    that work then runs on every core, not in the parent, which decodes them in C (unpickling
+    the sums cost it 3x as much) and stores them as they are. Only that writer reads such
+    minutes; `compact` and `recorded` refuse a delta that holds any.
     """
 
     __slots__ = ("counts", "minutes", "packed", "pages", "parts", "raw", "users")
@@ -134,7 +135,7 @@ class WindowDelta:
         #: Deltas merged in and not yet summed (`merge` costs nothing on the replay hot path).
         self.parts: list[WindowDelta] = []
         #: Events already summed per minute by a replay worker (see the class docstring).
-        self.minutes: list[dict[int, Acc]] = []
+        self.minutes: list[MinuteBlobs] = []
         self.counts: RowCounts = {}
         self.users: KeyCounts = {}
         self.pages: KeyCounts = {}
@@ -142,7 +143,7 @@ class WindowDelta:
     def __bool__(self) -> bool:
         return bool(self.raw or self.counts or self.parts or self.packed or self.minutes)
 
-    def summed(self) -> list[dict[int, Acc]]:
+    def summed(self) -> list[MinuteBlobs]:
         """The per-minute sums of this delta and its merged parts, leaving them in place."""
         found = list(self.minutes)
         for part in self.parts:

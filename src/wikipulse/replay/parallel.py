@@ -32,6 +32,7 @@ from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.pool import ForkPool
 from wikipulse.stats import Aggregator, Partial
+from wikipulse.stores.window_rank import blobs
 from wikipulse.window_minutes import events_accs, recorded_minutes
 from wikipulse.windows import WindowDelta
 
@@ -170,9 +171,9 @@ def fold_range(
     file order and the parent merges them in file order, so the range that first sent a name
     was merged before, or folded again from its lines, which adds all of its users.
 
-    With `summed`, the windows travel summed per minute (for the SQL stores' writer, which
-    would sum them so in the parent, on one core: `window_minutes.minute_accs`), else as
-    the events themselves, packed.
+    With `summed`, the windows travel summed per minute, as the blobs of stored parts (for
+    the SQL stores' writer, which would sum and encode them so in the parent, on one core:
+    `window_minutes.minute_parts`), else as the events themselves, packed.
     """
     agg = Aggregator(RecentIds(1), windows=windows)
     for lines, valid in checked_blocks(path, start, end):
@@ -196,9 +197,10 @@ def fold_range(
 
 
 def _summed(delta: WindowDelta) -> WindowDelta:
-    """The delta's recorded events summed per minute (see `WindowDelta.minutes`)."""
+    """The delta's recorded events summed per minute, as blobs (see `WindowDelta.minutes`)."""
     if delta.raw:
-        delta.minutes.append(events_accs(recorded_minutes(delta) or []))
+        accs = events_accs(recorded_minutes(delta) or [])
+        delta.minutes.append({minute: blobs(acc) for minute, acc in accs.items()})
         delta.raw = []
     return delta
 

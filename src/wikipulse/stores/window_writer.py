@@ -41,8 +41,8 @@ from wikipulse.stores.window_tables import (
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_index import index_blobs
-from wikipulse.window_minutes import minute_accs
-from wikipulse.windows import HOUR, MINUTE, WindowDelta
+from wikipulse.window_minutes import minute_parts
+from wikipulse.windows import HOUR, MINUTE, MinuteBlobs, WindowDelta
 
 __all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
 
@@ -94,20 +94,27 @@ def compact(g: int, bucket: int, acc: Acc | None = None) -> Steps[None]:
 
 
 def _append(
-    g: int, accs: dict[int, list[Acc]], only_stored: bool
+    g: int, accs: dict[int, list[Acc]], only_stored: bool, encoded: MinuteBlobs | None = None
 ) -> Steps[tuple[set[int], list[int]]]:
     """Write each bucket's share of the batch as a new part (to every bucket, or only to those
-    already stored); return the stored buckets and those that reached `MAX_PARTS` parts."""
+    already stored), as `encoded` holds it where it does; return the stored buckets and those
+    that reached `MAX_PARTS` parts."""
     stored: dict[int, tuple[int, int]] = yield Parts(g, buckets=tuple(sorted(accs)))
     puts: list[PartRow] = []
     full: list[int] = []
+    blobs = encoded or {}
     for bucket, parts in accs.items():
         have = stored.get(bucket)
-        if have is None:
-            if not only_stored:
-                puts += _rows(bucket, 0, _summed(parts))
+        if have is None and only_stored:
             continue
-        puts += _rows(bucket, have[0] + 1, _summed(parts))
+        part = 0 if have is None else have[0] + 1
+        rows = blobs.get(bucket)
+        if rows is None:
+            puts += _rows(bucket, part, _summed(parts))
+        else:
+            puts += [(bucket, part, dim, data) for dim, data in rows]
+        if have is None:
+            continue
         if have[1] + 1 >= MAX_PARTS:
             full.append(bucket)
     if puts:
@@ -173,7 +180,7 @@ def write(
     """
     sums = state.sums if state.token == last else None
     state.sums = None
-    minutes = minute_accs(delta)
+    minutes, encoded = minute_parts(delta)
     if not minutes:
         return WriterState(state.newest, state.sealed, sums, token)
     if sums is None:
@@ -184,7 +191,9 @@ def write(
     edge = newest - GRACE
     sealed = dict(state.sealed)
     # every part first (a batch's accs are taken over by the sums below)
-    _, full = yield from _append(MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False)
+    _, full = yield from _append(
+        MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False, encoded
+    )
     touched: dict[int, dict[int, list[Acc]]] = {g: {} for g in _COARSE}
     stored: dict[int, set[int]] = {}
     for g in _COARSE:
