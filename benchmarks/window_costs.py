@@ -28,9 +28,10 @@ from wikipulse.replay.bulk import BLOCK_LINES, fold_block
 from wikipulse.stats import Aggregator
 from wikipulse.stores import window_rank, window_sums
 from wikipulse.window_blobs import Acc
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import index_blobs
 from wikipulse.window_minutes import minute_accs
-from wikipulse.windows import HOUR, WindowDelta
+from wikipulse.windows import HOUR
 
 FIVE_MINUTES = 300
 _encode = msgspec.msgpack.Encoder().encode  # as the writer encodes a bucket's blobs

@@ -9,9 +9,9 @@ import pytest
 
 from tests.support.recorded import recorded_events, replay_batch
 from wikipulse.window_blobs import Acc, Part, decode_part
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_minutes import delta_accs, minute_accs
 from wikipulse.window_topn import best, top_items, top_of_tables
-from wikipulse.windows import WindowDelta
 
 
 def _lists(seed: int, lists: int, keys: int, skew: float) -> list[tuple[list[str], list[int]]]:

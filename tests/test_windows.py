@@ -22,6 +22,7 @@ from wikipulse.stats import Aggregator
 from wikipulse.stores.memory import MemoryStore
 from wikipulse.stores.window_rank import blobs
 from wikipulse.window_blobs import Acc
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_minutes import events_accs, minute_accs, minute_parts, recorded_minutes
 from wikipulse.window_query import (
     Range,
@@ -36,7 +37,7 @@ from wikipulse.window_query import (
     top_body,
     top_query,
 )
-from wikipulse.windows import MINUTE_CACHE, WindowDelta, minute_of
+from wikipulse.windows import MINUTE_CACHE, minute_of
 
 T0 = 1_793_534_400  # 2026-11-01T12:00:00Z
 

@@ -19,7 +19,8 @@ from wikipulse.events import (
     decode_json_only,
 )
 from wikipulse.utf8 import valid_utf8
-from wikipulse.windows import MINUTE_CACHE, WindowDelta, minute_of
+from wikipulse.window_delta import WindowDelta
+from wikipulse.windows import MINUTE_CACHE, minute_of
 
 __all__ = ["Aggregator", "Batch", "Counters", "Outcome", "Partial", "Stats"]
 

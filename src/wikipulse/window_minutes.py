@@ -14,8 +14,9 @@ from itertools import groupby
 from operator import itemgetter
 
 from wikipulse.window_blobs import Acc, Part, add_row, decode_part
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MINUTE, UNKNOWN_TYPE, MinuteBlobs, WindowDelta
+from wikipulse.windows import MINUTE, UNKNOWN_TYPE, MinuteBlobs
 
 __all__ = [
     "delta_accs",

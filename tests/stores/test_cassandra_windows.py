@@ -23,7 +23,8 @@ from wikipulse.stores import StoreError
 from wikipulse.stores.cassandra import CassandraStore
 from wikipulse.stores.cassandra.window_blob import split_delta
 from wikipulse.stores.cassandra.window_head import page_head, user_head
-from wikipulse.windows import HOUR, MINUTE, WindowDelta
+from wikipulse.window_delta import WindowDelta
+from wikipulse.windows import HOUR, MINUTE
 
 pytestmark = pytest.mark.anyio
 

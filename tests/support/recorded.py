@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import WindowDelta
 
 
 def recorded_events(seed: int, count: int = 3000) -> list[RawWindowEvent]:

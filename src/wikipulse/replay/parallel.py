@@ -30,11 +30,11 @@ from typing import BinaryIO
 from wikipulse.dedup import RecentIds
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
-from wikipulse.replay.pool import ForkPool
+from wikipulse.replay.pool import ForkPool, keep_large_blocks_mapped
 from wikipulse.stats import Aggregator, Partial
 from wikipulse.stores.window_rank import blobs
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_minutes import events_accs, recorded_minutes
-from wikipulse.windows import WindowDelta
 
 __all__ = [
     "RangeFolder",
@@ -203,29 +203,6 @@ def _summed(delta: WindowDelta) -> WindowDelta:
         delta.minutes.append({minute: blobs(acc) for minute, acc in accs.items()})
         delta.raw = []
     return delta
-
-
-#: glibc's `mallopt` parameter of the size from which blocks are memory-mapped.
-_M_MMAP_THRESHOLD = -3
-
-
-def keep_large_blocks_mapped(threshold: int = 128 << 10) -> bool:
-    """Fix glibc's mmap threshold, so that large blocks go back to the system when freed.
-
-    glibc raises the threshold to the size of any mapped block that is freed (up to 32 MiB):
-    once the dedup window drops a generation (a set table of 4 MiB at the default window),
-    every transient block below that size, results and lists, comes from the heap and its
-    memory stays with the process. Fixing the threshold at glibc's default start value cut
-    the replay's peak RSS from 84-85 MB to 80 MB (500,000 events) at no measurable CPU cost.
-    Elsewhere (another C library, no `mallopt`) nothing changes; returns whether it applied.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 def default_workers() -> int:

@@ -28,7 +28,7 @@ import signal
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, NoReturn, TypeVar
 
-__all__ = ["ForkPool", "WorkerFailed"]
+__all__ = ["ForkPool", "WorkerFailed", "keep_large_blocks_mapped"]
 
 T = TypeVar("T")
 _OK, _FAILED = b"+", b"-"
@@ -218,3 +218,26 @@ class ForkPool(Generic[T]):
         shutil.rmtree(self._dir, ignore_errors=True)
         # After the replay, not before the fork: it is not on the critical path here.
         _remove_orphans(os.path.dirname(self._dir))
+
+
+#: glibc's `mallopt` parameter of the size from which blocks are memory-mapped.
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_large_blocks_mapped(threshold: int = 128 << 10) -> bool:
+    """Fix glibc's mmap threshold, so that large blocks go back to the system when freed.
+
+    glibc raises the threshold to the size of any mapped block that is freed (up to 32 MiB):
+    once the dedup window drops a generation (a set table of 4 MiB at the default window),
+    every transient block below that size, results and lists, comes from the heap and its
+    memory stays with the process. Fixing the threshold at glibc's default start value cut
+    the replay's peak RSS from 84-85 MB to 80 MB (500,000 events) at no measurable CPU cost.
+    Elsewhere (another C library, no `mallopt`) nothing changes; returns whether it applied.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))

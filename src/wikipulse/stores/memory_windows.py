@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from operator import itemgetter
 from typing import Any, TypeVar
 
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_query import Range, SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.window_topn import top_of_tables
-from wikipulse.windows import GRANULARITIES, MINUTE, STEPS, WindowDelta
+from wikipulse.windows import GRANULARITIES, MINUTE, STEPS
 
 __all__ = ["MemoryWindows"]
 

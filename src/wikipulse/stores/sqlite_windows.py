@@ -22,8 +22,9 @@ import msgspec
 
 from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
-from wikipulse.windows import MINUTE, WindowDelta
+from wikipulse.windows import MINUTE
 
 __all__ = [
     "OLD_TABLES",

@@ -40,9 +40,10 @@ from wikipulse.stores.window_tables import (
     fetch,
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import index_blobs
 from wikipulse.window_minutes import minute_parts
-from wikipulse.windows import HOUR, MINUTE, MinuteBlobs, WindowDelta
+from wikipulse.windows import HOUR, MINUTE, MinuteBlobs
 
 __all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
 

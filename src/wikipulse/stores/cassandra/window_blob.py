@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_minutes import minute_rows, recorded_minutes, server_keys
-from wikipulse.windows import KeyCounts, RowCounts, WindowDelta
+from wikipulse.windows import KeyCounts, RowCounts
 
 __all__ = ["Content", "Counts", "Keys", "decode_counts", "decode_keys", "split_delta", "total"]
 

@@ -54,8 +54,9 @@ from cassandra.query import UNSET_VALUE
 
 from wikipulse.stores.cassandra.window_blob import Content, split_delta
 from wikipulse.stores.cassandra.window_seal import GRACE, Execute, Sealer, Snapshot, sealable
+from wikipulse.window_delta import WindowDelta
 from wikipulse.window_query import FIVE_MINUTES
-from wikipulse.windows import HOUR, MINUTE, WindowDelta
+from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["Staged", "WindowWriter", "committed_version"]
 
