@@ -105,7 +105,7 @@ def decode_part(part: Part, dim: str, data: bytes) -> None:
         part.pages = value
 
 
-def add_row(table: dict[str, list[int]], key: str, row: Sequence[int]) -> None:
+def add_row(table: dict[_K, list[int]], key: _K, row: Sequence[int]) -> None:
     """Add `[events, bots, added, removed]` to the row of `key` (a copy if it is new)."""
     have = table.get(key)
     if have is None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from operator import itemgetter
 
 from wikipulse.events import RecentChange
+from wikipulse.window_blobs import add_row
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
 from wikipulse.windows import (
     HOUR,
@@ -179,14 +180,7 @@ class WindowDelta:
             return
         counts = self.counts
         for key, row in other.counts.items():
-            mine = counts.get(key)
-            if mine is None:
-                counts[key] = row
-            else:
-                mine[0] += row[0]
-                mine[1] += row[1]
-                mine[2] += row[2]
-                mine[3] += row[3]
+            add_row(counts, key, row)
         _add_counts(self.users, other.users)
         _add_counts(self.pages, other.pages)
 
@@ -236,15 +230,7 @@ def rollup_rows(minutes: RowCounts) -> RowCounts:
     """The per-type counts summed per hour: keys move to the hour of their minute."""
     hours: RowCounts = {}
     for (minute, server, key), row in minutes.items():
-        hkey = (minute - minute % HOUR, server, key)
-        have = hours.get(hkey)
-        if have is None:
-            hours[hkey] = list(row)
-        else:
-            have[0] += row[0]
-            have[1] += row[1]
-            have[2] += row[2]
-            have[3] += row[3]
+        add_row(hours, (minute - minute % HOUR, server, key), row)
     return hours
 
 
