@@ -19,6 +19,7 @@ loaded, so that no thread or event loop state is copied into them.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -262,6 +263,11 @@ class RangeFolder:
 def _fold_task(
     path: Path, start: int, end: int, windows: bool, folder: str, summed: bool
 ) -> RangeResult:
+    # Runs in a worker, which makes no reference cycles (decoded events are not tracked by
+    # the collector; the rest are plain lists, dicts and sets it hands back): the collector
+    # would only walk what reference counting frees anyway, 2.6% of a worker's instructions
+    # (callgrind, one 8 MiB range).
+    gc.disable()
     return fold_range(path, start, end, windows, folder=folder, summed=summed)
 
 
