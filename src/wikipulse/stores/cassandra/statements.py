@@ -91,6 +91,12 @@ class Cql:
             raise RuntimeError("the Cassandra store is not open")
         return session, await self.statements.get(session, name)
 
+    async def prepare_once(self, name: str, cql: str, level: Any = None) -> None:
+        """Prepare `cql` as `name` if the store is open and it is not yet (at consistency
+        `level` if given): statements other modules bring, such as the lease's."""
+        if self.session is not None:
+            await self.statements.add(self.session, name, cql, level)
+
     async def execute(self, name: str, params: Sequence[Any]) -> driver.Rows:
         """Run the statement `name` with `params`."""
         session, prepared = await self._prepared(name)

@@ -172,10 +172,9 @@ class CassandraStore(WindowQueries):
     async def _lease_execute(
         self, name: str, cql: str, params: Sequence[Any], serial: bool
     ) -> driver.Rows:
-        if name not in self._cql.statements and self._cql.session is not None:
-            # a read at SERIAL sees the outcome of every lease transaction
-            level = driver.consistency_levels(self._consistency)[1] if serial else None
-            await self._cql.statements.add(self._cql.session, name, cql, level)
+        # a read at SERIAL sees the outcome of every lease transaction
+        level = driver.consistency_levels(self._consistency)[1] if serial else None
+        await self._cql.prepare_once(name, cql, level)
         return await self._execute(name, params)
 
     async def commit(self, batch: Batch) -> None:
