@@ -72,7 +72,7 @@ class WindowDelta:
         if self.minutes:
             raise TypeError(
                 "these time windows were summed per minute by a replay worker: only the SQL "
-                "stores' window writer reads them (window_minutes.minute_accs)"
+                "stores' window writer reads them (window_minutes.minute_parts)"
             )
 
     def pack(self) -> WindowDelta:
@@ -195,13 +195,7 @@ class WindowDelta:
         sums: dict[tuple[int, int, str], list[int]] = {}
         for (minute, _, kind), row in self.counts.items():
             for step in STEPS:
-                key = (step, minute - minute % step, kind)
-                have = sums.get(key)
-                if have is None:
-                    sums[key] = list(row)
-                else:
-                    for i in range(4):
-                        have[i] += row[i]
+                add_row(sums, (step, minute - minute % step, kind), row)
         return [(g, b, t, r[0], r[1], r[2], r[3]) for (g, b, t), r in sums.items()]
 
     def bucket_users(self) -> list[tuple[int, int, str]]:

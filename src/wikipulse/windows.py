@@ -9,10 +9,10 @@ the minute of its event time (UTC, seconds since the Unix epoch, a multiple of 6
 - `users`: x is the user name (events without one are left out); the value is a count;
 - `pages`: x is the page title (events without one are left out); the value is a count.
 
-The stores keep buckets of several sizes (the memory store minutes and hours, `granular`; the
-others minutes, 5 minutes and hours), so a query reads few rows whatever its span. Bytes:
-`length.new - length.old`, a missing `old` counting as 0; an event without `length` or without
-`length.new` adds nothing.
+The stores keep buckets of several sizes (the memory store minutes and hours,
+`WindowDelta.granular`; the others minutes, 5 minutes and hours), so a query reads few rows
+whatever its span. Bytes: `length.new - length.old`, a missing `old` counting as 0; an event
+without `length` or without `length.new` adds nothing.
 """
 
 from __future__ import annotations

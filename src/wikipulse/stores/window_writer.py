@@ -111,9 +111,8 @@ def _append(
         part = 0 if have is None else have[0] + 1
         rows = blobs.get(bucket)
         if rows is None:
-            puts += _rows(bucket, part, _summed(parts))
-        else:
-            puts += [(bucket, part, dim, data) for dim, data in rows]
+            rows = window_rank.blobs(_summed(parts))
+        puts += [(bucket, part, dim, data) for dim, data in rows]
         if have is None:
             continue
         if have[1] + 1 >= MAX_PARTS:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from wikipulse.window_blobs import add_row
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_minutes import minute_rows, recorded_minutes, server_keys
 from wikipulse.windows import KeyCounts, RowCounts
@@ -81,12 +82,7 @@ class Content:
                 owned.add((0, server))
             assert mine is not None
             for kind, row in kinds.items():
-                have = mine.get(kind)
-                if have is None:
-                    mine[kind] = list(row)
-                else:
-                    for i in range(4):
-                        have[i] += row[i]
+                add_row(mine, kind, row)
         _absorb(self.users, other.users, owned, 1)
         _absorb(self.pages, other.pages, owned, 2)
 
