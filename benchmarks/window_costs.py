@@ -26,7 +26,8 @@ from datafiles import generated
 from wikipulse.dedup import RecentIds
 from wikipulse.replay.bulk import BLOCK_LINES, fold_block
 from wikipulse.stats import Aggregator
-from wikipulse.stores import window_rank, window_sums
+from wikipulse.stores import window_rank
+from wikipulse.stores.window_held import acc_of, merged
 from wikipulse.window_blobs import Acc
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import index_blobs
@@ -49,7 +50,7 @@ def _coarse(minutes: dict[int, Acc], g: int) -> dict[int, Acc]:
     groups: dict[int, list[Acc]] = {}
     for bucket, acc in minutes.items():
         groups.setdefault(bucket - bucket % g, []).append(acc)
-    return {bucket: window_sums.summed(accs) for bucket, accs in groups.items()}
+    return {bucket: acc_of(merged(list(accs))) for bucket, accs in groups.items()}
 
 
 def _seal(accs: dict[int, Acc]) -> tuple[float, float]:

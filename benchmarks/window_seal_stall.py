@@ -32,9 +32,9 @@ import msgspec
 from wikipulse.dedup import RecentIds
 from wikipulse.generate import GeneratorOptions, write_file
 from wikipulse.stats import Aggregator
+from wikipulse.stores.window_held import sealed_rows
 from wikipulse.stores.window_sums import no_cycle_collection
 from wikipulse.stores.window_tables import INDEX_DIMS, TAIL_DIMS
-from wikipulse.stores.window_writer import _sealed_rows
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_index import index_blobs
 from wikipulse.window_minutes import minute_accs
@@ -69,7 +69,7 @@ def read_back(blobs: list[list[tuple[str, bytes]]]) -> int:
 def from_memory(hour: Acc) -> int:
     """The seal now: the hour summed already, ranked, encoded and indexed by the writer."""
     with no_cycle_collection():
-        return sum(len(row[3]) for row in _sealed_rows(0, hour))
+        return sum(len(row[3]) for row in sealed_rows(0, hour))
 
 
 def summed_hour(blobs: list[list[tuple[str, bytes]]]) -> Acc:

@@ -20,10 +20,11 @@ from wikipulse.replay.files import file_feed
 from wikipulse.replay.parallel import RangeFolder, folded_ranges
 from wikipulse.stats import Aggregator
 from wikipulse.stores.memory import MemoryStore
+from wikipulse.stores.window_held import Encoded, acc_of, batch_minutes, blob_rows
 from wikipulse.stores.window_rank import blobs
 from wikipulse.window_blobs import Acc
 from wikipulse.window_delta import WindowDelta
-from wikipulse.window_minutes import events_accs, minute_accs, minute_parts, recorded_minutes
+from wikipulse.window_minutes import events_accs, minute_accs, recorded_minutes
 from wikipulse.window_query import (
     Range,
     SeriesQuery,
@@ -262,8 +263,8 @@ def test_an_unreadable_time_does_not_make_its_minute_unreadable() -> None:
 
 def test_minute_sums_of_a_worker_are_read_by_the_writer_alone(tmp_path: Path) -> None:
     """A delta holding a replay worker's minutes (the blobs of parts) gives the writer the
-    minutes of its events, twice alike (a retried commit), with the blobs to store as they
-    are for the minutes that worker alone holds; any other reader refuses it."""
+    minutes of its events, twice alike (a retried commit), the minutes that worker alone
+    holds as its blobs, to store as they are; any other reader refuses it."""
     lines = generate(tmp_path, 600, seed=4, canaries=0, page_skew=4, rate=3.0).read_bytes()
     events = [decode(line) for line in lines.splitlines()]
     plain, worker, rest = WindowDelta(), WindowDelta(), WindowDelta()
@@ -282,13 +283,17 @@ def test_minute_sums_of_a_worker_are_read_by_the_writer_alone(tmp_path: Path) ->
         return {m: (a.types, a.rows, a.users, a.members, a.pages) for m, a in accs.items()}
 
     expected = minute_accs(plain)
-    accs, whole = minute_parts(worker)
-    assert sums(accs) == sums(expected)
-    assert sums(minute_parts(worker)[0]) == sums(expected)  # the delta was left as it was
+    assert sums(minute_accs(worker)) == sums(expected)
+    held = batch_minutes(worker)
+    assert sums({m: acc_of(item) for m, item in held.items()}) == sums(expected)
+    again = batch_minutes(worker)  # the delta was left as it was
+    assert sums({m: acc_of(item) for m, item in again.items()}) == sums(expected)
     shared = {minute_of(event.meta.dt) for event in events[400:]}
-    assert set(whole) == set(summed) - shared
+    whole = {m: item for m, item in held.items() if m not in shared}
     assert whole  # most minutes lie within the worker's events
-    assert {m: blobs(expected[m]) for m in whole} == whole
+    for minute, item in whole.items():  # held as the worker sent them, to store as they are
+        assert isinstance(item, Encoded)
+        assert blob_rows(item) == worker.minutes[0][minute]
     with pytest.raises(TypeError, match="summed per minute"):
         worker.compact()
     with pytest.raises(TypeError, match="summed per minute"):

@@ -37,10 +37,11 @@ class WindowDelta:
     Events are first appended to `raw` (one tuple each, the cheapest thing a hot loop can
     do); `compact` sums them into the three maps. Read the maps only after `compact`.
 
-    A replay worker writing for the SQL stores sums its events per minute itself and sends
-    each minute as the blobs of a stored part (`minutes`, see `window_minutes.minute_parts`):
-    that work then runs on every core, not in the parent, which decodes them in C (unpickling
-    the sums cost it 3x as much) and stores them as they are. Only that writer reads such
+    A replay worker writing for the SQL stores sums its events per minute itself (in C where
+    built) and sends each minute as the blobs of a stored part (`minutes`): that work then
+    runs on every core, not in the parent, whose writer holds such a minute as its blobs,
+    stores it as it is and sums it into coarser buckets in C (`stores.window_held`). Only that
+    writer reads such
     minutes; `compact` and `recorded` refuse a delta that holds any.
     """
 
@@ -72,7 +73,7 @@ class WindowDelta:
         if self.minutes:
             raise TypeError(
                 "these time windows were summed per minute by a replay worker: only the SQL "
-                "stores' window writer reads them (window_minutes.minute_parts)"
+                "stores' window writer reads them (stores.window_held.batch_minutes)"
             )
 
     def pack(self) -> WindowDelta:

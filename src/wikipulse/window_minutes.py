@@ -16,14 +16,14 @@ from operator import itemgetter
 from wikipulse.window_blobs import Acc, Part, add_row, decode_part
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MINUTE, UNKNOWN_TYPE, MinuteBlobs
+from wikipulse.windows import MINUTE, UNKNOWN_TYPE
 
 __all__ = [
     "delta_accs",
     "events_accs",
     "minute_accs",
-    "minute_parts",
     "minute_rows",
+    "recorded_accs",
     "recorded_minutes",
     "server_keys",
 ]
@@ -112,34 +112,25 @@ def server_keys(events: list[RawWindowEvent], users: bool) -> dict[str, dict[str
 
 
 def minute_accs(delta: WindowDelta) -> dict[int, Acc]:
-    """A batch's windows per minute (`minute_parts` without the blobs)."""
-    return minute_parts(delta)[0]
-
-
-def minute_parts(delta: WindowDelta) -> tuple[dict[int, Acc], MinuteBlobs]:
-    """A batch's windows per minute, and the blobs of the minutes that one replay worker sent
-    whole (to store as they are).
-
-    Recorded events (live reads, or a replay's packed ranges) are summed straight from the
-    events when none is summed yet (`recorded_minutes`), else from the maps; minutes a worker
-    summed (`WindowDelta.summed`) are decoded from their blobs, anew at each call, so the
-    delta stays as it was (a retried commit reads it again).
-    """
-    summed = delta.summed()
-    minutes = recorded_minutes(delta, but_sums=True)
-    accs = delta_accs(delta, MINUTE) if minutes is None else events_accs(minutes)
-    whole: MinuteBlobs = {}
-    for sums in summed:
+    """A batch's windows per minute, all summed in Python: its recorded events
+    (`recorded_accs`) and the minutes a worker summed (`WindowDelta.summed`), decoded from
+    their blobs anew at each call, so the delta stays as it was. (The SQL stores' writer holds
+    the latter as blobs instead: `stores.window_held.batch_minutes`.)"""
+    accs = recorded_accs(delta)
+    for sums in delta.summed():
         for minute, rows in sums.items():
-            if minute in accs:
-                whole.pop(minute, None)  # summed from several sources: encoded anew
-            else:
-                whole[minute] = rows
             piece = Part()
             for dim, data in rows:
                 decode_part(piece, dim, data)
             _acc(accs, minute).add_part(piece)
-    return accs, whole
+    return accs
+
+
+def recorded_accs(delta: WindowDelta) -> dict[int, Acc]:
+    """A batch's recorded events (not the minutes a worker summed) per minute: straight from
+    the events when none is summed into the maps yet (`recorded_minutes`), else from them."""
+    minutes = recorded_minutes(delta, but_sums=True)
+    return delta_accs(delta, MINUTE) if minutes is None else events_accs(minutes)
 
 
 def events_accs(minutes: list[tuple[int, list[RawWindowEvent]]]) -> dict[int, Acc]:

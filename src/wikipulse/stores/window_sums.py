@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from wikipulse.stores.window_held import Held
 from wikipulse.stores.window_tables import (
     FIVE_MINUTES,
     GRACE,
@@ -28,10 +29,10 @@ from wikipulse.stores.window_tables import (
     fetch,
     start_state,
 )
-from wikipulse.window_blobs import DIMS, Acc, add_dict, add_row, take_rows
+from wikipulse.window_blobs import DIMS, Acc
 from wikipulse.windows import HOUR, MINUTE
 
-__all__ = ["Sums", "lift", "no_cycle_collection", "rebuild", "remember", "summed"]
+__all__ = ["Sums", "lift", "no_cycle_collection", "rebuild", "remember"]
 
 
 @dataclass(slots=True)
@@ -46,7 +47,7 @@ class Sums:
     summed, written and added to its parent.
     """
 
-    accs: dict[int, dict[int, list[Acc]]]
+    accs: dict[int, dict[int, list[Held]]]
     since: dict[int, int]
 
 
@@ -75,7 +76,7 @@ def no_cycle_collection() -> Iterator[None]:
 _PARENT = {MINUTE: FIVE_MINUTES, FIVE_MINUTES: HOUR}
 
 
-def _put(held: dict[int, list[Acc]], bucket: int, acc: Acc) -> None:
+def _put(held: dict[int, list[Held]], bucket: int, acc: Held) -> None:
     """Add `acc` to the held bucket (kept as a list, summed only when the bucket closes: an
     open hour costs nothing until then; a catch-up that ends first never pays for it)."""
     have = held.get(bucket)
@@ -85,39 +86,7 @@ def _put(held: dict[int, list[Acc]], bucket: int, acc: Acc) -> None:
         have.append(acc)
 
 
-def summed(accs: list[Acc]) -> Acc:
-    """The sum of a held bucket's accs, all taken over (the largest is added to in place)."""
-    if len(accs) == 1:
-        return accs[0]
-    total = max(accs, key=_size)
-    for acc in accs:
-        if acc is not total:
-            _absorb(total, acc)
-    return total
-
-
-def _size(acc: Acc) -> int:
-    return len(acc.pages) + len(acc.users)
-
-
-def _absorb(total: Acc, acc: Acc) -> None:
-    """Add `acc` to `total`, taking over its dicts, lists and sets where `total` has none
-    (`Acc.add` copies them: it must leave a batch's acc as it was)."""
-    for kind, row in acc.types.items():
-        add_row(total.types, kind, row)
-    take_rows(total.rows, acc.rows)
-    add_dict(total.users, acc.users)
-    members = total.members
-    for server, names in acc.members.items():
-        have = members.get(server)
-        if have is None:
-            members[server] = names
-        else:
-            have |= names
-    add_dict(total.pages, acc.pages)
-
-
-def remember(sums: Sums, minute: int, acc: Acc) -> None:
+def remember(sums: Sums, minute: int, acc: Held) -> None:
     """Add a batch's minute to the finest held bucket that holds it (a late event for a closed
     minute goes to its open 5-minute bucket or hour); nothing if every level has sealed it
     (the writer then appends it to the sealed buckets as parts). `acc` is taken over."""
@@ -128,7 +97,7 @@ def remember(sums: Sums, minute: int, acc: Acc) -> None:
             return
 
 
-def lift(sums: Sums, g: int, bucket: int, acc: Acc) -> None:
+def lift(sums: Sums, g: int, bucket: int, acc: Held) -> None:
     """A bucket of `g` was written whole: add it to its parent if that is held (taken over)."""
     parent = _PARENT.get(g)
     if parent is None:
@@ -150,7 +119,7 @@ def rebuild() -> Steps[WriterState]:
         spans[g] = tuple((yield Span(g)))
     coarse = {g: high for g, (_, high) in spans.items() if g != MINUTE and high is not None}
     state = start_state(spans[MINUTE][1], spans[MINUTE][0], coarse)
-    accs: dict[int, dict[int, list[Acc]]] = {g: {} for g in LEVELS}
+    accs: dict[int, dict[int, list[Held]]] = {g: {} for g in LEVELS}
     if state.newest is None:
         state.sums = Sums(accs, dict.fromkeys(LEVELS, 0))
         return state

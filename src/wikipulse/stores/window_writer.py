@@ -20,15 +20,20 @@ crash between two part writes, or between the parts and a compaction, leaves who
 
 from __future__ import annotations
 
-import msgspec
-
-from wikipulse.stores import window_rank, window_sums
+from wikipulse.stores import window_sums
+from wikipulse.stores.window_held import (
+    Held,
+    batch_minutes,
+    blob_rows,
+    empty,
+    events,
+    merged,
+    sealed_rows,
+)
 from wikipulse.stores.window_sums import Sums
 from wikipulse.stores.window_tables import (
     FINER,
     GRACE,
-    INDEX_DIMS,
-    TAIL_DIMS,
     Closed,
     Drop,
     Fetch,
@@ -41,9 +46,7 @@ from wikipulse.stores.window_tables import (
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_delta import WindowDelta
-from wikipulse.window_index import index_blobs
-from wikipulse.window_minutes import minute_parts
-from wikipulse.windows import HOUR, MINUTE, MinuteBlobs
+from wikipulse.windows import HOUR, MINUTE
 
 __all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
 
@@ -52,66 +55,39 @@ MAX_PARTS = 48
 #: A batch with fewer events is live: the writer sums its open buckets as it goes.
 EAGER_EVENTS = 5000
 _COARSE = (5 * MINUTE, HOUR)
-_encode = msgspec.msgpack.Encoder().encode
 
 
-def _rows(bucket: int, part: int, acc: Acc) -> list[PartRow]:
-    return [(bucket, part, dim, data) for dim, data in window_rank.blobs(acc)]
-
-
-def _sealed_rows(bucket: int, acc: Acc) -> list[PartRow]:
-    """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
-    structs = window_rank.structs(acc)
-    _, _, users, pages = structs
-    rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
-    for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
-        index = index_blobs(keys, n)
-        if index is not None:
-            rows.append((bucket, 0, INDEX_DIMS[dim], index[0]))
-            rows.append((bucket, 0, TAIL_DIMS[dim], index[1]))
-    return rows
-
-
-def _summed(accs: list[Acc]) -> Acc:
-    if len(accs) == 1:
-        return accs[0]
-    total = Acc()
-    for acc in accs:
-        total.add(acc)
-    return total
-
-
-def compact(g: int, bucket: int, acc: Acc | None = None) -> Steps[None]:
-    """Replace the parts of a bucket by one (part 0) holding their sum: `acc` when the writer
+def compact(g: int, bucket: int, held: Held | None = None) -> Steps[None]:
+    """Replace the parts of a bucket by one (part 0) holding their sum: `held` when the writer
     holds it (`window_sums`), else read back from the parts."""
-    if acc is None:
+    if held is None:
         acc = Acc()
         for _, dim, data in (yield Fetch(g, DIMS, buckets=(bucket,))):
             piece = Part()
             decode_part(piece, dim, data)
             acc.add_part(piece)
+        held = acc
     yield Drop(g, (bucket,))
-    yield Put(g, _rows(bucket, 0, acc) if g == MINUTE else _sealed_rows(bucket, acc))
+    if g == MINUTE:
+        yield Put(g, [(bucket, 0, dim, data) for dim, data in blob_rows(held)])
+    else:
+        yield Put(g, sealed_rows(bucket, held))
 
 
 def _append(
-    g: int, accs: dict[int, list[Acc]], only_stored: bool, encoded: MinuteBlobs | None = None
+    g: int, items: dict[int, list[Held]], only_stored: bool
 ) -> Steps[tuple[set[int], list[int]]]:
     """Write each bucket's share of the batch as a new part (to every bucket, or only to those
-    already stored), as `encoded` holds it where it does; return the stored buckets and those
-    that reached `MAX_PARTS` parts."""
-    stored: dict[int, tuple[int, int]] = yield Parts(g, buckets=tuple(sorted(accs)))
+    already stored); return the stored buckets and those that reached `MAX_PARTS` parts."""
+    stored: dict[int, tuple[int, int]] = yield Parts(g, buckets=tuple(sorted(items)))
     puts: list[PartRow] = []
     full: list[int] = []
-    blobs = encoded or {}
-    for bucket, parts in accs.items():
+    for bucket, parts in items.items():
         have = stored.get(bucket)
         if have is None and only_stored:
             continue
         part = 0 if have is None else have[0] + 1
-        rows = blobs.get(bucket)
-        if rows is None:
-            rows = window_rank.blobs(_summed(parts))
+        rows = blob_rows(merged(parts, keep=True))
         puts += [(bucket, part, dim, data) for dim, data in rows]
         if have is None:
             continue
@@ -130,7 +106,7 @@ def _seal(g: int, bucket: int) -> Steps[None]:
         for part in parts:
             acc.add_part(part)
     if acc.types:
-        yield Put(g, _sealed_rows(bucket, acc))
+        yield Put(g, sealed_rows(bucket, acc))
 
 
 def _compact_minutes(sums: Sums, lo: int, hi: int, full: list[int]) -> Steps[None]:
@@ -140,14 +116,14 @@ def _compact_minutes(sums: Sums, lo: int, hi: int, full: list[int]) -> Steps[Non
     held = sums.accs[MINUTE]
     several = {bucket for bucket, (_, count) in found.items() if count > 1}
     for minute in sorted(several | set(full)):
-        accs = held.get(minute)
-        acc = None
-        if accs is not None:
-            acc = window_sums.summed(accs)
-            accs[:] = [acc]
-        yield from compact(MINUTE, minute, acc)
+        items = held.get(minute)
+        item = None
+        if items is not None:
+            item = merged(items)
+            items[:] = [item]
+        yield from compact(MINUTE, minute, item)
     for minute in sorted(bucket for bucket in held if bucket < hi):
-        window_sums.lift(sums, MINUTE, minute, window_sums.summed(held.pop(minute)))
+        window_sums.lift(sums, MINUTE, minute, merged(held.pop(minute)))
 
 
 def _seal_level(
@@ -163,10 +139,10 @@ def _seal_level(
         yield from _seal(g, bucket)
     held = sums.accs[g]
     for bucket in sorted(b for b in held if b < hi):
-        acc = window_sums.summed(held.pop(bucket))
-        if acc.types:
-            yield Put(g, _sealed_rows(bucket, acc))
-        window_sums.lift(sums, g, bucket, acc)
+        item = merged(held.pop(bucket))
+        if not empty(item):
+            yield Put(g, sealed_rows(bucket, item))
+        window_sums.lift(sums, g, bucket, item)
 
 
 def write(
@@ -180,7 +156,7 @@ def write(
     """
     sums = state.sums if state.token == last else None
     state.sums = None
-    minutes, encoded = minute_parts(delta)
+    minutes = batch_minutes(delta)
     if not minutes:
         return WriterState(state.newest, state.sealed, sums, token)
     if sums is None:
@@ -192,19 +168,19 @@ def write(
     sealed = dict(state.sealed)
     # every part first (a batch's accs are taken over by the sums below)
     _, full = yield from _append(
-        MINUTE, {minute: [acc] for minute, acc in minutes.items()}, False, encoded
+        MINUTE, {minute: [item] for minute, item in minutes.items()}, False
     )
-    touched: dict[int, dict[int, list[Acc]]] = {g: {} for g in _COARSE}
+    touched: dict[int, dict[int, list[Held]]] = {g: {} for g in _COARSE}
     stored: dict[int, set[int]] = {}
     for g in _COARSE:
-        for minute, acc in minutes.items():
-            touched[g].setdefault(minute - minute % g, []).append(acc)
+        for minute, item in minutes.items():
+            touched[g].setdefault(minute - minute % g, []).append(item)
         # a late event: its sealed bucket gets it too, as a part
         stored[g], full_coarse = yield from _append(g, touched[g], only_stored=True)
         for bucket in sorted(full_coarse):
             yield from compact(g, bucket)
-    for minute, acc in minutes.items():
-        window_sums.remember(sums, minute, acc)
+    for minute, item in minutes.items():
+        window_sums.remember(sums, minute, item)
     hi = edge - edge % MINUTE  # minutes before it ended GRACE before the newest minute
     lo = sealed.get(MINUTE, 0)
     yield from _compact_minutes(sums, lo, hi, full)
@@ -216,7 +192,7 @@ def write(
         sealed[g] = max(lo, hi)
     for g, done in sealed.items():
         sums.since[g] = max(sums.since[g], done)
-    if sum(row[0] for acc in minutes.values() for row in acc.types.values()) < EAGER_EVENTS:
+    if sum(map(events, minutes.values())) < EAGER_EVENTS:
         _sum_held(sums)
     return WriterState(newest, sealed, sums, token)
 
@@ -227,6 +203,6 @@ def _sum_held(sums: Sums) -> None:
     seals an hour only sorts and encodes it. A catch-up (big batches) leaves them listed: an
     hour it never finishes is never summed."""
     for g in _COARSE:
-        for accs in sums.accs[g].values():
-            if len(accs) > 1:
-                accs[:] = [window_sums.summed(accs)]
+        for items in sums.accs[g].values():
+            if len(items) > 1:
+                items[:] = [merged(items)]

@@ -1,0 +1,208 @@
+"""The buckets the SQL stores' writer holds: summed in Python (`Acc`) or as stored blobs.
+
+A replay's workers send each minute as the blobs of a stored part. Decoding them into dicts,
+summing the dicts into 5-minute buckets and hours, ranking and encoding those again was most
+of a replay's serial part (the writer's thread, py-spy: ~75% of it). So such a minute is held
+as it came (`Encoded`), stored as it is, and buckets summed from blobs are summed by the C
+extension `wikipulse._merge` on the blobs themselves, without a Python object per user or
+page and without the GIL; `Totals` and `Counts` (a few hundred wikis) are summed in Python.
+Live batches are summed from events into `Acc`s, as before; a bucket holding both is summed
+in C once its `Acc`s are encoded. Without the extension (installed without a C compiler)
+blobs are decoded and summed in Python: the same sums.
+
+Ties in a ranked list keep the order in which the keys were met in either path; nothing reads
+that order (top lists break ties by key).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from wikipulse.stores import window_rank
+from wikipulse.stores.window_tables import INDEX_DIMS, TAIL_DIMS, PartRow
+from wikipulse.window_blobs import (
+    DIMS,
+    Acc,
+    Counts,
+    Part,
+    Totals,
+    add_dict,
+    add_row,
+    decode_part,
+    take_rows,
+)
+from wikipulse.window_delta import WindowDelta
+from wikipulse.window_index import HEAD, index_blobs
+from wikipulse.window_minutes import recorded_accs
+
+__all__ = [
+    "Encoded",
+    "Held",
+    "acc_of",
+    "batch_minutes",
+    "blob_rows",
+    "empty",
+    "events",
+    "merged",
+    "native",
+    "sealed_rows",
+]
+
+_users: Callable[[list[bytes]], tuple[bytes, int, dict[str, int]]] | None
+_pages: Callable[[list[bytes]], bytes] | None
+_index: Callable[[bytes, bool, int], tuple[bytes, bytes] | None] | None
+try:  # built from src/wikipulse/_merge.c, optional like the other extensions
+    from wikipulse._merge import index as _index
+    from wikipulse._merge import pages as _pages
+    from wikipulse._merge import users as _users
+except ImportError:  # installed without a C compiler
+    _users = _pages = _index = None
+
+_encode = msgspec.msgpack.Encoder().encode
+_TOTALS = msgspec.msgpack.Decoder(Totals)
+_COUNTS = msgspec.msgpack.Decoder(Counts)
+
+
+class Encoded:
+    """A bucket held as its four stored blobs (`rows`: dimension -> bytes)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: dict[str, bytes]) -> None:
+        self.rows = rows
+
+
+Held = Acc | Encoded
+
+
+def native() -> bool:
+    """Whether blobs are summed in C (`wikipulse._merge` is built)."""
+    return _users is not None
+
+
+def acc_of(item: Held) -> Acc:
+    """The bucket as an `Acc`: the same one, or its blobs decoded into a new one."""
+    if isinstance(item, Acc):
+        return item
+    part = Part()
+    for dim, data in item.rows.items():
+        decode_part(part, dim, data)
+    acc = Acc()
+    acc.add_part(part)
+    return acc
+
+
+def events(item: Held) -> int:
+    """How many events the bucket holds."""
+    types = item.types if isinstance(item, Acc) else _TOTALS.decode(item.rows["t"]).types
+    return sum(row[0] for row in types.values())
+
+
+def empty(item: Held) -> bool:
+    """Whether the bucket holds no event."""
+    return events(item) == 0 if isinstance(item, Encoded) else not item.types
+
+
+def blob_rows(item: Held) -> list[tuple[str, bytes]]:
+    """The bucket's four blobs, (dimension, bytes)."""
+    if isinstance(item, Encoded):
+        return [(dim, item.rows[dim]) for dim in DIMS]
+    return window_rank.blobs(item)
+
+
+def sealed_rows(bucket: int, item: Held) -> list[PartRow]:
+    """A whole coarse bucket as part 0, with the top-list indexes of its users and pages."""
+    if isinstance(item, Encoded) and _index is not None:
+        rows = [(bucket, 0, dim, item.rows[dim]) for dim in DIMS]
+        for dim, is_pages in (("u", False), ("p", True)):
+            index = _index(item.rows[dim], is_pages, HEAD)
+            if index is not None:
+                rows.append((bucket, 0, INDEX_DIMS[dim], index[0]))
+                rows.append((bucket, 0, TAIL_DIMS[dim], index[1]))
+        return rows
+    structs = window_rank.structs(acc_of(item))
+    _, _, users, pages = structs
+    rows = [(bucket, 0, dim, _encode(value)) for dim, value in zip(DIMS, structs, strict=True)]
+    for dim, (keys, n) in (("u", (users.names, users.n)), ("p", (pages.keys, pages.n))):
+        made = index_blobs(keys, n)
+        if made is not None:
+            rows.append((bucket, 0, INDEX_DIMS[dim], made[0]))
+            rows.append((bucket, 0, TAIL_DIMS[dim], made[1]))
+    return rows
+
+
+def merged(items: list[Held], keep: bool = False) -> Held:
+    """The sum of a bucket's items. With `keep` the items are left as they were; else `Acc`s
+    may be taken over (the largest is added to in place)."""
+    if len(items) == 1:
+        return items[0]
+    if _users is not None and _pages is not None and any(isinstance(i, Encoded) for i in items):
+        return _merged_blobs(items, _users, _pages)
+    if keep:
+        total = Acc()
+        for item in items:
+            total.add(acc_of(item))
+        return total
+    accs = [acc_of(item) for item in items]
+    total = max(accs, key=_size)
+    for acc in accs:
+        if acc is not total:
+            _absorb(total, acc)
+    return total
+
+
+def _merged_blobs(
+    items: list[Held],
+    users: Callable[[list[bytes]], tuple[bytes, int, dict[str, int]]],
+    pages: Callable[[list[bytes]], bytes],
+) -> Encoded:
+    blobs = [item.rows if isinstance(item, Encoded) else dict(blob_rows(item)) for item in items]
+    u, names, distinct = users([rows["u"] for rows in blobs])
+    types: dict[str, list[int]] = {}
+    per_wiki: dict[str, dict[str, list[int]]] = {}
+    for rows in blobs:
+        for kind, row in _TOTALS.decode(rows["t"]).types.items():
+            add_row(types, kind, row)
+        take_rows(per_wiki, _COUNTS.decode(rows["c"]).rows)  # decoded here: ours to take
+    return Encoded(
+        {
+            "t": _encode(Totals(types, names)),
+            "c": _encode(Counts(per_wiki, distinct)),
+            "u": u,
+            "p": pages([rows["p"] for rows in blobs]),
+        }
+    )
+
+
+def _size(acc: Acc) -> int:
+    return len(acc.pages) + len(acc.users)
+
+
+def _absorb(total: Acc, acc: Acc) -> None:
+    """Add `acc` to `total`, taking over its dicts, lists and sets where `total` has none
+    (`Acc.add` copies them: it must leave a batch's acc as it was)."""
+    for kind, row in acc.types.items():
+        add_row(total.types, kind, row)
+    take_rows(total.rows, acc.rows)
+    add_dict(total.users, acc.users)
+    members = total.members
+    for server, names in acc.members.items():
+        have = members.get(server)
+        if have is None:
+            members[server] = names
+        else:
+            have |= names
+    add_dict(total.pages, acc.pages)
+
+
+def batch_minutes(delta: WindowDelta) -> dict[int, Held]:
+    """A batch's windows per minute: summed from its recorded events, and the minutes a
+    replay worker summed held as their blobs (summed with the rest where a minute has both,
+    or came from two workers). The delta is left as it was (a retried commit reads it again)."""
+    items: dict[int, list[Held]] = {minute: [acc] for minute, acc in recorded_accs(delta).items()}
+    for sums in delta.summed():
+        for minute, rows in sums.items():
+            items.setdefault(minute, []).append(Encoded(dict(rows)))
+    return {minute: merged(held) for minute, held in items.items()}

@@ -1,0 +1,242 @@
+"""Window blobs summed and indexed in C (`wikipulse._merge`) equal the Python sums, exactly.
+
+Every expected value here is computed by the Python path (`Acc`, `window_rank`,
+`window_index.index_blobs`, `window_minutes.events_accs`), which the rest of the suite checks
+against plain loops; the C results are decoded and compared as values (ties in a ranked list
+may be ordered differently: nothing reads that order), and their bytes are compared with
+msgspec's encoding of the decoded values, so they are the canonical msgpack msgspec writes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wikipulse.replay import parallel
+from wikipulse.stores import window_held, window_rank
+from wikipulse.stores.window_held import Encoded, acc_of, merged
+from wikipulse.window_blobs import DIMS, Acc, Counts, Pages, Totals, Users
+from wikipulse.window_delta import WindowDelta
+from wikipulse.window_index import index_blobs
+from wikipulse.window_minutes import events_accs, recorded_minutes
+from wikipulse.window_packing import RawWindowEvent
+
+C: Any
+try:
+    from wikipulse import _merge as C
+except ImportError:  # built without a C compiler
+    C = None
+
+needs_c = pytest.mark.skipif(C is None, reason="the C extension was not built here")
+
+# Names that share prefixes (of 8 and 16 bytes: the index sorts on those first), hold NUL,
+# are empty, or are not ASCII; wikis that are prefixes of each other.
+_text = st.sampled_from(
+    ["a", "ab", "b", "Bé", "c\x00d", "", "日本", "Страница 1", "Страница 2", "y" * 40, "y" * 41]
+)
+_wiki = st.sampled_from(["de", "d", "de.wikipedia.org", "é", "en.wikipedia.org"])
+
+
+def _acc(users: dict[tuple[str, str], int], pages: dict[tuple[str, str], int]) -> Acc:
+    """A bucket with these (wiki, user) and (wiki, title) counts, and rows to match."""
+    acc = Acc()
+    for (wiki, user), n in users.items():
+        acc.users[user] = acc.users.get(user, 0) + n
+        acc.members.setdefault(wiki, set()).add(user)
+    for key, n in pages.items():
+        acc.pages[key] = n
+        row = acc.rows.setdefault(key[0], {}).setdefault("edit", [0, 0, 0, 0])
+        row[0] += n
+        acc.types.setdefault("edit", [0, 0, 0, 0])[0] += n
+    return acc
+
+
+_accs = st.lists(
+    st.builds(
+        _acc,
+        st.dictionaries(st.tuples(_wiki, _text), st.integers(1, 400), max_size=15),
+        st.dictionaries(st.tuples(_wiki, _text), st.integers(1, 400), max_size=15),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def _values(item: window_held.Held) -> tuple[Any, ...]:
+    """What a bucket holds, as plain values (member sets by name, not by position)."""
+    rows = dict(window_held.blob_rows(item))
+    t = msgspec.msgpack.decode(rows["t"], type=Totals)
+    c = msgspec.msgpack.decode(rows["c"], type=Counts)
+    u = msgspec.msgpack.decode(rows["u"], type=Users)
+    p = msgspec.msgpack.decode(rows["p"], type=Pages)
+    assert u.n == sorted(u.n, reverse=True)
+    assert p.n == sorted(p.n, reverse=True)
+    assert msgspec.msgpack.encode(u) == rows["u"]
+    assert msgspec.msgpack.encode(p) == rows["p"]
+    members = {wiki: {u.names[i] for i in at} for wiki, at in u.members.items()}
+    return (
+        t.types,
+        t.distinct,
+        c.rows,
+        c.distinct,
+        dict(zip(u.names, u.n, strict=True)),
+        members,
+        dict(zip(map(tuple, p.keys), p.n, strict=True)),
+    )
+
+
+def _python_sum(accs: list[Acc]) -> Acc:
+    total = Acc()
+    for acc in accs:
+        total.add(acc)
+    return total
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(accs=_accs, encoded=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_buckets_summed_from_blobs_equal_the_python_sum(
+    accs: list[Acc], encoded: list[bool]
+) -> None:
+    """Any mix of blobs and `Acc`s sums in C to what Python sums, and leaves them as they
+    were (`keep`: the writer sums a batch's minutes for a late part, then keeps them)."""
+    expected = _values(_python_sum(accs))
+    items: list[window_held.Held] = [
+        Encoded(dict(window_rank.blobs(acc))) if as_blob else acc
+        for acc, as_blob in zip(accs, encoded, strict=False)
+    ]
+    before = [_values(item) for item in items]
+    if len(items) > 1 and any(isinstance(item, Encoded) for item in items):
+        assert isinstance(merged(items, keep=True), Encoded)
+    assert _values(merged(items, keep=True)) == expected
+    assert [_values(item) for item in items] == before
+    assert _values(acc_of(merged(items))) == expected
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(accs=_accs, head=st.integers(0, 12))
+def test_the_c_index_is_the_python_index_byte_for_byte(accs: list[Acc], head: int) -> None:
+    """The index (head and tail) of a summed bucket is exactly `index_blobs`' of its keys in
+    the blob's order, for users and pages: the tail's bytewise order, offsets and counts."""
+    blob = merged([Encoded(dict(window_rank.blobs(acc))) for acc in accs], keep=True)
+    rows = dict(window_held.blob_rows(blob))
+    u = msgspec.msgpack.decode(rows["u"], type=Users)
+    p = msgspec.msgpack.decode(rows["p"], type=Pages)
+    assert C.index(rows["u"], False, head) == index_blobs(u.names, u.n, head)
+    pages = [tuple(key) for key in p.keys]
+    assert C.index(rows["p"], True, head) == index_blobs(pages, p.n, head)
+
+
+@needs_c
+def test_the_c_index_refuses_what_the_python_index_refuses() -> None:
+    """A wiki holding NUL in the tail: no index (None) in both; in the head only: indexed."""
+    acc = _acc({}, {("a", "x"): 3, ("b\x00c", "y"): 1})
+    rows = dict(window_rank.blobs(acc))
+    assert C.index(rows["p"], True, 0) is None
+    assert index_blobs([("a", "x"), ("b\x00c", "y")], [3, 1], 0) is None
+    assert C.index(rows["p"], True, 2) == index_blobs([("a", "x"), ("b\x00c", "y")], [3, 1], 2)
+    with pytest.raises(ValueError, match="msgpack"):
+        C.index(rows["p"][:-1], True, 0)
+    with pytest.raises(ValueError, match="msgpack"):
+        C.pages([rows["p"], rows["u"]])
+    with pytest.raises(ValueError, match="msgpack"):
+        C.users([rows["u"] + b"\x00"])
+
+
+_kind = st.sampled_from([None, "", "edit", "new", "log", "unknown", "categorize"])
+_events = st.lists(
+    st.tuples(
+        st.sampled_from([0, 60, 120, -60, 2**40]),
+        _wiki,
+        _kind,
+        st.booleans(),
+        st.sampled_from([None, "", "a", "Bé", "c\x00d", "日本"]),
+        st.sampled_from([None, "", "x", "Страница 1", "Страница 2"]),
+        st.integers(-(2**40), 2**40) | st.just(0),
+    ),
+    max_size=60,
+)
+
+
+def _python_minutes(events: list[RawWindowEvent]) -> dict[int, list[tuple[str, bytes]]]:
+    delta = WindowDelta()
+    delta.raw = list(events)
+    accs = events_accs(recorded_minutes(delta) or [])
+    return {minute: window_rank.blobs(acc) for minute, acc in accs.items()}
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(events=_events)
+def test_minutes_summed_in_c_equal_the_python_sums(events: list[RawWindowEvent]) -> None:
+    """A worker's recorded events summed per minute in C: the same minutes, oldest first,
+    each with what Python sums (types with no type or an empty one counted as `unknown`,
+    users and titles that are empty or missing left out, bytes added and removed)."""
+    expected = _python_minutes(events)
+    got = C.minutes(events)
+    assert list(got) == sorted(expected)
+    for minute, rows in got.items():
+        assert [dim for dim, _ in rows] == list(DIMS)
+        assert _values(Encoded(dict(rows))) == _values(Encoded(dict(expected[minute])))
+
+
+def test_what_c_cannot_sum_is_left_to_python() -> None:
+    """Bytes beyond 64 bits, a lone surrogate, a name that is no str: C refuses them, and the
+    worker sums them in Python as it did before the extension (whose msgpack encoder refuses
+    such sums and names in turn: the same error as without the extension)."""
+    big = [(0, "de", "edit", False, "a", "x", 2**63 - 1)] * 3
+    if C is not None:
+        with pytest.raises(OverflowError):
+            C.minutes(big)
+        with pytest.raises(UnicodeEncodeError):
+            C.minutes([(60, "de", "edit", False, "b\ud800", None, 5)])
+        with pytest.raises(TypeError):
+            C.minutes([(0, None, "edit", False, "a", "x", 1)])
+    delta = WindowDelta()
+    delta.raw = list(big)
+    with pytest.raises(OverflowError, match="serialize"):
+        parallel._summed(delta)
+    with pytest.raises(OverflowError, match="serialize"):
+        _python_minutes(big)
+    fits = [(0, "de", "edit", False, "a", "x", 2**62)] * 3
+    delta.raw = list(fits)
+    (sums,) = parallel._summed(delta).minutes
+    assert msgspec.msgpack.decode(dict(sums[0])["t"], type=Totals).types["edit"][2] == 3 * 2**62
+
+
+def test_the_merge_extension_is_built_in_ci() -> None:
+    """CI builds the extension (gcc is there): the fast path is what the tests exercise."""
+    if os.environ.get("CI") != "true" and C is None:
+        pytest.skip("the C extension was not built here (no C compiler at install)")
+    assert C is not None
+    assert window_held.native()
+    assert parallel._c_minutes is C.minutes
+
+
+@settings(max_examples=100, deadline=None)
+@given(accs=_accs, encoded=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_without_the_extension_blobs_are_summed_in_python(
+    accs: list[Acc], encoded: list[bool]
+) -> None:
+    """Installed without a C compiler, the writer decodes blobs and sums them in Python:
+    the same bucket, and the same sealed rows as values."""
+    expected = _values(_python_sum(accs))
+    items: list[window_held.Held] = [
+        Encoded(dict(window_rank.blobs(acc))) if as_blob else acc
+        for acc, as_blob in zip(accs, encoded, strict=False)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("_users", "_pages", "_index"):
+            patch.setattr(window_held, name, None)
+        assert not window_held.native()
+        total = merged(items, keep=True)
+        assert _values(total) == expected
+        rows = window_held.sealed_rows(0, total)
+    sealed = {dim: data for _, _, dim, data in rows}
+    assert _values(Encoded({dim: sealed[dim] for dim in DIMS})) == expected
