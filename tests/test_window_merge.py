@@ -143,10 +143,15 @@ def test_the_c_index_refuses_what_the_python_index_refuses() -> None:
     assert C.index(rows["p"], True, 2) == index_blobs([("a", "x"), ("b\x00c", "y")], [3, 1], 2)
     with pytest.raises(ValueError, match="msgpack"):
         C.index(rows["p"][:-1], True, 0)
+    blobs = (rows["t"], rows["c"], rows["u"], rows["p"])
     with pytest.raises(ValueError, match="msgpack"):
-        C.pages([rows["p"], rows["u"]])
+        C.merge([blobs, (rows["t"], rows["c"], rows["u"], rows["u"])])
     with pytest.raises(ValueError, match="msgpack"):
-        C.users([rows["u"] + b"\x00"])
+        C.merge([blobs, (rows["t"], rows["c"], rows["u"] + b"\x00", rows["p"])])
+    with pytest.raises(ValueError, match="msgpack"):
+        C.merge([blobs, (rows["t"], rows["p"], rows["u"], rows["p"])])
+    with pytest.raises(TypeError, match="4 bytes"):
+        C.merge([blobs[:3]])
 
 
 _kind = st.sampled_from([None, "", "edit", "new", "log", "unknown", "categorize"])
@@ -232,7 +237,7 @@ def test_without_the_extension_blobs_are_summed_in_python(
         for acc, as_blob in zip(accs, encoded, strict=False)
     ]
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("_users", "_pages", "_index"):
+        for name in ("_merge", "_index"):
             patch.setattr(window_held, name, None)
         assert not window_held.native()
         total = merged(items, keep=True)

@@ -28,7 +28,7 @@
 
 /* ---- errors (set once the GIL is held again) ---- */
 
-enum { OK = 0, E_MEMORY = 1, E_FORMAT = 2, E_NONE = 3 };
+enum { OK = 0, E_MEMORY = 1, E_FORMAT = 2, E_NONE = 3, E_RANGE = 4 };
 
 /* ---- msgpack reading ---- */
 
@@ -430,35 +430,15 @@ typedef struct {
     Py_ssize_t size;
 } Blob;
 
-static int
-gather(PyObject *seq, PyObject **fast, Blob **blobs, Py_ssize_t *n)
-{
-    *fast = PySequence_Fast(seq, "expected a sequence of bytes");
-    if (*fast == NULL) {
-        return -1;
-    }
-    *n = PySequence_Fast_GET_SIZE(*fast);
-    *blobs = PyMem_Malloc(sizeof(Blob) * (size_t)(*n ? *n : 1));
-    if (*blobs == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < *n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(*fast, i);
-        if (!PyBytes_Check(item)) {
-            PyErr_SetString(PyExc_TypeError, "expected a sequence of bytes");
-            return -1;
-        }
-        (*blobs)[i] = (Blob){(const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)};
-    }
-    return 0;
-}
-
 static PyObject *
 fail(int error)
 {
     if (error == E_MEMORY) {
         return PyErr_NoMemory();
+    }
+    if (error == E_RANGE) {
+        PyErr_SetString(PyExc_OverflowError, "a window sum beyond 64 bits");
+        return NULL;
     }
     PyErr_SetString(PyExc_ValueError, "a window blob is not in the expected msgpack form");
     return NULL;
@@ -732,46 +712,194 @@ user_sum_free(UserSum *s)
     PyMem_RawFree(s->out.data);
 }
 
-static PyObject *
-users(PyObject *module, PyObject *arg)
+/* ---- totals: [events, bots, added, removed] per type, and per wiki and type ---- */
+
+/* Rows summed per key of a table (indexed like its keys). */
+typedef struct {
+    uint64_t (*rows)[4];
+    uint32_t cap;
+} Rows;
+
+static int
+add_row(Rows *r, uint32_t id, const uint64_t add[4])
 {
-    (void)module;
-    PyObject *fast = NULL, *result = NULL;
-    Blob *blobs = NULL;
-    Py_ssize_t n;
-    UserSum s;
-    memset(&s, 0, sizeof(s));
-    if (gather(arg, &fast, &blobs, &n) == 0) {
-        int error;
-        Py_BEGIN_ALLOW_THREADS
-        error = merge_users(&s, blobs, n);
-        Py_END_ALLOW_THREADS
-        if (error) {
-            fail(error);
-        } else {
-            PyObject *distinct = PyDict_New();
-            PyObject *blob = take_out(&s.out);
-            int ok = distinct != NULL && blob != NULL;
-            for (uint32_t w = 0; ok && w < s.wikis.used; w++) {
-                const Key *k = &s.wikis.keys[w];
-                PyObject *wiki = PyUnicode_DecodeUTF8((const char *)k->a, k->alen, "surrogatepass");
-                uint32_t count = w < s.members_cap ? s.members[w].used : 0;
-                PyObject *size = PyLong_FromUnsignedLong(count);
-                ok = wiki != NULL && size != NULL && PyDict_SetItem(distinct, wiki, size) == 0;
-                Py_XDECREF(wiki);
-                Py_XDECREF(size);
+    if (id >= r->cap) {
+        uint32_t cap = r->cap * 2 + 64 > id ? r->cap * 2 + 64 : id + 64;
+        uint64_t(*bigger)[4] = PyMem_RawRealloc(r->rows, sizeof(uint64_t[4]) * cap);
+        if (bigger == NULL) {
+            return E_MEMORY;
+        }
+        memset(bigger + r->cap, 0, sizeof(uint64_t[4]) * (cap - r->cap));
+        r->rows = bigger;
+        r->cap = cap;
+    }
+    uint64_t *row = r->rows[id];
+    for (int i = 0; i < 4; i++) {
+        if (row[i] > UINT64_MAX - add[i]) {
+            return E_RANGE; /* beyond 64 bits: Python sums it */
+        }
+        row[i] += add[i];
+    }
+    return OK;
+}
+
+static void
+put_row(Out *o, const uint64_t *row)
+{
+    put_array(o, 4);
+    for (int i = 0; i < 4; i++) {
+        put_uint(o, row[i]);
+    }
+}
+
+typedef struct {
+    Table kinds, servers, rows; /* rows: (wiki, type) */
+    Rows kind_sums, row_sums;
+    uint32_t *row_server; /* each row's wiki, an index into servers */
+    uint32_t row_cap;
+} Totals;
+
+static int
+totals_init(Totals *t)
+{
+    memset(t, 0, sizeof(*t));
+    return table_init(&t->kinds, 16) || table_init(&t->servers, 64) || table_init(&t->rows, 256)
+               ? E_MEMORY
+               : OK;
+}
+
+static void
+totals_free(Totals *t)
+{
+    table_free(&t->kinds);
+    table_free(&t->servers);
+    table_free(&t->rows);
+    PyMem_RawFree(t->kind_sums.rows);
+    PyMem_RawFree(t->row_sums.rows);
+    PyMem_RawFree(t->row_server);
+}
+
+/* Add a row to its type's and to its wiki and type's. */
+static int
+totals_add(Totals *t, const unsigned char *server, uint32_t slen, const unsigned char *kind,
+           uint32_t klen, const uint64_t add[4])
+{
+    int64_t k = table_find(&t->kinds, kind, klen, NULL, 0);
+    int64_t w = table_find(&t->servers, server, slen, NULL, 0);
+    int64_t r = table_find(&t->rows, server, slen, kind, klen);
+    if (k < 0 || w < 0 || r < 0) {
+        return E_MEMORY;
+    }
+    if ((uint32_t)r >= t->row_cap) {
+        uint32_t cap = t->row_cap * 2 + 64;
+        uint32_t *bigger = PyMem_RawRealloc(t->row_server, sizeof(uint32_t) * cap);
+        if (bigger == NULL) {
+            return E_MEMORY;
+        }
+        t->row_server = bigger;
+        t->row_cap = cap;
+    }
+    t->row_server[r] = (uint32_t)w;
+    int error = add_row(&t->kind_sums, (uint32_t)k, add);
+    return error ? error : add_row(&t->row_sums, (uint32_t)r, add);
+}
+
+/* Add a `c` blob's rows ([wiki -> type -> row, wiki -> distinct]; its distinct users are
+ * counted again from the users). Its `t` blob is the sum of these rows per type. */
+static int
+totals_add_blob(Totals *t, const Blob *blob)
+{
+    Reader r = {blob->data, blob->data + blob->size};
+    uint32_t fields, wikis, kinds, width, distinct;
+    if (read_array(&r, &fields) || fields != 2 || read_map(&r, &wikis)) {
+        return E_FORMAT;
+    }
+    for (uint32_t w = 0; w < wikis; w++) {
+        const unsigned char *wiki;
+        uint32_t wlen;
+        if (read_str(&r, &wiki, &wlen) || read_map(&r, &kinds)) {
+            return E_FORMAT;
+        }
+        for (uint32_t k = 0; k < kinds; k++) {
+            const unsigned char *kind;
+            uint32_t klen;
+            uint64_t add[4];
+            if (read_str(&r, &kind, &klen) || read_array(&r, &width) || width != 4) {
+                return E_FORMAT;
             }
-            if (ok) {
-                result = Py_BuildValue("(OkO)", blob, (unsigned long)s.names.used, distinct);
+            for (int i = 0; i < 4; i++) {
+                if (read_uint(&r, &add[i])) {
+                    return E_FORMAT;
+                }
             }
-            Py_XDECREF(distinct);
-            Py_XDECREF(blob);
+            int error = totals_add(t, wiki, wlen, kind, klen, add);
+            if (error) {
+                return error;
+            }
         }
     }
-    user_sum_free(&s);
-    PyMem_Free(blobs);
-    Py_XDECREF(fast);
-    return result;
+    if (read_map(&r, &distinct)) {
+        return E_FORMAT;
+    }
+    for (uint32_t w = 0; w < distinct; w++) {
+        const unsigned char *wiki;
+        uint32_t wlen;
+        uint64_t n;
+        if (read_str(&r, &wiki, &wlen) || read_uint(&r, &n)) {
+            return E_FORMAT;
+        }
+    }
+    return r.p == r.end ? OK : E_FORMAT;
+}
+
+/* Write the `t` ([type -> row, distinct users]) and `c` ([wiki -> type -> row, wiki ->
+ * distinct users]) blobs; a wiki's rows in the order met, grouped by a counting sort. */
+static int
+put_totals(const Totals *t, const UserSum *users, Out *tout, Out *cout)
+{
+    put_array(tout, 2);
+    put_map(tout, t->kinds.used);
+    for (uint32_t k = 0; k < t->kinds.used; k++) {
+        put_str(tout, t->kinds.keys[k].a, t->kinds.keys[k].alen);
+        put_row(tout, t->kind_sums.rows[k]);
+    }
+    put_uint(tout, users->names.used);
+    uint32_t *first = PyMem_RawCalloc((size_t)t->servers.used + 1, sizeof(uint32_t));
+    uint32_t *grouped = PyMem_RawMalloc(sizeof(uint32_t) * (t->rows.used ? t->rows.used : 1));
+    if (first == NULL || grouped == NULL) {
+        PyMem_RawFree(first);
+        PyMem_RawFree(grouped);
+        return E_MEMORY;
+    }
+    for (uint32_t r = 0; r < t->rows.used; r++) {
+        first[t->row_server[r] + 1]++;
+    }
+    for (uint32_t w = 0; w < t->servers.used; w++) {
+        first[w + 1] += first[w];
+    }
+    for (uint32_t r = 0; r < t->rows.used; r++) {
+        grouped[first[t->row_server[r]]++] = r;
+    }
+    put_array(cout, 2);
+    put_map(cout, t->servers.used);
+    uint32_t at = 0;
+    for (uint32_t w = 0; w < t->servers.used; w++) {
+        put_str(cout, t->servers.keys[w].a, t->servers.keys[w].alen);
+        uint32_t end = first[w]; /* advanced to where the next wiki's rows begin */
+        put_map(cout, end - at);
+        for (; at < end; at++) {
+            put_str(cout, t->rows.keys[grouped[at]].b, t->rows.keys[grouped[at]].blen);
+            put_row(cout, t->row_sums.rows[grouped[at]]);
+        }
+    }
+    PyMem_RawFree(first);
+    PyMem_RawFree(grouped);
+    put_map(cout, users->wikis.used);
+    for (uint32_t w = 0; w < users->wikis.used; w++) {
+        put_str(cout, users->wikis.keys[w].a, users->wikis.keys[w].alen);
+        put_uint(cout, w < users->members_cap ? users->members[w].used : 0);
+    }
+    return tout->failed || cout->failed ? E_MEMORY : OK;
 }
 
 /* ---- pages ---- */
@@ -867,27 +995,99 @@ merge_pages(Table *t, Out *o, const Blob *blobs, Py_ssize_t n)
     return put_pages(o, t);
 }
 
+/* ---- buckets: t, c, u and p blobs summed ---- */
+
+typedef struct {
+    Blob *c, *u, *p;
+    Py_ssize_t n;
+} Buckets;
+
+static int
+merge_buckets(const Buckets *in, Out out[4])
+{
+    Totals totals;
+    Table pages;
+    UserSum users;
+    memset(&pages, 0, sizeof(Table));
+    memset(&users, 0, sizeof(users));
+    int error = totals_init(&totals) ? E_MEMORY : OK;
+    for (Py_ssize_t b = 0; !error && b < in->n; b++) {
+        error = totals_add_blob(&totals, &in->c[b]);
+    }
+    error = error ? error : merge_users(&users, in->u, in->n);
+    error = error ? error : merge_pages(&pages, &out[3], in->p, in->n);
+    error = error ? error : put_totals(&totals, &users, &out[0], &out[1]);
+    if (!error) {
+        put_bytes(&out[2], users.out.data, users.out.used);
+        error = out[2].failed ? E_MEMORY : OK;
+    }
+    totals_free(&totals);
+    table_free(&pages);
+    user_sum_free(&users);
+    return error;
+}
+
 static PyObject *
-pages(PyObject *module, PyObject *arg)
+merge(PyObject *module, PyObject *arg)
 {
     (void)module;
-    PyObject *fast = NULL, *result = NULL;
-    Blob *blobs = NULL;
-    Py_ssize_t n;
-    Table t;
-    Out o = {NULL, 0, 0, 0};
-    memset(&t, 0, sizeof(t));
-    if (gather(arg, &fast, &blobs, &n) == 0) {
+    PyObject *fast = PySequence_Fast(arg, "merge(): expected a sequence of (t, c, u, p) blobs");
+    if (fast == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    Buckets in = {PyMem_Malloc(sizeof(Blob) * (size_t)(n ? n : 1)),
+                  PyMem_Malloc(sizeof(Blob) * (size_t)(n ? n : 1)),
+                  PyMem_Malloc(sizeof(Blob) * (size_t)(n ? n : 1)), n};
+    PyObject *result = NULL;
+    Out out[4];
+    memset(out, 0, sizeof(out));
+    int ok = in.c != NULL && in.u != NULL && in.p != NULL;
+    if (!ok) {
+        PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(fast, i);
+        ok = PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 4;
+        for (Py_ssize_t d = 0; ok && d < 4; d++) {
+            ok = PyBytes_Check(PyTuple_GET_ITEM(item, d));
+        }
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "merge(): a bucket must be a tuple of 4 bytes");
+            break;
+        }
+        Blob *to[3] = {&in.c[i], &in.u[i], &in.p[i]};
+        for (int d = 1; d < 4; d++) {
+            PyObject *data = PyTuple_GET_ITEM(item, d);
+            *to[d - 1] = (Blob){(const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)};
+        }
+    }
+    if (ok) {
         int error;
         Py_BEGIN_ALLOW_THREADS
-        error = merge_pages(&t, &o, blobs, n);
+        error = merge_buckets(&in, out);
         Py_END_ALLOW_THREADS
-        result = error ? fail(error) : take_out(&o);
+        if (error) {
+            fail(error);
+        } else {
+            result = PyTuple_New(4);
+            for (int d = 0; result != NULL && d < 4; d++) {
+                PyObject *blob = take_out(&out[d]);
+                if (blob == NULL) {
+                    Py_CLEAR(result);
+                    break;
+                }
+                PyTuple_SET_ITEM(result, d, blob);
+            }
+        }
     }
-    table_free(&t);
-    PyMem_RawFree(o.data);
-    PyMem_Free(blobs);
-    Py_XDECREF(fast);
+    for (int d = 0; d < 4; d++) {
+        PyMem_RawFree(out[d].data);
+    }
+    PyMem_Free(in.c);
+    PyMem_Free(in.u);
+    PyMem_Free(in.p);
+    Py_DECREF(fast);
     return result;
 }
 
@@ -909,80 +1109,27 @@ minute_key(int64_t minute)
     return (uint64_t)minute ^ ((uint64_t)1 << 63);
 }
 
-/* [events, bots, added, removed] summed per key of a table (indexed like its keys). */
-typedef struct {
-    uint64_t (*rows)[4];
-    uint32_t cap;
-} Rows;
-
-static int
-add_to_row(Rows *r, uint32_t id, const Event *e)
-{
-    if (id >= r->cap) {
-        uint32_t cap = r->cap * 2 + 64;
-        uint64_t(*bigger)[4] = PyMem_RawRealloc(r->rows, sizeof(uint64_t[4]) * cap);
-        if (bigger == NULL) {
-            return E_MEMORY;
-        }
-        memset(bigger + r->cap, 0, sizeof(uint64_t[4]) * (cap - r->cap));
-        r->rows = bigger;
-        r->cap = cap;
-    }
-    uint64_t *row = r->rows[id];
-    uint64_t change = e->diff > 0 ? (uint64_t)e->diff : (uint64_t)0 - (uint64_t)e->diff;
-    uint64_t *bytes = e->diff > 0 ? &row[2] : &row[3];
-    if (*bytes > UINT64_MAX - change) {
-        return E_FORMAT; /* beyond 64 bits: Python sums it */
-    }
-    *bytes += change;
-    row[0] += 1;
-    row[1] += e->bot != 0;
-    return OK;
-}
-
-static void
-put_row(Out *o, const uint64_t *row)
-{
-    put_array(o, 4);
-    for (int i = 0; i < 4; i++) {
-        put_uint(o, row[i]);
-    }
-}
-
 static const unsigned char UNKNOWN[] = "unknown"; /* windows.UNKNOWN_TYPE */
 
 /* Sum one minute's events (`at`: their indices) into its t, c, u and p blobs. */
 static int
 sum_minute(const Event *events, const Keyed *at, uint32_t n, Out out[4])
 {
-    Table kinds, servers, rows, pages;
-    Rows kind_sums = {NULL, 0}, row_sums = {NULL, 0};
-    uint32_t *row_server = PyMem_RawMalloc(sizeof(uint32_t) * (n ? n : 1));
+    Totals totals;
+    Table pages;
     UserSum users;
-    memset(&kinds, 0, sizeof(Table));
-    memset(&servers, 0, sizeof(Table));
-    memset(&rows, 0, sizeof(Table));
     memset(&pages, 0, sizeof(Table));
     memset(&users, 0, sizeof(users));
-    int error = row_server == NULL || table_init(&kinds, 16) || table_init(&servers, 64) ||
-                        table_init(&rows, 256) || table_init(&pages, n) ||
-                        user_sum_init(&users, n, n)
+    int error = totals_init(&totals) || table_init(&pages, n) || user_sum_init(&users, n, n)
                     ? E_MEMORY
                     : OK;
     for (uint32_t i = 0; !error && i < n; i++) {
         const Event *e = &events[at[i].index];
         const unsigned char *kind = e->klen ? e->kind : UNKNOWN;
         uint32_t klen = e->klen ? e->klen : (uint32_t)(sizeof(UNKNOWN) - 1);
-        int64_t k = table_find(&kinds, kind, klen, NULL, 0);
-        int64_t server = table_find(&servers, e->server, e->slen, NULL, 0);
-        int64_t row = table_find(&rows, e->server, e->slen, kind, klen);
-        if (k < 0 || server < 0 || row < 0) {
-            error = E_MEMORY;
-            break;
-        }
-        row_server[row] = (uint32_t)server;
-        error = add_to_row(&kind_sums, (uint32_t)k, e);
-        error = error ? error : add_to_row(&row_sums, (uint32_t)row, e);
+        uint64_t add[4] = {1, e->bot != 0, e->diff > 0 ? (uint64_t)e->diff : 0,
+                           e->diff < 0 ? (uint64_t)0 - (uint64_t)e->diff : 0};
+        error = totals_add(&totals, e->server, e->slen, kind, klen, add);
         if (!error && e->ulen) {
             int64_t name = table_find(&users.names, e->user, e->ulen, NULL, 0);
             int64_t wiki = table_find(&users.wikis, e->server, e->slen, NULL, 0);
@@ -1002,66 +1149,15 @@ sum_minute(const Event *events, const Keyed *at, uint32_t n, Out out[4])
             pages.keys[page].count += 1;
         }
     }
+    error = error ? error : put_totals(&totals, &users, &out[0], &out[1]);
+    error = error ? error : put_users(&users);
     if (!error) {
-        /* t: [kind -> row, distinct users] */
-        put_array(&out[0], 2);
-        put_map(&out[0], kinds.used);
-        for (uint32_t k = 0; k < kinds.used; k++) {
-            put_str(&out[0], kinds.keys[k].a, kinds.keys[k].alen);
-            put_row(&out[0], kind_sums.rows[k]);
-        }
-        put_uint(&out[0], users.names.used);
-        /* c: [wiki -> kind -> row, wiki -> distinct users]; a wiki's rows in the order met,
-         * grouped by a counting sort on their wiki */
-        uint32_t *first = PyMem_RawCalloc((size_t)servers.used + 1, sizeof(uint32_t));
-        uint32_t *grouped = PyMem_RawMalloc(sizeof(uint32_t) * (rows.used ? rows.used : 1));
-        if (first == NULL || grouped == NULL) {
-            error = E_MEMORY;
-        } else {
-            for (uint32_t r = 0; r < rows.used; r++) {
-                first[row_server[r] + 1]++;
-            }
-            for (uint32_t w = 0; w < servers.used; w++) {
-                first[w + 1] += first[w];
-            }
-            for (uint32_t r = 0; r < rows.used; r++) {
-                grouped[first[row_server[r]]++] = r;
-            }
-            put_array(&out[1], 2);
-            put_map(&out[1], servers.used);
-            uint32_t at = 0;
-            for (uint32_t w = 0; w < servers.used; w++) {
-                put_str(&out[1], servers.keys[w].a, servers.keys[w].alen);
-                uint32_t end = first[w]; /* advanced to where the next wiki's rows begin */
-                put_map(&out[1], end - at);
-                for (; at < end; at++) {
-                    put_str(&out[1], rows.keys[grouped[at]].b, rows.keys[grouped[at]].blen);
-                    put_row(&out[1], row_sums.rows[grouped[at]]);
-                }
-            }
-        }
-        PyMem_RawFree(first);
-        PyMem_RawFree(grouped);
-        put_map(&out[1], users.wikis.used);
-        for (uint32_t w = 0; !error && w < users.wikis.used; w++) {
-            put_str(&out[1], users.wikis.keys[w].a, users.wikis.keys[w].alen);
-            put_uint(&out[1], users.members[w].used);
-        }
-        /* u, then p: ranked as the merges rank them */
-        error = error ? error : put_users(&users);
-        if (!error) {
-            put_bytes(&out[2], users.out.data, users.out.used);
-            error = put_pages(&out[3], &pages);
-        }
+        put_bytes(&out[2], users.out.data, users.out.used);
+        error = put_pages(&out[3], &pages);
     }
-    table_free(&kinds);
-    table_free(&servers);
-    table_free(&rows);
+    totals_free(&totals);
     table_free(&pages);
     user_sum_free(&users);
-    PyMem_RawFree(kind_sums.rows);
-    PyMem_RawFree(row_sums.rows);
-    PyMem_RawFree(row_server);
     for (int d = 0; !error && d < 4; d++) {
         error = out[d].failed ? E_MEMORY : OK;
     }
@@ -1172,7 +1268,7 @@ minutes(PyObject *module, PyObject *arg)
         int error = sum_minute(events, order + start, (uint32_t)(end - start), out);
         PyObject *key = NULL, *blobs = NULL;
         if (error) {
-            if (error == E_FORMAT) {
+            if (error == E_RANGE) {
                 PyErr_SetString(PyExc_OverflowError, "minutes(): bytes changed beyond 64 bits");
             } else {
                 PyErr_NoMemory();
@@ -1536,10 +1632,9 @@ index_of(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"users", users, METH_O,
-     "users(blobs, /)\n--\n\nThe sum of some `u` blobs: (blob, number of names, {wiki: "
-     "distinct users})."},
-    {"pages", pages, METH_O, "pages(blobs, /)\n--\n\nThe sum of some `p` blobs, as one blob."},
+    {"merge", merge, METH_O,
+     "merge(buckets, /)\n--\n\nThe sum of some buckets, each (t, c, u, p) blobs, as (t, c, u, "
+     "p) blobs."},
     {"minutes", minutes, METH_O,
      "minutes(events, /)\n--\n\nRecorded events (window_packing.RawWindowEvent) summed per "
      "minute: {minute: [(dimension, blob)]} for t, c, u and p."},

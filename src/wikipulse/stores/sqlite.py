@@ -43,7 +43,7 @@ from wikipulse.stores import (
     window_tables,
 )
 from wikipulse.stores.sqlite_lease import LEASE_SCHEMA, SQLiteLease, check_in_transaction
-from wikipulse.stores.sqlite_thread import ConnectionThread
+from wikipulse.stores.sqlite_thread import Checkpointer, ConnectionThread
 from wikipulse.stores.window_pruner import WindowPruner
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 
@@ -111,6 +111,7 @@ class SQLiteStore:
         self._synchronous = synchronous
         self._writer: ConnectionThread | None = None
         self._reader: ConnectionThread | None = None
+        self._checkpointer: Checkpointer | None = None
         self._pruner = WindowPruner(self._prune_chunk, int(window_retention_hours * 3600))
         # Where the windows' writer is (newest minute, sealed buckets); moved on after COMMIT.
         self._win_state = window_tables.WriterState()
@@ -147,6 +148,8 @@ class SQLiteStore:
                 f"(version {version}, expected {_SCHEMA_VERSION}); run `wikipulse migrate`"
             )
         self._reader = ConnectionThread(self._path, self._synchronous)
+        self._checkpointer = Checkpointer(self._path, self._synchronous)
+        await self._writer.run(Checkpointer.take_over)
         self._win_state = await self._writer.run(sqlite_windows.load_state)
         span = await self._reader.run(sqlite_windows.read_span)
         self._pruner.note(span[1] if span else None)
@@ -155,6 +158,8 @@ class SQLiteStore:
         """Apply the batch and move the position in one transaction."""
         check_fence(self._fence)
         await self._need(self._writer).run(lambda conn: self._transact(conn, batch))
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
         self._pruner.note(self._win_state.newest)  # not the delta's: that would sum it again
 
     def lease(self) -> SQLiteLease:
@@ -196,10 +201,12 @@ class SQLiteStore:
     async def close(self) -> None:
         """Stop pruning, close both connections and stop their threads."""
         await self._pruner.close()
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         for worker in (self._reader, self._writer):
             if worker is not None:
                 await worker.close()
-        self._reader = self._writer = None
+        self._reader = self._writer = self._checkpointer = None
 
     def _need(self, worker: ConnectionThread | None) -> ConnectionThread:
         if worker is None:

@@ -4,8 +4,8 @@ A replay's workers send each minute as the blobs of a stored part. Decoding them
 summing the dicts into 5-minute buckets and hours, ranking and encoding those again was most
 of a replay's serial part (the writer's thread, py-spy: ~75% of it). So such a minute is held
 as it came (`Encoded`), stored as it is, and buckets summed from blobs are summed by the C
-extension `wikipulse._merge` on the blobs themselves, without a Python object per user or
-page and without the GIL; `Totals` and `Counts` (a few hundred wikis) are summed in Python.
+extension `wikipulse._merge` on the blobs themselves, without a Python object per user,
+page or wiki and without the GIL.
 Live batches are summed from events into `Acc`s, as before; a bucket holding both is summed
 in C once its `Acc`s are encoded. Without the extension (installed without a C compiler)
 blobs are decoded and summed in Python: the same sums.
@@ -25,7 +25,6 @@ from wikipulse.stores.window_tables import INDEX_DIMS, TAIL_DIMS, PartRow
 from wikipulse.window_blobs import (
     DIMS,
     Acc,
-    Counts,
     Part,
     Totals,
     add_dict,
@@ -50,19 +49,17 @@ __all__ = [
     "sealed_rows",
 ]
 
-_users: Callable[[list[bytes]], tuple[bytes, int, dict[str, int]]] | None
-_pages: Callable[[list[bytes]], bytes] | None
+_Blobs = tuple[bytes, bytes, bytes, bytes]
+_merge: Callable[[list[_Blobs]], _Blobs] | None
 _index: Callable[[bytes, bool, int], tuple[bytes, bytes] | None] | None
 try:  # built from src/wikipulse/_merge.c, optional like the other extensions
     from wikipulse._merge import index as _index
-    from wikipulse._merge import pages as _pages
-    from wikipulse._merge import users as _users
+    from wikipulse._merge import merge as _merge
 except ImportError:  # installed without a C compiler
-    _users = _pages = _index = None
+    _merge = _index = None
 
 _encode = msgspec.msgpack.Encoder().encode
 _TOTALS = msgspec.msgpack.Decoder(Totals)
-_COUNTS = msgspec.msgpack.Decoder(Counts)
 
 
 class Encoded:
@@ -79,7 +76,7 @@ Held = Acc | Encoded
 
 def native() -> bool:
     """Whether blobs are summed in C (`wikipulse._merge` is built)."""
-    return _users is not None
+    return _merge is not None
 
 
 def acc_of(item: Held) -> Acc:
@@ -138,8 +135,8 @@ def merged(items: list[Held], keep: bool = False) -> Held:
     may be taken over (the largest is added to in place)."""
     if len(items) == 1:
         return items[0]
-    if _users is not None and _pages is not None and any(isinstance(i, Encoded) for i in items):
-        return _merged_blobs(items, _users, _pages)
+    if _merge is not None and any(isinstance(item, Encoded) for item in items):
+        return _merged_blobs(items, _merge)
     if keep:
         total = Acc()
         for item in items:
@@ -153,27 +150,11 @@ def merged(items: list[Held], keep: bool = False) -> Held:
     return total
 
 
-def _merged_blobs(
-    items: list[Held],
-    users: Callable[[list[bytes]], tuple[bytes, int, dict[str, int]]],
-    pages: Callable[[list[bytes]], bytes],
-) -> Encoded:
+def _merged_blobs(items: list[Held], merge: Callable[[list[_Blobs]], _Blobs]) -> Encoded:
+    """Sum in C: every item as its four blobs (an `Acc` is encoded first)."""
     blobs = [item.rows if isinstance(item, Encoded) else dict(blob_rows(item)) for item in items]
-    u, names, distinct = users([rows["u"] for rows in blobs])
-    types: dict[str, list[int]] = {}
-    per_wiki: dict[str, dict[str, list[int]]] = {}
-    for rows in blobs:
-        for kind, row in _TOTALS.decode(rows["t"]).types.items():
-            add_row(types, kind, row)
-        take_rows(per_wiki, _COUNTS.decode(rows["c"]).rows)  # decoded here: ours to take
-    return Encoded(
-        {
-            "t": _encode(Totals(types, names)),
-            "c": _encode(Counts(per_wiki, distinct)),
-            "u": u,
-            "p": pages([rows["p"] for rows in blobs]),
-        }
-    )
+    summed = merge([(rows["t"], rows["c"], rows["u"], rows["p"]) for rows in blobs])
+    return Encoded(dict(zip(DIMS, summed, strict=True)))
 
 
 def _size(acc: Acc) -> int:
