@@ -201,6 +201,10 @@ class SQLiteStore:
     async def close(self) -> None:
         """Stop pruning, close both connections and stop their threads."""
         await self._pruner.close()
+        if self._writer is not None:  # buckets still sealing: written, not read back later
+            await self._writer.run(
+                lambda c: sqlite_windows.write_pending(c, self._win_state, self._fence)
+            )
         if self._checkpointer is not None:
             await self._checkpointer.close()
         for worker in (self._reader, self._writer):

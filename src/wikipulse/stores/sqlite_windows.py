@@ -20,8 +20,10 @@ from typing import Any
 
 import msgspec
 
+from wikipulse.lease import Fence
 from wikipulse.stores import window_sums, window_top, window_writer
 from wikipulse.stores import window_tables as tables
+from wikipulse.stores.sqlite_lease import check_in_transaction
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_query import SeriesQuery, SeriesRows, TopItem, TopQuery
 from wikipulse.windows import MINUTE
@@ -37,6 +39,7 @@ __all__ = [
     "read_top",
     "upgrade_blobs",
     "write",
+    "write_pending",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,9 +178,35 @@ def write(
     token: str | None = None,
 ) -> tables.WriterState:
     """Write a batch's windows inside the caller's open transaction; return the next state
-    (`last`: the token of the table's last commit, `token`: this one's; see `window_writer`)."""
-    result: tables.WriterState = _run(conn, window_writer.write(delta, state, last, token))
+    (`last`: the token of the table's last commit, `token`: this one's; see `window_writer`).
+    Buckets that close are sealed on the sealing thread meanwhile (`defer`): SQLite has one
+    writer, whose thread is a replay's serial part; the store writes those left when it
+    closes (`write_pending`)."""
+    steps = window_writer.write(delta, state, last, token, defer=True)
+    result: tables.WriterState = _run(conn, steps)
     return result
+
+
+def write_pending(
+    conn: sqlite3.Connection, state: tables.WriterState, fence: Fence | None = None
+) -> None:
+    """Write the sealed buckets still being made (waiting for them) in a transaction of their
+    own, if the state is still the table's: if another commit came since (or the lease was
+    lost), the next write reads those buckets back instead. They change no count."""
+    pending, state.pending = state.pending, []
+    if not pending:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        check_in_transaction(conn, fence)
+        (last,) = conn.execute("SELECT last_batch FROM state").fetchone()
+        if last == state.token:
+            _run(conn, window_writer.flush(pending))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def read_span(conn: sqlite3.Connection) -> tuple[int, int] | None:

@@ -16,7 +16,8 @@ that order (top lists break ties by key).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
 
@@ -39,6 +40,8 @@ from wikipulse.window_minutes import recorded_accs
 __all__ = [
     "Encoded",
     "Held",
+    "Holding",
+    "Pending",
     "acc_of",
     "batch_minutes",
     "blob_rows",
@@ -46,6 +49,8 @@ __all__ = [
     "events",
     "merged",
     "native",
+    "seal_later",
+    "seal_now",
     "sealed_rows",
 ]
 
@@ -72,6 +77,26 @@ class Encoded:
 
 
 Held = Acc | Encoded
+#: A bucket's sum and sealed rows (none if it is empty).
+Sealed = tuple[Held, list[PartRow]]
+
+
+class Pending:
+    """A coarse bucket being summed and sealed on the sealing thread (`seal_later`): its level
+    and number, and its sum and rows to come."""
+
+    __slots__ = ("bucket", "future", "g")
+
+    def __init__(self, g: int, bucket: int, future: Future[Sealed]) -> None:
+        self.g, self.bucket, self.future = g, bucket, future
+
+    def result(self) -> Sealed:
+        """The sum and rows (waiting for them if they are not made yet)."""
+        return self.future.result()
+
+
+#: What the writer's running sums hold of a bucket: a sum, or one still being made.
+Holding = Held | Pending
 
 
 def native() -> bool:
@@ -130,9 +155,11 @@ def sealed_rows(bucket: int, item: Held) -> list[PartRow]:
     return rows
 
 
-def merged(items: list[Held], keep: bool = False) -> Held:
-    """The sum of a bucket's items. With `keep` the items are left as they were; else `Acc`s
-    may be taken over (the largest is added to in place)."""
+def merged(held: Sequence[Holding], keep: bool = False) -> Held:
+    """The sum of a bucket's items (waiting for those still summed on the sealing thread).
+    With `keep` the items are left as they were; else `Acc`s may be taken over (the largest
+    is added to in place)."""
+    items = [item.result()[0] if isinstance(item, Pending) else item for item in held]
     if len(items) == 1:
         return items[0]
     if _merge is not None and any(isinstance(item, Encoded) for item in items):
@@ -176,6 +203,29 @@ def _absorb(total: Acc, acc: Acc) -> None:
         else:
             have |= names
     add_dict(total.pages, acc.pages)
+
+
+def seal_now(bucket: int, held: Sequence[Holding]) -> Sealed:
+    """A closed coarse bucket's sum (its held items taken over) and its sealed rows."""
+    item = merged(held)
+    return item, [] if empty(item) else sealed_rows(bucket, item)
+
+
+#: The one thread that seals buckets for `seal_later`, in the order asked (so a bucket summed
+#: from buckets sealed there before only waits for results that are made).
+_sealer: ThreadPoolExecutor | None = None
+
+
+def seal_later(g: int, bucket: int, held: list[Holding]) -> Pending | None:
+    """`seal_now` on the sealing thread, where the C extension sums the bucket (it holds no
+    GIL, so the writer's thread goes on meanwhile); None where it would be summed in Python
+    (the GIL would serialise the two threads anyway): the caller seals it now."""
+    global _sealer
+    if _merge is None or not any(isinstance(item, Encoded | Pending) for item in held):
+        return None
+    if _sealer is None:
+        _sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wikipulse-seal")
+    return Pending(g, bucket, _sealer.submit(seal_now, bucket, held))
 
 
 def batch_minutes(delta: WindowDelta) -> dict[int, Held]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from wikipulse.stores.window_held import Held
+from wikipulse.stores.window_held import Held, Holding
 from wikipulse.stores.window_tables import (
     FIVE_MINUTES,
     GRACE,
@@ -47,7 +47,7 @@ class Sums:
     summed, written and added to its parent.
     """
 
-    accs: dict[int, dict[int, list[Held]]]
+    accs: dict[int, dict[int, list[Holding]]]
     since: dict[int, int]
 
 
@@ -76,7 +76,7 @@ def no_cycle_collection() -> Iterator[None]:
 _PARENT = {MINUTE: FIVE_MINUTES, FIVE_MINUTES: HOUR}
 
 
-def _put(held: dict[int, list[Held]], bucket: int, acc: Held) -> None:
+def _put(held: dict[int, list[Holding]], bucket: int, acc: Holding) -> None:
     """Add `acc` to the held bucket (kept as a list, summed only when the bucket closes: an
     open hour costs nothing until then; a catch-up that ends first never pays for it)."""
     have = held.get(bucket)
@@ -97,7 +97,7 @@ def remember(sums: Sums, minute: int, acc: Held) -> None:
             return
 
 
-def lift(sums: Sums, g: int, bucket: int, acc: Held) -> None:
+def lift(sums: Sums, g: int, bucket: int, acc: Holding) -> None:
     """A bucket of `g` was written whole: add it to its parent if that is held (taken over)."""
     parent = _PARENT.get(g)
     if parent is None:
@@ -119,7 +119,7 @@ def rebuild() -> Steps[WriterState]:
         spans[g] = tuple((yield Span(g)))
     coarse = {g: high for g, (_, high) in spans.items() if g != MINUTE and high is not None}
     state = start_state(spans[MINUTE][1], spans[MINUTE][0], coarse)
-    accs: dict[int, dict[int, list[Held]]] = {g: {} for g in LEVELS}
+    accs: dict[int, dict[int, list[Holding]]] = {g: {} for g in LEVELS}
     if state.newest is None:
         state.sums = Sums(accs, dict.fromkeys(LEVELS, 0))
         return state

@@ -37,6 +37,7 @@ from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
 
 if TYPE_CHECKING:
+    from wikipulse.stores.window_held import Pending
     from wikipulse.stores.window_sums import Sums
 
 __all__ = [
@@ -145,13 +146,17 @@ Steps = Generator[Request, Any, _T]
 @dataclass(slots=True)
 class WriterState:
     """The newest minute written and, per level, below which every bucket is compacted (minutes)
-    or sealed (5 minutes, hours); the running sums (None: rebuilt from the table by the next
-    write), valid only while the last commit to the table is `token`, the one that made them."""
+    or sealed (5 minutes, hours: written, or `pending`); the running sums (None: rebuilt from
+    the table by the next write), valid only while the last commit to the table is `token`,
+    the one that made them."""
 
     newest: int | None = None
     sealed: dict[int, int] = field(default_factory=dict)
     sums: Sums | None = None
     token: str | None = None
+    #: Sealed buckets still being made on the sealing thread, in the order asked, to be
+    #: written by a later write (or `window_writer.flush`); valid with the sums only.
+    pending: list[Pending] = field(default_factory=list)
 
 
 def start_state(newest: int | None, oldest: int | None, coarse_max: dict[int, int]) -> WriterState:

@@ -20,14 +20,18 @@ crash between two part writes, or between the parts and a compaction, leaves who
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 from wikipulse.stores import window_sums
 from wikipulse.stores.window_held import (
     Held,
+    Pending,
     batch_minutes,
     blob_rows,
-    empty,
     events,
     merged,
+    seal_later,
+    seal_now,
     sealed_rows,
 )
 from wikipulse.stores.window_sums import Sums
@@ -48,7 +52,7 @@ from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_delta import WindowDelta
 from wikipulse.windows import HOUR, MINUTE
 
-__all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "write"]
+__all__ = ["EAGER_EVENTS", "MAX_PARTS", "compact", "flush", "write"]
 
 #: A bucket holding this many parts is compacted at the next write that touches it.
 MAX_PARTS = 48
@@ -127,10 +131,11 @@ def _compact_minutes(sums: Sums, lo: int, hi: int, full: list[int]) -> Steps[Non
 
 
 def _seal_level(
-    g: int, sums: Sums, lo: int, hi: int, late: set[int], stored: set[int]
+    g: int, sums: Sums, lo: int, hi: int, late: set[int], stored: set[int], later: list[Pending]
 ) -> Steps[None]:
     """Seal the buckets of `g` that closed: the held ones from memory (then added to their
-    parent); those the memory does not hold (open ones left below it after a rebuild, and
+    parent), on the sealing thread where it can (added to `later`, to be written by a later
+    write); those the memory does not hold (open ones left below it after a rebuild, and
     sealed ones that were empty until the `late` events of this batch) read back."""
     below = min(hi, sums.since[g])
     closed: set[int] = set((yield Closed(g, lo, below))) if below > lo else set()
@@ -139,26 +144,64 @@ def _seal_level(
         yield from _seal(g, bucket)
     held = sums.accs[g]
     for bucket in sorted(b for b in held if b < hi):
-        item = merged(held.pop(bucket))
-        if not empty(item):
-            yield Put(g, sealed_rows(bucket, item))
+        items = held.pop(bucket)
+        pending = seal_later(g, bucket, items) if later is not _NOW else None
+        if pending is not None:
+            later.append(pending)
+            window_sums.lift(sums, g, bucket, pending)
+            continue
+        item, rows = seal_now(bucket, items)
+        if rows:
+            yield Put(g, rows)
         window_sums.lift(sums, g, bucket, item)
 
 
+#: `_seal_level`'s `later` when nothing may be left to a later write.
+_NOW: list[Pending] = []
+
+
+def flush(
+    pending: list[Pending], wait: bool = True, must: AbstractSet[tuple[int, int]] = frozenset()
+) -> Steps[list[Pending]]:
+    """Write the sealed rows of buckets made on the sealing thread, in the order they were
+    asked for; with `wait`, all of them, else those made already, and at least up to the last
+    one named in `must`. Return those left."""
+    last_needed = max((i for i, p in enumerate(pending) if (p.g, p.bucket) in must), default=-1)
+    for i, sealing in enumerate(pending):
+        if not (wait or i <= last_needed or sealing.future.done()):
+            return pending[i:]
+        _, rows = sealing.result()
+        if rows:
+            yield Put(sealing.g, rows)
+    return []
+
+
 def write(
-    delta: WindowDelta, state: WriterState, last: str | None = None, token: str | None = None
+    delta: WindowDelta,
+    state: WriterState,
+    last: str | None = None,
+    token: str | None = None,
+    defer: bool = False,
 ) -> Steps[WriterState]:
     """Write a batch's windows; return the writer state to keep once the commit succeeded.
 
     `last` is the token of the last commit to the table, read in this transaction, and `token`
     this commit's: the state's running sums are used only if they were made by `last`, and are
     changed in place, so `state` loses them (a failed commit leaves a state to rebuild).
+
+    With `defer`, buckets that close are summed and sealed on the sealing thread while the
+    writer goes on (`window_held.seal_later`), and written by this or a later write once made,
+    in order (before any late event is added to one as a part); the store writes those left
+    when it closes (`flush`). Until a bucket is written, readers sum it from its finer
+    buckets, as they do for any bucket not sealed yet; a crash loses only that speed, and the
+    next write after a restart seals it by reading back, as it seals any such bucket.
     """
     sums = state.sums if state.token == last else None
     state.sums = None
+    pending = state.pending if sums is not None else []  # a rebuild reads them back instead
     minutes = batch_minutes(delta)
     if not minutes:
-        return WriterState(state.newest, state.sealed, sums, token)
+        return WriterState(state.newest, state.sealed, sums, token, pending)
     if sums is None:
         state = yield from window_sums.rebuild()
         assert state.sums is not None
@@ -171,10 +214,15 @@ def write(
         MINUTE, {minute: [item] for minute, item in minutes.items()}, False
     )
     touched: dict[int, dict[int, list[Held]]] = {g: {} for g in _COARSE}
-    stored: dict[int, set[int]] = {}
     for g in _COARSE:
         for minute, item in minutes.items():
             touched[g].setdefault(minute - minute % g, []).append(item)
+    # sealed buckets made meanwhile, and any a late event of this batch falls in: written
+    # before it is added to them as a part
+    must = {(g, bucket) for g in _COARSE for bucket in touched[g]}
+    later = yield from flush(pending, wait=not defer, must=must)
+    stored: dict[int, set[int]] = {}
+    for g in _COARSE:
         # a late event: its sealed bucket gets it too, as a part
         stored[g], full_coarse = yield from _append(g, touched[g], only_stored=True)
         for bucket in sorted(full_coarse):
@@ -188,13 +236,15 @@ def write(
     for g in _COARSE:
         hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
         lo = sealed.get(g, 0)
-        yield from _seal_level(g, sums, lo, hi, set(touched[g]), stored[g])
+        yield from _seal_level(
+            g, sums, lo, hi, set(touched[g]), stored[g], later if defer else _NOW
+        )
         sealed[g] = max(lo, hi)
     for g, done in sealed.items():
         sums.since[g] = max(sums.since[g], done)
     if sum(map(events, minutes.values())) < EAGER_EVENTS:
         _sum_held(sums)
-    return WriterState(newest, sealed, sums, token)
+    return WriterState(newest, sealed, sums, token, later)
 
 
 def _sum_held(sums: Sums) -> None:
