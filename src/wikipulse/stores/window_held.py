@@ -36,6 +36,8 @@ from wikipulse.window_blobs import (
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import HEAD, index_blobs
 from wikipulse.window_minutes import recorded_accs
+from wikipulse.window_packing import RawWindowEvent
+from wikipulse.windows import MinuteBlobs
 
 __all__ = [
     "Encoded",
@@ -57,11 +59,13 @@ __all__ = [
 _Blobs = tuple[bytes, bytes, bytes, bytes]
 _merge: Callable[[list[_Blobs]], _Blobs] | None
 _index: Callable[[bytes, bool, int], tuple[bytes, bytes] | None] | None
+_minutes: Callable[[list[RawWindowEvent]], MinuteBlobs] | None
 try:  # built from src/wikipulse/_merge.c, optional like the other extensions
     from wikipulse._merge import index as _index
     from wikipulse._merge import merge as _merge
+    from wikipulse._merge import minutes as _minutes
 except ImportError:  # installed without a C compiler
-    _merge = _index = None
+    _merge = _index = _minutes = None
 
 _encode = msgspec.msgpack.Encoder().encode
 _TOTALS = msgspec.msgpack.Decoder(Totals)
@@ -229,11 +233,32 @@ def seal_later(g: int, bucket: int, held: list[Holding]) -> Pending | None:
 
 
 def batch_minutes(delta: WindowDelta) -> dict[int, Held]:
-    """A batch's windows per minute: summed from its recorded events, and the minutes a
-    replay worker summed held as their blobs (summed with the rest where a minute has both,
-    or came from two workers). The delta is left as it was (a retried commit reads it again)."""
-    items: dict[int, list[Held]] = {minute: [acc] for minute, acc in recorded_accs(delta).items()}
+    """A batch's windows per minute: its recorded events summed per minute (in C where built,
+    as blobs: `wikipulse._merge.minutes`), and the minutes a replay worker summed held as
+    their blobs (summed with the rest where a minute has both, or came from two workers).
+    The delta is left as it was (a retried commit reads it again)."""
+    items: dict[int, list[Held]]
+    summed = _recorded_blobs(delta)
+    if summed is None:
+        items = {minute: [acc] for minute, acc in recorded_accs(delta).items()}
+    else:
+        items = {minute: [Encoded(dict(rows))] for minute, rows in summed.items()}
     for sums in delta.summed():
         for minute, rows in sums.items():
             items.setdefault(minute, []).append(Encoded(dict(rows)))
     return {minute: merged(held) for minute, held in items.items()}
+
+
+def _recorded_blobs(delta: WindowDelta) -> MinuteBlobs | None:
+    """The recorded events summed per minute in C; None where Python sums them (no extension,
+    events summed into the maps already, or what C refuses: sums past 64 bits, a lone
+    surrogate, a name that is no str)."""
+    if _minutes is None:
+        return None
+    events = delta.recorded(but_sums=True)
+    if events is None:
+        return None
+    try:
+        return _minutes(events)
+    except (OverflowError, TypeError, UnicodeEncodeError):
+        return None

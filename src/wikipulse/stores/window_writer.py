@@ -251,8 +251,9 @@ def _sum_held(sums: Sums) -> None:
     """Sum the open 5-minute buckets and hours now rather than when they close: a live commit
     adds each closed minute (or 5-minute bucket) to its parent as it comes, so the commit that
     seals an hour only sorts and encodes it. A catch-up (big batches) leaves them listed: an
-    hour it never finishes is never summed."""
+    hour it never finishes is never summed. Buckets held as blobs are left listed too: they
+    are summed in C when they close, without the GIL (see `window_held`)."""
     for g in _COARSE:
         for items in sums.accs[g].values():
-            if len(items) > 1:
+            if len(items) > 1 and all(isinstance(item, Acc) for item in items):
                 items[:] = [merged(items)]
