@@ -131,11 +131,17 @@ def _compact_minutes(sums: Sums, lo: int, hi: int, full: list[int]) -> Steps[Non
 
 
 def _seal_level(
-    g: int, sums: Sums, lo: int, hi: int, late: set[int], stored: set[int], later: list[Pending]
+    g: int,
+    sums: Sums,
+    lo: int,
+    hi: int,
+    late: set[int],
+    stored: set[int],
+    later: list[Pending] | None,
 ) -> Steps[None]:
     """Seal the buckets of `g` that closed: the held ones from memory (then added to their
-    parent), on the sealing thread where it can (added to `later`, to be written by a later
-    write); those the memory does not hold (open ones left below it after a rebuild, and
+    parent), on the sealing thread where it can if given `later` (added to it, to be written
+    by a later write); those the memory does not hold (open ones left below it after a rebuild, and
     sealed ones that were empty until the `late` events of this batch) read back."""
     below = min(hi, sums.since[g])
     closed: set[int] = set((yield Closed(g, lo, below))) if below > lo else set()
@@ -145,8 +151,8 @@ def _seal_level(
     held = sums.accs[g]
     for bucket in sorted(b for b in held if b < hi):
         items = held.pop(bucket)
-        pending = seal_later(g, bucket, items) if later is not _NOW else None
-        if pending is not None:
+        pending = None if later is None else seal_later(g, bucket, items)
+        if later is not None and pending is not None:
             later.append(pending)
             window_sums.lift(sums, g, bucket, pending)
             continue
@@ -154,10 +160,6 @@ def _seal_level(
         if rows:
             yield Put(g, rows)
         window_sums.lift(sums, g, bucket, item)
-
-
-#: `_seal_level`'s `later` when nothing may be left to a later write.
-_NOW: list[Pending] = []
 
 
 def flush(
@@ -237,7 +239,7 @@ def write(
         hi = edge - edge % g  # buckets before it ended GRACE before the newest minute
         lo = sealed.get(g, 0)
         yield from _seal_level(
-            g, sums, lo, hi, set(touched[g]), stored[g], later if defer else _NOW
+            g, sums, lo, hi, set(touched[g]), stored[g], later if defer else None
         )
         sealed[g] = max(lo, hi)
     for g, done in sealed.items():
