@@ -17,6 +17,10 @@ def _square(n: int, delay: float) -> tuple[int, int, int]:
     return n, n * n, os.getpid()
 
 
+def _niceness(_: int) -> int:
+    return os.nice(0)
+
+
 def _fail_on_7(n: int) -> int:
     if n == 7:
         raise ValueError("seven is refused")
@@ -47,6 +51,19 @@ async def test_results_come_in_task_order_from_every_worker(workers: int) -> Non
     assert [(n, sq) for n, sq, _ in results] == [(n, n * n) for n in range(40)]
     assert len({pid for _, _, pid in results}) == workers
     assert os.getpid() not in {pid for _, _, pid in results}
+
+
+@pytest.mark.anyio
+async def test_workers_run_at_the_niceness_asked_below_the_parent() -> None:
+    """The workers yield the CPU to the parent by `niceness`; the parent's own is unchanged."""
+    mine = os.nice(0)
+    pool = ForkPool(_niceness, [(n,) for n in range(4)], 2, ahead=4, niceness=3)
+    try:
+        results = await _collect(pool)
+    finally:
+        pool.close()
+    assert results == [min(mine + 3, 19)] * 4
+    assert os.nice(0) == mine
 
 
 @pytest.mark.anyio

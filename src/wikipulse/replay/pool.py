@@ -80,7 +80,9 @@ class ForkPool(Generic[T]):
     """`workers` forked processes running `run(*task)` for each task, at most `ahead` queued.
 
     The workers are forked when this is made, so the caller makes it before starting any
-    thread or event loop (a fork copies only the calling thread).
+    thread or event loop (a fork copies only the calling thread). They run `niceness` below
+    the caller's priority (os.nice): a caller that merges their results serially then gets a
+    core whenever it has work, rather than falling behind and finishing alone after them.
     """
 
     def __init__(
@@ -89,8 +91,10 @@ class ForkPool(Generic[T]):
         tasks: Sequence[tuple[Any, ...]],
         workers: int,
         ahead: int,
+        niceness: int = 0,
     ) -> None:
         self._run = run
+        self._niceness = niceness
         self._tasks = tasks
         self._dir = _result_dir()
         self._next = 0  # the next task to queue
@@ -116,6 +120,8 @@ class ForkPool(Generic[T]):
 
     def _work(self, done_w: int) -> NoReturn:
         code = 0
+        with contextlib.suppress(OSError):  # only lowers its own priority, which is always allowed
+            os.nice(self._niceness)
         try:
             while token := os.read(self._task_r, _NUMBER):
                 number = int.from_bytes(token, "little")
