@@ -32,7 +32,7 @@ from typing import BinaryIO
 from wikipulse.dedup import RecentIds
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
-from wikipulse.replay.pool import ForkPool, keep_large_blocks_mapped
+from wikipulse.replay.pool import ForkPool, reuse_freed_memory
 from wikipulse.stats import Aggregator, Partial
 from wikipulse.stores.window_rank import blobs
 from wikipulse.window_delta import WindowDelta
@@ -248,7 +248,7 @@ class RangeFolder:
     ) -> None:
         self.path = path
         self.workers = workers
-        keep_large_blocks_mapped()
+        reuse_freed_memory()  # the workers inherit it
         # Tells the workers' memory of names sent (see `fold_range`) from any other folder's.
         token = uuid.uuid4().hex
         tasks = [
