@@ -13,11 +13,13 @@ from typing import TypeVar
 
 from wikipulse.stores import StoreError, StoreUnavailable
 
-__all__ = ["Checkpointer", "ConnectionThread"]
+__all__ = ["PAGE_SIZE", "Checkpointer", "ConnectionThread"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+#: The page size of a database this makes (see `ConnectionThread._connect`).
+PAGE_SIZE = 16384
 # Primary result codes worth waiting out: busy, locked, I/O error, disk full.
 _TRANSIENT = {5, 6, 10, 13}
 
@@ -33,6 +35,12 @@ class ConnectionThread:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=10.0)
+        # 16 KiB pages for a new database (an existing one keeps its own): the window blobs are
+        # large, and each page written costs the same whatever its size. Measured 2026-12-02
+        # (2-core VM): replay of 500,000 events 1.37-1.38 s at 4 KiB, 1.31-1.33 at 16 KiB,
+        # 1.27-1.32 at 64 KiB; but small live commits rewrite whole pages: written at 1,000
+        # events/s 1.31, 1.71 and 3.11 MB/s.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         # A larger cache and rarer checkpoints: the users index is written all over, and a
