@@ -17,14 +17,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wikipulse.events import CANARY_DOMAIN, RecentChange, decode_json_only
 from wikipulse.replay import parallel
 from wikipulse.stores import window_held, window_rank
 from wikipulse.stores.window_held import Encoded, acc_of, merged
 from wikipulse.window_blobs import DIMS, Acc, Counts, Pages, Totals, Users
-from wikipulse.window_delta import WindowDelta
+from wikipulse.window_delta import WindowDelta, window_rows
 from wikipulse.window_index import index_blobs
 from wikipulse.window_minutes import events_accs, recorded_minutes
 from wikipulse.window_packing import RawWindowEvent
+from wikipulse.windows import MINUTE_CACHE, minute_of
 
 C: Any
 try:
@@ -206,13 +208,122 @@ def test_what_c_cannot_sum_is_left_to_python() -> None:
     delta = WindowDelta()
     delta.raw = list(big)
     with pytest.raises(OverflowError, match="serialize"):
-        parallel._summed(delta)
+        parallel._summed(delta, [])
     with pytest.raises(OverflowError, match="serialize"):
         _python_minutes(big)
     fits = [(0, "de", "edit", False, "a", "x", 2**62)] * 3
     delta.raw = list(fits)
-    (sums,) = parallel._summed(delta).minutes
+    (sums,) = parallel._summed(delta, []).minutes
     assert msgspec.msgpack.decode(dict(sums[0])["t"], type=Totals).types["edit"][2] == 3 * 2**62
+
+
+# Decoded events: times in UTC (cached by minute), with an offset, unreadable (also within a
+# minute read before), missing; lengths missing, partial or beyond 64 bits; canaries.
+_dt = st.sampled_from(
+    [
+        None,
+        "",
+        "2026-11-01T12:00:05Z",
+        "2026-11-01T12:00:59.5Z",
+        "2026-11-01T12:01:00Z",
+        "2026-11-01T12:00:99Z",
+        "2026-11-01T13:00:00+01:00",
+        "2026-11-01T12:02Z",
+        "garbage",
+        "Z",
+    ]
+)
+_length = st.none() | st.fixed_dictionaries(
+    {},
+    optional={
+        "old": st.none() | st.integers(0, 2**40),
+        "new": st.none() | st.integers(0, 2**40),
+    },
+)
+_decoded = st.lists(
+    st.fixed_dictionaries(
+        {
+            "meta": st.fixed_dictionaries(
+                {"id": st.just("x")},
+                optional={"domain": st.sampled_from(["canary", "de", None]), "dt": _dt},
+            ),
+            "server_name": _wiki,
+            "bot": st.booleans(),
+        },
+        optional={
+            "user": st.sampled_from([None, "", "a", "Bé", "日本"]),
+            "type": _kind,
+            "title": st.sampled_from([None, "", "x", "Страница 1"]),
+            "length": _length,
+        },
+    ),
+    max_size=40,
+)
+
+
+def _decoded_events(items: list[dict[str, Any]]) -> list[RecentChange]:
+    return [decode_json_only(msgspec.json.encode(item)) for item in items]
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(items=_decoded)
+def test_decoded_events_summed_in_c_equal_the_rows_python_records(
+    items: list[dict[str, Any]],
+) -> None:
+    """A worker's decoded events read in place by C (`decoded_minutes`): the same minutes and
+    sums as the rows `window_delta.window_rows` records from them, canaries and events without
+    a readable time left out, each starting from the same (empty) minute cache."""
+    events = _decoded_events(items)
+    MINUTE_CACHE.clear()
+    expected = _python_minutes(window_rows(events))
+    MINUTE_CACHE.clear()
+    got = C.decoded_minutes(events, CANARY_DOMAIN, MINUTE_CACHE, minute_of)
+    assert list(got) == sorted(expected)
+    for minute, rows in got.items():
+        assert _values(Encoded(dict(rows))) == _values(Encoded(dict(expected[minute])))
+
+
+def test_decoded_events_c_refuses_are_summed_in_python() -> None:
+    """Lengths beyond 64 bits, a lone surrogate in a name, an object that is no event: C
+    refuses the decoded events, and the worker records their rows and sums them in Python
+    with any recorded ones (whose msgpack encoder refuses what C did not fit: the same error
+    as before the extension)."""
+    line = {"meta": {"id": "x", "dt": "2026-11-01T12:00:05Z"}, "server_name": "de", "bot": False}
+    big = _decoded_events([{**line, "user": "a", "length": {"new": 2**64}}])
+    lone = _decoded_events([{**line, "user": "a"}])
+    lone = [msgspec.structs.replace(lone[0], user="b\ud800")]
+    fits = _decoded_events([{**line, "user": "a", "length": {"new": 2**62, "old": 1}}])
+    recorded = (1793534400, "en", "edit", True, "c", "y", -3)
+    if C is not None:
+        with pytest.raises(OverflowError):
+            C.decoded_minutes(big, CANARY_DOMAIN, MINUTE_CACHE, minute_of)
+        with pytest.raises(UnicodeEncodeError):
+            C.decoded_minutes(lone, CANARY_DOMAIN, MINUTE_CACHE, minute_of)
+        with pytest.raises(TypeError):
+            C.decoded_minutes([*fits, "not an event"], CANARY_DOMAIN, MINUTE_CACHE, minute_of)
+    delta = WindowDelta()
+    with pytest.raises(UnicodeEncodeError):  # as the rows recorded before the extension did
+        parallel._summed(delta, list(lone))
+    for decoded in (fits, big):
+        delta = WindowDelta()
+        delta.raw = [recorded]
+        if decoded is big:  # the msgpack encoder refuses it in turn, as it refused the rows
+            with pytest.raises(OverflowError, match="serialize"):
+                parallel._summed(delta, list(decoded))
+            continue
+        summed = parallel._summed(delta, list(decoded))
+        assert not summed.raw
+        sums: dict[int, list[window_held.Held]] = {}
+        for found in summed.minutes:
+            for minute, rows in found.items():
+                sums.setdefault(minute, []).append(Encoded(dict(rows)))
+        (bucket,) = [merged(held) for held in sums.values()]
+        acc = acc_of(bucket)
+        assert sum(row[0] for row in acc.types.values()) == 2
+        assert sorted(acc.users) == ["a", "c"]
+        assert acc.types["unknown"][2] == 2**62 - 1  # no type; bytes added: new - old
+        assert acc.types["edit"][3] == 3  # the recorded row's bytes removed
 
 
 def test_the_merge_extension_is_built_in_ci() -> None:
@@ -222,6 +333,7 @@ def test_the_merge_extension_is_built_in_ci() -> None:
     assert C is not None
     assert window_held.native()
     assert parallel._c_minutes is C.minutes
+    assert parallel._c_decoded is C.decoded_minutes
 
 
 @settings(max_examples=100, deadline=None)

@@ -19,8 +19,7 @@ from wikipulse.events import (
     decode_json_only,
 )
 from wikipulse.utf8 import valid_utf8
-from wikipulse.window_delta import WindowDelta
-from wikipulse.windows import MINUTE_CACHE, minute_of
+from wikipulse.window_delta import WindowDelta, window_rows
 
 __all__ = ["Aggregator", "Batch", "Counters", "Outcome", "Partial", "Stats"]
 
@@ -178,10 +177,9 @@ class Aggregator:
         add_user = batch.users.add
         ids = batch.event_ids
         add_id = ids.append
-        # The time windows: one tuple per counted event, summed in C at commit (see windows.py).
-        add_window = batch.windows.raw.append
-        minutes = MINUTE_CACHE
-        keep_windows = self.keep_windows
+        # The time windows: the counted events, whose rows are recorded after the loop.
+        windowed: list[RecentChange] = []
+        add_window = windowed.append
         counted_before = len(ids)
         window = self.recent
         new, old, capacity = window._new, window._old, window._capacity
@@ -221,17 +219,9 @@ class Aggregator:
             if user:
                 add_user(user)
             add_id(event_id)
-            dt = meta.dt
-            if dt and keep_windows:
-                minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
-                if minute == -1:
-                    minute = minute_of(dt)
-                if minute is not None:
-                    length = event.length
-                    diff = 0
-                    if length is not None and length.new is not None:
-                        diff = length.new - (length.old or 0)
-                    add_window((minute, name, event.type, event.bot, user, event.title, diff))
+            add_window(event)
+        if self.keep_windows:
+            batch.windows.raw += window_rows(windowed)
         counted = len(ids) - counted_before
         batch.total += counted
         batch.bots += bots

@@ -9,12 +9,13 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
 
-from wikipulse.events import RecentChange
+from wikipulse.events import CANARY_DOMAIN, RecentChange
 from wikipulse.window_blobs import add_row
 from wikipulse.window_packing import PackedEvents, RawWindowEvent, pack_events, unpack_events
 from wikipulse.windows import (
     HOUR,
     MINUTE,
+    MINUTE_CACHE,
     STEPS,
     UNKNOWN_TYPE,
     KeyCounts,
@@ -24,7 +25,7 @@ from wikipulse.windows import (
     minute_of,
 )
 
-__all__ = ["WindowDelta", "rollup", "rollup_rows"]
+__all__ = ["WindowDelta", "rollup", "rollup_rows", "window_rows"]
 
 _KEY = itemgetter(0, 1, 2)
 _USER_KEY = itemgetter(0, 1, 4)
@@ -236,3 +237,29 @@ def rollup(minutes: KeyCounts) -> KeyCounts:
         hkey = (minute - minute % HOUR, server, key)
         hours[hkey] = hours.get(hkey, 0) + n
     return hours
+
+
+def window_rows(events: list[RecentChange]) -> list[RawWindowEvent]:
+    """The time-window rows of decoded counted events (see windows.py): one per event that is
+    no canary and has a readable `meta.dt`, its minute read through `MINUTE_CACHE` (a hot
+    loop's shortcut to `minute_of`). What `add` records, for many events at once."""
+    rows: list[RawWindowEvent] = []
+    add_row = rows.append
+    minutes = MINUTE_CACHE
+    for event in events:
+        meta = event.meta
+        dt = meta.dt
+        if not dt or meta.domain == CANARY_DOMAIN:
+            continue
+        minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
+        if minute == -1:
+            minute = minute_of(dt)
+        if minute is not None:
+            length = event.length
+            diff = 0
+            if length is not None and length.new is not None:
+                diff = length.new - (length.old or 0)
+            add_row(
+                (minute, event.server_name, event.type, event.bot, event.user, event.title, diff)
+            )
+    return rows

@@ -52,7 +52,7 @@ class _WorkerSQLite(SQLiteStore):
         if recorded:
             worker = WindowDelta()
             worker.raw = list(recorded)
-            batch.windows = parallel._summed(worker)
+            batch.windows = parallel._summed(worker, [])
         return super()._apply(conn, batch, users)
 
 
@@ -68,6 +68,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         for name in ("_merge", "_index", "_minutes"):
             monkeypatch.setattr(window_held, name, None)
         monkeypatch.setattr(parallel, "_c_minutes", None)
+        monkeypatch.setattr(parallel, "_c_decoded", None)
     return str(request.param)
 
 

@@ -30,7 +30,7 @@ from typing import BinaryIO
 from wikipulse.events import CANARY_DOMAIN, DECODE_ERRORS, RecentChange, decode_json_only
 from wikipulse.stats import Aggregator
 from wikipulse.utf8 import all_valid_utf8, checked_lines
-from wikipulse.windows import MINUTE_CACHE, minute_of
+from wikipulse.window_delta import window_rows
 
 __all__ = [
     "BLOCK_LINES",
@@ -89,10 +89,17 @@ def checked_blocks(
                 yield block, valid
 
 
-def fold_block(agg: Aggregator, lines: list[bytes], valid: bool | None = None) -> None:
+def fold_block(
+    agg: Aggregator,
+    lines: list[bytes],
+    valid: bool | None = None,
+    decoded: list[RecentChange] | None = None,
+) -> None:
     """Fold NDJSON lines as `agg.fold(lines, dedup=False)` does, in bulk when all are valid.
 
     `valid` says whether every line is well-formed UTF-8, when the caller checked already.
+    With a `decoded` list, a bulk block's events are added to it for their window rows to be
+    made later (see `fold_decoded`).
     """
     if valid is None:
         valid = all_valid_utf8(lines)
@@ -103,24 +110,31 @@ def fold_block(agg: Aggregator, lines: list[bytes], valid: bool | None = None) -
         except DECODE_ERRORS:
             pass
         else:
-            fold_decoded(agg, events)
+            fold_decoded(agg, events, decoded)
             return
     # Some line is refused: fold the block line by line, counting exactly what is.
     agg.fold(lines, dedup=False)
 
 
-def fold_decoded(agg: Aggregator, events: list[RecentChange]) -> None:
+def fold_decoded(
+    agg: Aggregator, events: list[RecentChange], decoded: list[RecentChange] | None = None
+) -> None:
     """Fold valid decoded events as `Aggregator.fold(..., dedup=False)` folds their lines.
 
     Canaries are counted and dropped; every other event is counted, repeats included (a
-    worker's repeats are found afterwards from its ids, see parallel.py).
+    worker's repeats are found afterwards from its ids, see parallel.py). Their time-window
+    rows are recorded (`window_rows`), or, given a `decoded` list, the events are added to
+    it as they are, canaries too, for the C extension to read them in place and sum them per
+    minute (`wikipulse._merge.decoded_minutes`, which leaves out what `window_rows` does).
     """
     batch = agg.batch
     batch.touched = True
+    canaries, bots = _fold_counts(agg, events)
     if agg.keep_windows:
-        canaries, bots = _fold_with_windows(agg, events)
-    else:
-        canaries, bots = _fold_counts(agg, events)
+        if decoded is None:
+            batch.windows.raw += window_rows(events)
+        else:
+            decoded += events
     counted = len(events) - canaries
     batch.total += counted
     batch.bots += bots
@@ -154,39 +168,4 @@ def _fold_counts(agg: Aggregator, events: list[RecentChange]) -> tuple[int, int]
         if user:
             add_user(user)
         add_id(meta.id)
-    return canaries, bots
-
-
-def _fold_with_windows(agg: Aggregator, events: list[RecentChange]) -> tuple[int, int]:
-    batch = agg.batch
-    servers = batch.by_server_name
-    add_user = batch.users.add
-    add_id = batch.event_ids.append
-    add_window = batch.windows.raw.append
-    minutes = MINUTE_CACHE
-    bots = canaries = 0
-    for event in events:
-        meta = event.meta
-        if meta.domain == CANARY_DOMAIN:
-            canaries += 1
-            continue
-        bots += event.bot
-        name = event.server_name
-        servers[name] = servers.get(name, 0) + 1
-        user = event.user
-        if user:
-            add_user(user)
-        add_id(meta.id)
-        dt = meta.dt
-        if dt:
-            # The same window row as Aggregator.fold makes (see windows.py).
-            minute = minutes.get(dt[:16], -1) if dt[-1] == "Z" else -1
-            if minute == -1:
-                minute = minute_of(dt)
-            if minute is not None:
-                length = event.length
-                diff = 0
-                if length is not None and length.new is not None:
-                    diff = length.new - (length.old or 0)
-                add_window((minute, name, event.type, event.bot, user, event.title, diff))
     return canaries, bots

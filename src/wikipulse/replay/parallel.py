@@ -27,24 +27,31 @@ from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from wikipulse.dedup import RecentIds
+from wikipulse.events import CANARY_DOMAIN, RecentChange
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.pool import ForkPool, reuse_freed_memory
 from wikipulse.stats import Aggregator, Partial
 from wikipulse.stores.window_rank import blobs
-from wikipulse.window_delta import WindowDelta
+from wikipulse.window_delta import WindowDelta, window_rows
 from wikipulse.window_minutes import events_accs, recorded_minutes
 from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MinuteBlobs
+from wikipulse.windows import MINUTE_CACHE, MinuteBlobs, minute_of
 
 _c_minutes: Callable[[list[RawWindowEvent]], MinuteBlobs] | None
+#: wikipulse._merge.decoded_minutes: (events, canary domain, minute cache, minute_of) -> sums
+_Decoded = Callable[
+    [list[Any], str, dict[str, int | None], Callable[[str | None], int | None]], MinuteBlobs
+]
+_c_decoded: _Decoded | None
 try:  # built from src/wikipulse/_merge.c, optional like the other extensions
+    from wikipulse._merge import decoded_minutes as _c_decoded
     from wikipulse._merge import minutes as _c_minutes
 except ImportError:  # installed without a C compiler
-    _c_minutes = None
+    _c_minutes = _c_decoded = None
 
 __all__ = [
     "RangeFolder",
@@ -186,8 +193,10 @@ def fold_range(
     `window_minutes.minute_parts`), else as the events themselves, packed.
     """
     agg = Aggregator(RecentIds(1), windows=windows)
+    # summed: the bulk blocks' events kept as decoded, their window rows made in C
+    decoded: list[RecentChange] | None = [] if summed and windows else None
     for lines, valid in checked_blocks(path, start, end):
-        fold_block(agg, lines, valid)
+        fold_block(agg, lines, valid, decoded)
     c, b = agg.counters, agg.batch
     users = _new_users(folder, b.users) if folder else list(b.users)
     return RangeResult(
@@ -202,23 +211,31 @@ def fold_range(
         c.invalid,
         agg.last_error,
         c.last_dt,
-        _summed(b.windows) if summed else b.windows.pack(),
+        _summed(b.windows, decoded or []) if summed else b.windows.pack(),
     )
 
 
-def _summed(delta: WindowDelta) -> WindowDelta:
-    """The delta's recorded events summed per minute, as blobs (see `WindowDelta.minutes`):
-    in C where built (`wikipulse._merge.minutes`, 4-5x faster), else in Python; the C sums
-    leave to Python what they cannot hold (a name with a lone surrogate, sums over 64 bits)."""
-    if delta.raw:
-        sums = None
-        if _c_minutes is not None:
+def _summed(delta: WindowDelta, decoded: list[RecentChange]) -> WindowDelta:
+    """The delta's recorded events and the `decoded` ones summed per minute, as blobs (see
+    `WindowDelta.minutes`): in C where built (`wikipulse._merge`, the decoded events read in
+    place: 4-5x faster), else in Python; the C sums leave to Python what they cannot hold (a
+    name with a lone surrogate, a length or a sum over 64 bits). After such a refusal the
+    decoded events' minutes are read again through `windows.MINUTE_CACHE`, which C may have
+    filled meanwhile: an unreadable time of a minute cached since is then read as that
+    minute, as it is in any range after the one that cached it (see `windows.minute_of`)."""
+    if delta.raw or decoded:
+        sums: list[MinuteBlobs] | None = None
+        if _c_minutes is not None and _c_decoded is not None:
             with suppress(OverflowError, TypeError, UnicodeEncodeError):
-                sums = _c_minutes(delta.raw)
+                made = (
+                    [_c_decoded(decoded, CANARY_DOMAIN, MINUTE_CACHE, minute_of)] if decoded else []
+                )
+                sums = [*made, _c_minutes(delta.raw)] if delta.raw else made
         if sums is None:
+            delta.raw += window_rows(decoded)
             accs = events_accs(recorded_minutes(delta) or [])
-            sums = {minute: blobs(acc) for minute, acc in accs.items()}
-        delta.minutes.append(sums)
+            sums = [{minute: blobs(acc) for minute, acc in accs.items()}]
+        delta.minutes += sums
         delta.raw = []
     return delta
 
