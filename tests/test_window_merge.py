@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wikipulse import window_minutes
 from wikipulse.events import CANARY_DOMAIN, RecentChange, decode_json_only
 from wikipulse.replay import parallel
 from wikipulse.stores import window_held, window_rank
@@ -332,8 +333,8 @@ def test_the_merge_extension_is_built_in_ci() -> None:
         pytest.skip("the C extension was not built here (no C compiler at install)")
     assert C is not None
     assert window_held.native()
-    assert parallel._c_minutes is C.minutes
-    assert parallel._c_decoded is C.decoded_minutes
+    assert window_minutes._c_minutes is C.minutes
+    assert window_minutes._c_decoded is C.decoded_minutes
 
 
 @settings(max_examples=100, deadline=None)

@@ -5,20 +5,38 @@ replay's packed ranges) or already summed into its three maps. `minute_accs` spl
 minute straight from the recorded events when it can (half the cost of summing them into the
 maps and walking those), else from the maps (`delta_accs`); Cassandra's writer uses the same
 per-minute helpers (`recorded_minutes`, `minute_rows`, `server_keys`) to build its rows.
+The SQL stores' writer and a replay's workers sum recorded events straight into stored blobs
+in C where built (`c_minutes`), and use these sums only where it is not.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from itertools import groupby
 from operator import itemgetter
+from typing import Any
 
+from wikipulse.events import CANARY_DOMAIN, RecentChange
 from wikipulse.window_blobs import Acc, Part, add_row, decode_part
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MINUTE, UNKNOWN_TYPE
+from wikipulse.windows import MINUTE, MINUTE_CACHE, UNKNOWN_TYPE, MinuteBlobs, minute_of
+
+_c_minutes: Callable[[list[RawWindowEvent]], MinuteBlobs] | None
+#: wikipulse._merge.decoded_minutes: (events, canary domain, minute cache, minute_of) -> sums
+_Decoded = Callable[
+    [list[Any], str, dict[str, int | None], Callable[[str | None], int | None]], MinuteBlobs
+]
+_c_decoded: _Decoded | None
+try:  # built from src/wikipulse/_merge.c, optional like the other extensions
+    from wikipulse._merge import decoded_minutes as _c_decoded
+    from wikipulse._merge import minutes as _c_minutes
+except ImportError:  # installed without a C compiler
+    _c_minutes = _c_decoded = None
 
 __all__ = [
+    "c_minutes",
     "delta_accs",
     "events_accs",
     "minute_accs",
@@ -161,3 +179,20 @@ def _acc(accs: dict[int, Acc], bucket: int) -> Acc:
     if found is None:
         found = accs[bucket] = Acc()
     return found
+
+
+def c_minutes(
+    rows: list[RawWindowEvent], decoded: list[RecentChange] | None = None
+) -> list[MinuteBlobs] | None:
+    """Recorded rows and decoded events summed per minute as stored blobs in C (the decoded
+    events read in place: `wikipulse._merge.decoded_minutes`), one dict for each of the two
+    that holds any; None where Python must sum them: the extension is not built, or it
+    refuses what it cannot hold (a name with a lone surrogate, a length or a sum past 64
+    bits, a name that is no str)."""
+    if _c_minutes is None or _c_decoded is None:
+        return None
+    try:
+        sums = [_c_decoded(decoded, CANARY_DOMAIN, MINUTE_CACHE, minute_of)] if decoded else []
+        return [*sums, _c_minutes(rows)] if rows else sums
+    except (OverflowError, TypeError, UnicodeEncodeError):
+        return None

@@ -20,6 +20,7 @@ from tests.stores.test_contract import _feed, opened
 from tests.stores.test_windows_contract import _assert_windows_exact
 from tests.support.generated import generate
 from tests.support.windows_expected import counted_events
+from wikipulse import window_minutes
 from wikipulse.ingest import Pipeline
 from wikipulse.replay import parallel
 from wikipulse.stats import Batch
@@ -65,10 +66,10 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """The writer with the C extension (where built), and as installed without a compiler:
     every bucket summed, ranked and indexed in Python."""
     if request.param == "python":
-        for name in ("_merge", "_index", "_minutes"):
+        for name in ("_merge", "_index"):
             monkeypatch.setattr(window_held, name, None)
-        monkeypatch.setattr(parallel, "_c_minutes", None)
-        monkeypatch.setattr(parallel, "_c_decoded", None)
+        for name in ("_c_minutes", "_c_decoded"):
+            monkeypatch.setattr(window_minutes, name, None)
     return str(request.param)
 
 

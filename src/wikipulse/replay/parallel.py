@@ -23,35 +23,20 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from wikipulse.dedup import RecentIds
-from wikipulse.events import CANARY_DOMAIN, RecentChange
+from wikipulse.events import RecentChange
 from wikipulse.feeds import Folded
 from wikipulse.replay.bulk import checked_blocks, fold_block
 from wikipulse.replay.pool import ForkPool, reuse_freed_memory
 from wikipulse.stats import Aggregator, Partial
 from wikipulse.stores.window_rank import blobs
 from wikipulse.window_delta import WindowDelta, window_rows
-from wikipulse.window_minutes import events_accs, recorded_minutes
-from wikipulse.window_packing import RawWindowEvent
-from wikipulse.windows import MINUTE_CACHE, MinuteBlobs, minute_of
-
-_c_minutes: Callable[[list[RawWindowEvent]], MinuteBlobs] | None
-#: wikipulse._merge.decoded_minutes: (events, canary domain, minute cache, minute_of) -> sums
-_Decoded = Callable[
-    [list[Any], str, dict[str, int | None], Callable[[str | None], int | None]], MinuteBlobs
-]
-_c_decoded: _Decoded | None
-try:  # built from src/wikipulse/_merge.c, optional like the other extensions
-    from wikipulse._merge import decoded_minutes as _c_decoded
-    from wikipulse._merge import minutes as _c_minutes
-except ImportError:  # installed without a C compiler
-    _c_minutes = _c_decoded = None
+from wikipulse.window_minutes import c_minutes, events_accs, recorded_minutes
 
 __all__ = [
     "RangeFolder",
@@ -224,13 +209,7 @@ def _summed(delta: WindowDelta, decoded: list[RecentChange]) -> WindowDelta:
     filled meanwhile: an unreadable time of a minute cached since is then read as that
     minute, as it is in any range after the one that cached it (see `windows.minute_of`)."""
     if delta.raw or decoded:
-        sums: list[MinuteBlobs] | None = None
-        if _c_minutes is not None and _c_decoded is not None:
-            with suppress(OverflowError, TypeError, UnicodeEncodeError):
-                made = (
-                    [_c_decoded(decoded, CANARY_DOMAIN, MINUTE_CACHE, minute_of)] if decoded else []
-                )
-                sums = [*made, _c_minutes(delta.raw)] if delta.raw else made
+        sums = c_minutes(delta.raw, decoded)
         if sums is None:
             delta.raw += window_rows(decoded)
             accs = events_accs(recorded_minutes(delta) or [])

@@ -35,8 +35,7 @@ from wikipulse.window_blobs import (
 )
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import HEAD, index_blobs
-from wikipulse.window_minutes import recorded_accs
-from wikipulse.window_packing import RawWindowEvent
+from wikipulse.window_minutes import c_minutes, recorded_accs
 from wikipulse.windows import MinuteBlobs
 
 __all__ = [
@@ -59,13 +58,11 @@ __all__ = [
 _Blobs = tuple[bytes, bytes, bytes, bytes]
 _merge: Callable[[list[_Blobs]], _Blobs] | None
 _index: Callable[[bytes, bool, int], tuple[bytes, bytes] | None] | None
-_minutes: Callable[[list[RawWindowEvent]], MinuteBlobs] | None
 try:  # built from src/wikipulse/_merge.c, optional like the other extensions
     from wikipulse._merge import index as _index
     from wikipulse._merge import merge as _merge
-    from wikipulse._merge import minutes as _minutes
 except ImportError:  # installed without a C compiler
-    _merge = _index = _minutes = None
+    _merge = _index = None
 
 _encode = msgspec.msgpack.Encoder().encode
 _TOTALS = msgspec.msgpack.Decoder(Totals)
@@ -250,15 +247,12 @@ def batch_minutes(delta: WindowDelta) -> dict[int, Held]:
 
 
 def _recorded_blobs(delta: WindowDelta) -> MinuteBlobs | None:
-    """The recorded events summed per minute in C; None where Python sums them (no extension,
-    events summed into the maps already, or what C refuses: sums past 64 bits, a lone
-    surrogate, a name that is no str)."""
-    if _minutes is None:
-        return None
+    """The recorded events summed per minute in C; None where Python sums them (events
+    summed into the maps already, or see `window_minutes.c_minutes`)."""
     events = delta.recorded(but_sums=True)
     if events is None:
         return None
-    try:
-        return _minutes(events)
-    except (OverflowError, TypeError, UnicodeEncodeError):
-        return None
+    if not events:
+        return {}
+    sums = c_minutes(events)
+    return None if sums is None else sums[0]
