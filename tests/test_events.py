@@ -50,6 +50,10 @@ def test_canary_domain_is_recognised() -> None:
         b'{"meta":"e","server_name":"s","bot":false}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":false,"user":"\xff\xfe"}',
         b'{"meta":{"id":"e"},"server_name":"s","bot":false',
+        # a page length is a byte count up to events.MAX_LENGTH (2^32 - 1)
+        b'{"meta":{"id":"e"},"server_name":"s","bot":false,"length":{"new":-1}}',
+        b'{"meta":{"id":"e"},"server_name":"s","bot":false,"length":{"old":4294967296}}',
+        b'{"meta":{"id":"e"},"server_name":"s","bot":false,"length":{"new":1e3}}',
         # bad UTF-8 in a field the statistics do not read still makes the JSON malformed
         b'{"meta":{"id":"e"},"server_name":"s","bot":false,"comment":"\xff\xfe"}',
     ],

@@ -12,6 +12,7 @@ from wikipulse.utf8 import valid_utf8
 __all__ = [
     "CANARY_DOMAIN",
     "DECODE_ERRORS",
+    "MAX_LENGTH",
     "InvalidEvent",
     "Length",
     "Meta",
@@ -41,11 +42,20 @@ class Meta(msgspec.Struct, frozen=True, gc=False):
     dt: str | None = None
 
 
+#: The largest page length accepted, in bytes (MediaWiki's own limit is a few MiB). Bounded so
+#: that no sum of them can pass 64 bits, which the stores' integers and blobs hold: a bucket
+#: would need 2^32 events. An event with a length outside 0..MAX_LENGTH is malformed (before
+#: the bound, one with a length of 10^23 made every commit fail, and the consumer retry it
+#: for ever).
+MAX_LENGTH = 2**32 - 1
+_Bytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_LENGTH)]
+
+
 class Length(msgspec.Struct, frozen=True, gc=False):
     """A page's length in bytes before and after the change (either may be null)."""
 
-    old: int | None = None
-    new: int | None = None
+    old: _Bytes | None = None
+    new: _Bytes | None = None
 
 
 class RecentChange(msgspec.Struct, frozen=True, gc=False):

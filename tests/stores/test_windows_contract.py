@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from tests.support.windows_expected import (
     expected_series,
     expected_top,
 )
+from wikipulse.events import MAX_LENGTH
 from wikipulse.stores import StatsStore
 from wikipulse.window_query import (
     SeriesQuery,
@@ -98,6 +100,31 @@ async def test_windows_equal_the_independent_count(
         await _assert_windows_exact(windows, window_lines)
         span = await windows.window_span()
         assert span is not None
+
+
+async def test_lengths_at_the_bound_count_and_beyond_it_are_malformed(
+    kind: StoreKind, window_lines: list[bytes]
+) -> None:
+    """Page lengths up to events.MAX_LENGTH (2^32 - 1) are summed exactly (2,000 of them in one
+    minute add up past 2^42); a length beyond it, or negative, makes the event malformed
+    instead of a sum no store can hold (such an event once made every commit fail)."""
+    base = json.loads(window_lines[0])
+    lines = []
+    for i, (old, new) in enumerate([(0, MAX_LENGTH)] * 2000 + [(MAX_LENGTH, 0)] * 3):
+        event = {
+            **base,
+            "meta": {**base["meta"], "id": f"big-{i}"},
+            "length": {"old": old, "new": new},
+        }
+        lines.append(json.dumps(event).encode())
+    for i, length in enumerate([{"new": 10**23}, {"old": -1, "new": 5}, {"new": MAX_LENGTH + 1}]):
+        event = {**base, "meta": {**base["meta"], "id": f"bad-{i}"}, "length": length}
+        lines.append(json.dumps(event).encode())
+    async with opened(kind.make()) as store:
+        await _feed(_pipeline(store), lines)
+        assert (await store.snapshot()).total == 2003
+        await _assert_windows_exact(_windows(store, kind), lines)
+    assert len(counted_events(lines)) == 2003
 
 
 @pytest.mark.parametrize("order", ["shuffled", "reversed"])

@@ -77,4 +77,9 @@ def _valid_length(length: Any) -> bool:
         return True
     if not isinstance(length, dict):
         return False
-    return all(type(length.get(side)) in (int, type(None)) for side in ("old", "new"))
+    # a byte count: 0 to 2^32 - 1 (events.MAX_LENGTH), or null
+    return all(
+        length.get(side) is None
+        or (type(length.get(side)) is int and 0 <= length[side] <= 2**32 - 1)
+        for side in ("old", "new")
+    )
