@@ -18,13 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wikipulse import window_minutes
-from wikipulse.events import CANARY_DOMAIN, RecentChange, decode_json_only
+from wikipulse.events import CANARY_DOMAIN, MAX_LENGTH, Length, RecentChange, decode_json_only
 from wikipulse.replay import parallel
 from wikipulse.stores import window_held, window_rank
 from wikipulse.stores.window_held import Encoded, acc_of, merged
 from wikipulse.window_blobs import DIMS, Acc, Counts, Pages, Totals, Users
 from wikipulse.window_delta import WindowDelta, window_rows
-from wikipulse.window_index import index_blobs
+from wikipulse.window_index import index_blobs, index_pages
 from wikipulse.window_minutes import events_accs, recorded_minutes
 from wikipulse.window_packing import RawWindowEvent
 from wikipulse.windows import MINUTE_CACHE, minute_of
@@ -237,8 +237,8 @@ _dt = st.sampled_from(
 _length = st.none() | st.fixed_dictionaries(
     {},
     optional={
-        "old": st.none() | st.integers(0, 2**40),
-        "new": st.none() | st.integers(0, 2**40),
+        "old": st.none() | st.integers(0, MAX_LENGTH),
+        "new": st.none() | st.integers(0, MAX_LENGTH),
     },
 )
 _decoded = st.lists(
@@ -291,10 +291,13 @@ def test_decoded_events_c_refuses_are_summed_in_python() -> None:
     with any recorded ones (whose msgpack encoder refuses what C did not fit: the same error
     as before the extension)."""
     line = {"meta": {"id": "x", "dt": "2026-11-01T12:00:05Z"}, "server_name": "de", "bot": False}
-    big = _decoded_events([{**line, "user": "a", "length": {"new": 2**64}}])
+    # lengths past events.MAX_LENGTH do not decode: such events are made by hand
+    (one,) = _decoded_events([{**line, "user": "a", "length": {"new": 1}}])
+    assert one.length is not None
+    big = [msgspec.structs.replace(one, length=msgspec.structs.replace(one.length, new=2**64))]
     lone = _decoded_events([{**line, "user": "a"}])
     lone = [msgspec.structs.replace(lone[0], user="b\ud800")]
-    fits = _decoded_events([{**line, "user": "a", "length": {"new": 2**62, "old": 1}}])
+    fits = [msgspec.structs.replace(one, length=Length(old=1, new=2**62))]
     recorded = (1793534400, "en", "edit", True, "c", "y", -3)
     if C is not None:
         with pytest.raises(OverflowError):
@@ -357,4 +360,29 @@ def test_without_the_extension_blobs_are_summed_in_python(
         assert _values(total) == expected
         rows = window_held.sealed_rows(0, total)
     sealed = {dim: data for _, _, dim, data in rows}
+    if "P" in sealed:  # pages kept in their index only, read back as a reader does
+        assert "p" not in sealed
+        sealed["p"] = index_pages(sealed["P"], sealed["Pt"])
     assert _values(Encoded({dim: sealed[dim] for dim in DIMS})) == expected
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_sealed_bucket_keeps_its_pages_in_the_index_only_when_it_has_one(native: bool) -> None:
+    """Sealed, a bucket's pages are in its index only (head and tail: every page, its `p`
+    blob made again from them equals the bucket's); a wiki name holding NUL makes no index,
+    and the bucket keeps its `p` blob."""
+    if native and C is None:
+        pytest.skip("the C extension was not built here")
+    for wiki, indexed in (("de", True), ("a\x00b", False)):
+        acc = _acc({("de", "u1"): 2}, {(wiki, f"t{i}"): 1 + i % 3 for i in range(3000)})
+        item: window_held.Held = Encoded(dict(window_rank.blobs(acc))) if native else acc
+        with pytest.MonkeyPatch.context() as patch:
+            if not native:
+                for name in ("_merge", "_index"):
+                    patch.setattr(window_held, name, None)
+            rows = {dim: data for _, part, dim, data in window_held.sealed_rows(0, item)}
+        assert ("p" in rows) is not indexed
+        assert ("P" in rows and "Pt" in rows) is indexed
+        if indexed:
+            rows["p"] = index_pages(rows["P"], rows["Pt"])
+        assert _values(Encoded({dim: rows[dim] for dim in DIMS})) == _values(acc)

@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from wikipulse.window_blobs import Users
+from wikipulse.window_blobs import Pages, Users
 from wikipulse.window_topn import HeadsPlan, top_items
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "TopPlan",
     "counts_of",
     "index_blobs",
+    "index_pages",
     "ranked_of",
     "top_ranked",
     "users_of",
@@ -89,6 +90,7 @@ _RAW_USERS = msgspec.msgpack.Decoder(_RawUsers)
 _INDICES = msgspec.msgpack.Decoder(list[int])
 _ROWS = msgspec.msgpack.Decoder(dict[str, list[int]])
 _FIRST = itemgetter(0)
+_COUNT = itemgetter(1)
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -225,6 +227,16 @@ def ranked_of(head: bytes, pages: bool) -> Ranked[Any]:
     index = _HEAD.decode(head)
     keys = [tuple(key) for key in index.keys] if pages else index.keys
     return Ranked(keys, index.n, index.tail_max, pages)
+
+
+def index_pages(head: bytes, tail: bytes) -> bytes:
+    """The `p` blob of a bucket whose pages are kept in their index only (a sealed bucket,
+    see `stores.window_held.sealed_rows`): every page with its count, highest first."""
+    ranked = ranked_of(head, pages=True)
+    ranked.attach(tail)
+    rest = sorted(ranked.rest().items(), key=_COUNT, reverse=True)  # stable: ties bytewise
+    keys = [*ranked.keys, *(key for key, _ in rest)]
+    return _encode(Pages(keys, [*ranked.n, *(n for _, n in rest)]))
 
 
 def users_of(data: bytes, server: str | None) -> Users:

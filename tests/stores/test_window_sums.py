@@ -75,7 +75,8 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 def _assert_sealed_exact(path: Path, lines: list[bytes]) -> None:
     """Every 5-minute bucket and hour that closed GRACE before the newest event is sealed (a
-    part 0 with its top-list indexes) and, with any late parts, holds exactly its events."""
+    part 0 with its top-list indexes, its pages kept in theirs only) and, with any late
+    parts, holds exactly its events."""
     events = counted_events(lines)
     newest = max(e.second for e in events)
     conn = sqlite3.connect(path)
@@ -99,7 +100,9 @@ def _assert_sealed_exact(path: Path, lines: list[bytes]) -> None:
             closed = {b for b in expected if b + g + window_writer.GRACE <= newest}
             assert closed, g
             for bucket in closed:
-                assert {"t0", "c0", "u0", "p0", "U0", "P0"} <= dims.get(bucket, set()), (g, bucket)
+                sealed = dims.get(bucket, set())
+                assert {"t0", "c0", "u0", "U0", "Ut0", "P0", "Pt0"} <= sealed, (g, bucket)
+                assert "p0" not in sealed, (g, bucket)  # its pages: in the index only
             assert {b: totals[b] for b in closed} == {b: expected[b] for b in closed}, g
     finally:
         conn.close()

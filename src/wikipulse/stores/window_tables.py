@@ -20,6 +20,7 @@ it the writer's running sums of its open buckets (`window_sums`), which seal the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +33,7 @@ from wikipulse.window_blobs import (
     add_row,
     decode_part,
 )
-from wikipulse.window_index import counts_of, users_of
+from wikipulse.window_index import counts_of, index_pages, users_of
 from wikipulse.window_query import SeriesQuery, SeriesRows
 from wikipulse.windows import HOUR, MINUTE
 
@@ -57,6 +58,7 @@ __all__ = [
     "Steps",
     "WriterState",
     "fetch",
+    "fetch_parts",
     "merge_blobs",
     "read_series",
     "runs",
@@ -216,6 +218,40 @@ def _stored(
     return parts
 
 
+def fetch_parts(
+    g: int,
+    dims: tuple[str, ...],
+    lo: int = 0,
+    hi: int = 0,
+    buckets: tuple[int, ...] | None = None,
+) -> Steps[list[Row]]:
+    """The rows of `Fetch(g, dims, lo, hi, buckets)`, with a `p` row made from the index for
+    each sealed bucket that keeps its pages there only (`window_held.sealed_rows`): what a
+    reader that sums whole buckets needs (`dims` with `p` must hold `t`, which every part
+    has, so a part without `p` shows)."""
+    rows: list[Row] = yield Fetch(g, dims, lo, hi, buckets)
+    if "p" not in dims or g == MINUTE:
+        return rows
+    if "t" not in dims:
+        raise ValueError("pages of a coarse level are read with their totals")
+    short = Counter(bucket for bucket, dim, _ in rows if dim == "t")
+    short.subtract(bucket for bucket, dim, _ in rows if dim == "p")
+    indexed = tuple(sorted(bucket for bucket, n in short.items() if n > 0))
+    if indexed:
+        index: dict[int, dict[str, bytes]] = {}
+        for bucket, dim, data in (
+            yield Fetch(g, (INDEX_DIMS["p"], TAIL_DIMS["p"]), buckets=indexed)
+        ):
+            index.setdefault(bucket, {})[dim] = data
+        for bucket in indexed:
+            found = index.get(bucket, {})
+            head, tail = found.get(INDEX_DIMS["p"]), found.get(TAIL_DIMS["p"])
+            if head is None or tail is None:
+                raise ValueError(f"time windows: bucket {bucket} of {g} s has no pages")
+            rows.append((bucket, "p", index_pages(head, tail)))
+    return rows
+
+
 def runs(buckets: list[int], g: int) -> list[tuple[int, int]]:
     """Ascending `g`-aligned buckets as [start, end) runs of adjacent ones."""
     found: list[list[int]] = []
@@ -239,7 +275,7 @@ def fetch(
     """The buckets of [lo, hi) at `g`: a stored bucket as one part, one not sealed yet as the
     parts of the finer level it is made of (read with the dimensions `fallback`); `server`
     and `light` as in `_stored`."""
-    stored = yield from _stored(g, dims, (yield Fetch(g, dims, lo, hi)), server, light)
+    stored = yield from _stored(g, dims, (yield from fetch_parts(g, dims, lo, hi)), server, light)
     found = {bucket: [part] for bucket, part in stored.items()}
     if g == MINUTE:
         return found

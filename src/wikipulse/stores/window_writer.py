@@ -40,13 +40,13 @@ from wikipulse.stores.window_tables import (
     GRACE,
     Closed,
     Drop,
-    Fetch,
     PartRow,
     Parts,
     Put,
     Steps,
     WriterState,
     fetch,
+    fetch_parts,
 )
 from wikipulse.window_blobs import DIMS, Acc, Part, decode_part
 from wikipulse.window_delta import WindowDelta
@@ -66,7 +66,7 @@ def compact(g: int, bucket: int, held: Held | None = None) -> Steps[None]:
     holds it (`window_sums`), else read back from the parts."""
     if held is None:
         acc = Acc()
-        for _, dim, data in (yield Fetch(g, DIMS, buckets=(bucket,))):
+        for _, dim, data in (yield from fetch_parts(g, DIMS, buckets=(bucket,))):
             piece = Part()
             decode_part(piece, dim, data)
             acc.add_part(piece)
