@@ -178,6 +178,7 @@ class Aggregator:
         ids = batch.event_ids
         add_id = ids.append
         # The time windows: the counted events, whose rows are recorded after the loop.
+        keep_windows = self.keep_windows
         windowed: list[RecentChange] = []
         add_window = windowed.append
         counted_before = len(ids)
@@ -219,8 +220,9 @@ class Aggregator:
             if user:
                 add_user(user)
             add_id(event_id)
-            add_window(event)
-        if self.keep_windows:
+            if keep_windows:
+                add_window(event)
+        if windowed:
             batch.windows.raw += window_rows(windowed)
         counted = len(ids) - counted_before
         batch.total += counted

@@ -36,6 +36,7 @@ except ImportError:  # installed without a C compiler
     _c_minutes = _c_decoded = None
 
 __all__ = [
+    "c_built",
     "c_minutes",
     "delta_accs",
     "events_accs",
@@ -181,6 +182,11 @@ def _acc(accs: dict[int, Acc], bucket: int) -> Acc:
     return found
 
 
+def c_built() -> bool:
+    """Whether `c_minutes` can sum in C (the extension is built)."""
+    return _c_minutes is not None and _c_decoded is not None
+
+
 def c_minutes(
     rows: list[RawWindowEvent], decoded: list[RecentChange] | None = None
 ) -> list[MinuteBlobs] | None:
@@ -189,7 +195,7 @@ def c_minutes(
     that holds any; None where Python must sum them: the extension is not built, or it
     refuses what it cannot hold (a name with a lone surrogate, a length or a sum past 64
     bits, a name that is no str)."""
-    if _c_minutes is None or _c_decoded is None:
+    if _c_minutes is None or _c_decoded is None:  # as c_built(), narrowed for the checker
         return None
     try:
         sums = [_c_decoded(decoded, CANARY_DOMAIN, MINUTE_CACHE, minute_of)] if decoded else []

@@ -35,7 +35,7 @@ from wikipulse.window_blobs import (
 )
 from wikipulse.window_delta import WindowDelta
 from wikipulse.window_index import HEAD, index_blobs
-from wikipulse.window_minutes import c_minutes, recorded_accs
+from wikipulse.window_minutes import c_built, c_minutes, recorded_accs
 from wikipulse.windows import MinuteBlobs
 
 __all__ = [
@@ -254,6 +254,8 @@ def batch_minutes(delta: WindowDelta) -> dict[int, Held]:
 def _recorded_blobs(delta: WindowDelta) -> MinuteBlobs | None:
     """The recorded events summed per minute in C; None where Python sums them (events
     summed into the maps already, or see `window_minutes.c_minutes`)."""
+    if not c_built():  # not read twice: `recorded_accs` reads them for Python
+        return None
     events = delta.recorded(but_sums=True)
     if events is None:
         return None
